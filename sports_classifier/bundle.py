@@ -1,0 +1,175 @@
+"""The on-disk model bundle: the only module that knows its file names.
+
+A bundle is a folder (the same locally and on the Hub):
+
+    config.json           ModelConfig: rebuild the network offline; labels; SHA-256 of weights
+    model.weights.h5      Keras weights (rebuilt from config, then loaded: no pickles, no code)
+    model.onnx            optional ONNX export of the same network (fast serving, no TensorFlow)
+    metrics.json          per split: n, accuracy, top-5, macro F1, loss, per-class scores
+    history.csv           training curves per epoch and stage
+    curves.png, confusion_matrix.png, samples.png
+    README.md             the model card, generated from config.json and metrics.json
+
+Writes are atomic: everything goes to a temporary folder beside the target, which then takes
+the target's place, so a crash leaves the old bundle or the new one, never a mix.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import tempfile
+from pathlib import Path
+from typing import Callable
+
+from .config import ModelConfig
+from .errors import BundleError, ConfigError
+
+CONFIG = "config.json"
+WEIGHTS = "model.weights.h5"
+ONNX = "model.onnx"
+METRICS = "metrics.json"
+HISTORY = "history.csv"
+CURVES = "curves.png"
+CONFUSION = "confusion_matrix.png"
+SAMPLES = "samples.png"
+CARD = "README.md"
+CHECKSUMMED = (WEIGHTS, ONNX)
+FILES = (CONFIG, WEIGHTS, ONNX, METRICS, HISTORY, CURVES, CONFUSION, SAMPLES, CARD)
+
+Writer = Callable[[Path], None]
+
+
+def sha256_file(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def copy_from(source: Path) -> Writer:
+    return lambda dest: shutil.copyfile(source, dest)
+
+
+def write_bundle(dest: str | Path, config: ModelConfig, writers: dict[str, Writer]) -> Path:
+    """Write a bundle atomically. ``writers`` map bundle file names to functions that write
+    that file at the path they are given; config.json (with checksums) and the model card
+    are written last, from the files just written."""
+    from .card import render_model_card
+
+    dest = Path(dest).resolve()
+    unknown = sorted(set(writers) - set(FILES))
+    if unknown:
+        raise BundleError(f"not bundle files: {unknown}; a bundle holds {list(FILES)}")
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{dest.name}.tmp-", dir=dest.parent))
+    try:
+        for name, write in writers.items():
+            if name not in (CONFIG, CARD):
+                write(tmp / name)
+        checksums = {n: sha256_file(tmp / n) for n in CHECKSUMMED if (tmp / n).is_file()}
+        config = config.replace(files_sha256=checksums)
+        _write_json(tmp / CONFIG, config.to_dict())
+        metrics = json.loads((tmp / METRICS).read_text()) if (tmp / METRICS).is_file() else {}
+        present = sorted(p.name for p in tmp.iterdir())
+        (tmp / CARD).write_text(render_model_card(config.to_dict(), metrics, files=present))
+        _swap_into_place(tmp, dest)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return dest
+
+
+def _write_json(path: Path, data) -> None:
+    path.write_text(json.dumps(data, indent=2, ensure_ascii=False) + "\n")
+
+
+def _swap_into_place(new: Path, dest: Path) -> None:
+    if not dest.exists():
+        os.replace(new, dest)
+        return
+    if dest.is_file() or (dest.is_dir() and any(dest.iterdir()) and not (dest / CONFIG).is_file()):
+        raise BundleError(f"{dest} exists and is not a model bundle; refusing to overwrite it")
+    old = dest.with_name(f".{dest.name}.old-{os.getpid()}")
+    os.replace(dest, old)
+    os.replace(new, dest)
+    shutil.rmtree(old, ignore_errors=True)
+
+
+def read_config(path: str | Path) -> ModelConfig:
+    """Read and validate ``config.json`` of the bundle at ``path``."""
+    path = Path(path)
+    if not path.exists():
+        raise BundleError(f"model bundle not found: {path}")
+    if not path.is_dir():
+        raise BundleError(f"{path} is a file; a model bundle is a folder holding {CONFIG}")
+    cfg = path / CONFIG
+    if not cfg.is_file():
+        raise BundleError(
+            f"{path} is not a sports_classifier bundle: no {CONFIG} "
+            f"(found: {sorted(p.name for p in path.iterdir())[:8]})"
+        )
+    try:
+        data = json.loads(cfg.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise BundleError(f"{cfg} is not valid JSON ({exc}); the bundle is corrupt") from None
+    try:
+        return ModelConfig.from_dict(data)
+    except ConfigError as exc:
+        raise BundleError(f"{cfg}: {exc}") from None
+
+
+def verified_file(path: str | Path, config: ModelConfig, name: str) -> Path:
+    """The path of a checksummed bundle file, after checking it exists and is intact."""
+    file = Path(path) / name
+    if not file.is_file():
+        raise BundleError(f"{path} lacks {name}; the bundle is incomplete (re-download or re-save it)")
+    expected = config.files_sha256.get(name)
+    if expected is None:
+        raise BundleError(f"{path}/{CONFIG} records no SHA-256 for {name}; re-save the bundle")
+    actual = sha256_file(file)
+    if actual != expected:
+        raise BundleError(
+            f"{file} is corrupt or was modified: SHA-256 {actual[:12]}... != recorded {expected[:12]}..."
+        )
+    return file
+
+
+def has_onnx(path: str | Path, config: ModelConfig) -> bool:
+    return (Path(path) / ONNX).is_file() and ONNX in config.files_sha256
+
+
+def load_keras_model(path: str | Path, config: ModelConfig):
+    """Rebuild the network from the config (no download) and load the verified weights."""
+    from .model import build_classifier
+
+    weights = verified_file(path, config, WEIGHTS)
+    model = build_classifier(
+        config.backbone, config.num_classes, image_size=config.image_size,
+        dropout=config.dropout, weights=None, tta_flip=config.tta_flip,
+    )
+    try:
+        model.load_weights(weights)
+    except ValueError as exc:
+        raise BundleError(
+            f"{weights} does not fit the network that {CONFIG} describes "
+            f"({config.backbone}, {config.num_classes} labels): {exc}"
+        ) from None
+    return model
+
+
+def read_metrics(path: str | Path) -> dict:
+    file = Path(path) / METRICS
+    if not file.is_file():
+        return {}
+    try:
+        return json.loads(file.read_text())
+    except json.JSONDecodeError as exc:
+        raise BundleError(f"{file} is not valid JSON: {exc}") from None
+
+
+def write_metrics(data: dict) -> Writer:
+    return lambda dest: _write_json(dest, data)

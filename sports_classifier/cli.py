@@ -1,0 +1,251 @@
+"""The ``sports-classifier`` command line: train, evaluate, predict, export, bench, push.
+
+Flags and environment variables are read here and only here; the library takes arguments.
+Errors the user can fix end with one line on stderr and a non-zero exit code
+(``--debug`` or SPORTS_CLASSIFIER_DEBUG=1 shows the traceback).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import sys
+import time
+from pathlib import Path
+
+from . import __version__
+from .errors import SportsClassifierError
+
+PRESETS_DIR = Path(__file__).parent / "presets"
+DEFAULT_MODEL_ENV = "SPORTS_CLASSIFIER_MODEL"
+
+
+def default_model() -> str:
+    """The bundled default model: $SPORTS_CLASSIFIER_MODEL, else models/<first of
+    models/DEFAULT> found in the working folder or beside the package source."""
+    if os.environ.get(DEFAULT_MODEL_ENV):
+        return os.environ[DEFAULT_MODEL_ENV]
+    for root in (Path.cwd(), Path(__file__).resolve().parent.parent):
+        marker = root / "models" / "DEFAULT"
+        if marker.is_file():
+            return str(root / "models" / marker.read_text().strip())
+    return "models/default"
+
+
+def _presets() -> list[str]:
+    return sorted(p.stem for p in PRESETS_DIR.glob("*.json"))
+
+
+def _train_config(args):
+    from .config import TrainConfig
+
+    if args.preset and args.config:
+        raise SportsClassifierError("give --preset or --config, not both")
+    if args.preset:
+        path = PRESETS_DIR / f"{args.preset}.json"
+        if not path.is_file():
+            raise SportsClassifierError(f"unknown preset {args.preset!r}; available: {', '.join(_presets())}")
+        config = TrainConfig.from_file(path)
+    elif args.config:
+        config = TrainConfig.from_file(args.config)
+    else:
+        config = TrainConfig()
+    overrides = {
+        "backbone": args.backbone, "image_size": args.image_size, "weights": args.weights,
+        "mode": args.mode, "seed": args.seed, "batch_size": args.batch_size,
+        "learning_rate": args.lr, "head_epochs": args.epochs, "dropout": args.dropout,
+        "label_smoothing": args.label_smoothing, "fine_tune_stages": args.fine_tune_stages,
+        "fine_tune_epochs": args.fine_tune_epochs, "fine_tune_learning_rate": args.fine_tune_lr,
+        "augment_views": args.augment_views, "max_per_class": args.max_per_class,
+        "tta_flip": args.tta,
+        "classes": tuple(c.strip() for c in args.classes.split(",")) if args.classes else None,
+    }
+    if args.no_augment:
+        overrides["augment"] = False
+    return config.replace(**{k: v for k, v in overrides.items() if v is not None})
+
+
+def cmd_train(args) -> int:
+    from .train import train
+
+    config = _train_config(args)
+    result = train(config, args.data, args.out, cache_dir=args.cache_dir, progress=not args.quiet)
+    valid = result.metrics.get("valid", {})
+    print(f"bundle: {result.bundle}")
+    print(f"valid: accuracy {valid.get('accuracy', 0):.4f}  top-5 {valid.get('top5_accuracy', 0):.4f}  "
+          f"macro F1 {valid.get('macro_f1', 0):.4f}  ({valid.get('n', 0)} images)")
+    print(f"time: {result.seconds:.1f} s (feature cache: {result.cache_hits} hit(s), "
+          f"{result.cache_misses} computed)")
+    return 0
+
+
+def _load(args):
+    from .classifier import Classifier
+
+    return Classifier.from_pretrained(args.model, runtime=args.runtime, revision=getattr(args, "revision", None))
+
+
+def cmd_evaluate(args) -> int:
+    from .metrics import summary
+
+    metrics = _load(args).evaluate(args.data, split=args.split, progress=not args.json)
+    head = summary(metrics)
+    if args.json:
+        print(json.dumps(head | {"split": args.split, "skipped": metrics["skipped"], "engine": metrics["engine"]}))
+    else:
+        print(f"{args.split}: {head['n']} images  accuracy {head['accuracy']:.4f}  "
+              f"top-5 {head['top5_accuracy']:.4f}  macro F1 {head['macro_f1']:.4f}  loss {head['loss']:.4f}")
+        worst = sorted(metrics["per_class"].items(), key=lambda kv: kv[1]["f1"])[:5]
+        print("lowest F1: " + ", ".join(f"{k} {v['f1']:.2f}" for k, v in worst))
+    return 0
+
+
+def cmd_predict(args) -> int:
+    from .errors import ImageDecodeError
+
+    clf = _load(args)
+    failed = 0
+    results = []
+    for image in args.images:
+        try:
+            pairs = clf.predict(image, top_k=args.top_k)
+        except ImageDecodeError as exc:
+            failed += 1
+            print(f"error: {exc}", file=sys.stderr)
+            continue
+        if args.json:
+            results.append({"image": image, "predictions": [{"label": l, "probability": p} for l, p in pairs]})
+        else:
+            print(f"{image}: " + ", ".join(f"{l} {p:.1%}" for l, p in pairs))
+    if args.json:
+        print(json.dumps(results))
+    return 1 if failed else 0
+
+
+def cmd_export(args) -> int:
+    from .export import export_bundle
+
+    report = export_bundle(args.model, formats=args.format)
+    for line in report:
+        print(line)
+    return 0
+
+
+def cmd_push(args) -> int:
+    from .classifier import Classifier
+
+    clf = Classifier.from_pretrained(args.model, runtime="onnx" if args.model else "auto") \
+        if False else Classifier.from_pretrained(args.model)
+    url = clf.push_to_hub(args.repo, private=args.private or None, revision=args.revision,
+                          commit_message=args.message)
+    print(url)
+    return 0
+
+
+def cmd_bench(args) -> int:
+    from .bench import run_benchmark
+
+    run_benchmark(args.model, args.data, images=args.images, repeats=args.repeats, as_json=args.json)
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="sports-classifier",
+        description="Train, evaluate and serve sports-image classifiers (100 classes, Keras 3).",
+    )
+    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
+    parser.add_argument("--debug", action="store_true", help="show tracebacks on errors")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    p = sub.add_parser("train", help="train a model and write its bundle",
+                       description="Train a classifier (frozen backbone + head; optionally fine-tune "
+                       "the last stages) and write a bundle with metrics, curves and a model card.")
+    p.add_argument("--data", required=True, help="dataset folder with train/ and valid/ (Kaggle layout)")
+    p.add_argument("--out", required=True, help="output bundle folder")
+    p.add_argument("--preset", help=f"named recipe: {', '.join(_presets()) or 'none'}")
+    p.add_argument("--config", help="a TrainConfig JSON file")
+    p.add_argument("--backbone", help="efficientnet_lite0 (default), efficientnet_lite1, efficientnet_lite2, "
+                   "efficientnet_b0, resnet50, tiny_cnn")
+    p.add_argument("--weights", help="imagenet (default), none, or a path to a weights file")
+    p.add_argument("--mode", choices=("cached", "end_to_end"), help="cached (default, fast on CPU) or end_to_end")
+    p.add_argument("--image-size", type=int)
+    p.add_argument("--epochs", type=int, help="head epochs (stage 1)")
+    p.add_argument("--fine-tune-stages", type=int, help="unfreeze the last N backbone stages (stage 2)")
+    p.add_argument("--fine-tune-epochs", type=int)
+    p.add_argument("--fine-tune-lr", type=float)
+    p.add_argument("--augment-views", type=int, help="cached mode: augmented views cached per image")
+    p.add_argument("--no-augment", action="store_true", help="no training augmentation")
+    p.add_argument("--tta", action="store_true", default=None, help="average with the mirrored image")
+    p.add_argument("--lr", type=float)
+    p.add_argument("--dropout", type=float)
+    p.add_argument("--label-smoothing", type=float)
+    p.add_argument("--batch-size", type=int)
+    p.add_argument("--seed", type=int)
+    p.add_argument("--classes", help="comma-separated subset of classes (quick experiments)")
+    p.add_argument("--max-per-class", type=int, help="at most N images per class and split")
+    p.add_argument("--cache-dir", help="feature cache (default $SPORTS_CLASSIFIER_CACHE or ~/.cache/sports_classifier)")
+    p.add_argument("--quiet", action="store_true", help="no progress bars")
+    p.set_defaults(func=cmd_train)
+
+    def model_arg(p):
+        p.add_argument("--model", default=default_model(),
+                       help="bundle folder or Hub repo id (default: the bundled default model)")
+        p.add_argument("--runtime", choices=("auto", "onnx", "keras"), default="auto",
+                       help="inference engine (auto: ONNX Runtime when the bundle has model.onnx)")
+
+    p = sub.add_parser("evaluate", help="measure a model on a dataset split")
+    model_arg(p)
+    p.add_argument("--data", required=True)
+    p.add_argument("--split", default="valid")
+    p.add_argument("--json", action="store_true", help="print one JSON object")
+    p.set_defaults(func=cmd_evaluate)
+
+    p = sub.add_parser("predict", help="predict the sport in photos")
+    model_arg(p)
+    p.add_argument("--top-k", type=int, default=5)
+    p.add_argument("--json", action="store_true")
+    p.add_argument("images", nargs="+", metavar="IMAGE")
+    p.set_defaults(func=cmd_predict)
+
+    p = sub.add_parser("export", help="add an ONNX (and optional int8) export to a bundle")
+    p.add_argument("--model", required=True)
+    p.add_argument("--format", nargs="+", choices=("onnx", "onnx-int8"), default=["onnx"])
+    p.set_defaults(func=cmd_export)
+
+    p = sub.add_parser("bench", help="Keras vs ONNX Runtime speed on real images")
+    p.add_argument("--model", default=default_model())
+    p.add_argument("--data", required=True, help="folder of images (searched recursively)")
+    p.add_argument("--images", type=int, default=256, help="images for the batch throughput test")
+    p.add_argument("--repeats", type=int, default=50, help="single-image latency samples")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_bench)
+
+    p = sub.add_parser("push", help="upload a bundle to the Hugging Face Hub")
+    p.add_argument("--model", required=True)
+    p.add_argument("--repo", required=True, help="user/name")
+    p.add_argument("--private", action="store_true")
+    p.add_argument("--revision", help="branch to push to")
+    p.add_argument("--message", help="commit message")
+    p.set_defaults(func=cmd_push)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    debug = args.debug or os.environ.get("SPORTS_CLASSIFIER_DEBUG") == "1"
+    logging.basicConfig(level=logging.WARNING, format="%(message)s", stream=sys.stderr)
+    logging.getLogger("sports_classifier").setLevel(logging.INFO)  # not tf2onnx's INFO chatter
+    try:
+        return args.func(args)
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+    except (SportsClassifierError, FileNotFoundError, ValueError, OSError) as exc:
+        if debug:
+            raise
+        print(f"error: {exc}", file=sys.stderr)
+        return 1

@@ -1,0 +1,171 @@
+"""Typed, frozen configuration objects.
+
+``to_dict`` / ``from_dict`` round-trip through plain JSON types; ``from_dict`` rejects unknown
+keys so that a typo in a preset or a bundle written by a newer version is caught, not ignored.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+from typing import Any, Mapping, TypeVar
+
+from .errors import ConfigError
+
+T = TypeVar("T", bound="_Config")
+
+BUNDLE_FORMAT = "sports_classifier.bundle"
+BUNDLE_FORMAT_VERSION = 1
+
+
+class _Config:
+    """Shared (de)serialisation for the frozen dataclasses below."""
+
+    def to_dict(self) -> dict[str, Any]:
+        out = {}
+        for f in fields(self):  # type: ignore[arg-type]
+            value = getattr(self, f.name)
+            out[f.name] = list(value) if isinstance(value, tuple) else value
+        return out
+
+    @classmethod
+    def from_dict(cls: type[T], data: Mapping[str, Any]) -> T:
+        if not isinstance(data, Mapping):
+            raise ConfigError(f"{cls.__name__}: expected a JSON object, got {type(data).__name__}")
+        known = {f.name: f for f in fields(cls)}  # type: ignore[arg-type]
+        unknown = sorted(set(data) - set(known))
+        if unknown:
+            raise ConfigError(
+                f"{cls.__name__}: unknown key(s) {unknown}; known keys are {sorted(known)}"
+            )
+        kwargs = {}
+        for name, value in data.items():
+            if isinstance(value, list):
+                value = tuple(value)
+            kwargs[name] = value
+        try:
+            return cls(**kwargs)
+        except TypeError as exc:  # missing required keys
+            raise ConfigError(f"{cls.__name__}: {exc}") from None
+
+    def replace(self: T, **changes: Any) -> T:
+        unknown = sorted(set(changes) - {f.name for f in fields(self)})  # type: ignore[arg-type]
+        if unknown:
+            raise ConfigError(f"{type(self).__name__}: unknown option(s) {unknown}")
+        return dataclasses.replace(self, **changes)  # type: ignore[type-var]
+
+
+@dataclass(frozen=True)
+class TrainConfig(_Config):
+    """Everything that decides a training run; recorded verbatim in the bundle.
+
+    The defaults are the fast CPU recipe: a frozen ImageNet backbone whose features are
+    computed once and cached, and a softmax head trained on the cache.
+    """
+
+    backbone: str = "efficientnet_lite0"
+    image_size: int | None = None  # None: the backbone's own size
+    weights: str = "imagenet"  # "imagenet", "none", or a path to a .weights.h5 file
+    mode: str = "cached"  # "cached" (frozen part computed once) or "end_to_end"
+    seed: int = 42
+    batch_size: int = 32
+    dropout: float = 0.2
+    label_smoothing: float = 0.0
+    optimizer: str = "adam"
+    learning_rate: float = 1e-3
+    weight_decay: float = 0.0
+    head_epochs: int = 40
+    # Stage 2: unfreeze the last ``fine_tune_stages`` stages of the backbone (BatchNorm frozen).
+    fine_tune_stages: int = 0
+    fine_tune_epochs: int = 0
+    fine_tune_learning_rate: float = 1e-4
+    early_stopping_patience: int = 6
+    reduce_lr_patience: int = 2
+    reduce_lr_factor: float = 0.5
+    # Training-only augmentation (the notebook's zoom, flip, shift), as Keras layers.
+    augment: bool = True
+    augment_views: int = 0  # cached mode: extra augmented views cached per training image
+    zoom: float = 0.1
+    shift: float = 0.1
+    horizontal_flip: bool = True
+    tta_flip: bool = False  # average the prediction on the image and its mirror image
+    train_split: str = "train"
+    valid_split: str = "valid"
+    classes: tuple[str, ...] | None = None  # train on a subset of classes (quick experiments)
+    max_per_class: int | None = None
+
+    def __post_init__(self) -> None:
+        if self.mode not in ("cached", "end_to_end"):
+            raise ConfigError(f"mode must be 'cached' or 'end_to_end', got {self.mode!r}")
+        if self.batch_size < 1:
+            raise ConfigError(f"batch_size must be >= 1, got {self.batch_size}")
+        if not 0.0 <= self.dropout < 1.0:
+            raise ConfigError(f"dropout must be in [0, 1), got {self.dropout}")
+        if not 0.0 <= self.label_smoothing < 1.0:
+            raise ConfigError(f"label_smoothing must be in [0, 1), got {self.label_smoothing}")
+        if self.learning_rate <= 0 or self.fine_tune_learning_rate <= 0:
+            raise ConfigError("learning rates must be > 0")
+        for name in ("head_epochs", "fine_tune_stages", "fine_tune_epochs", "augment_views"):
+            if getattr(self, name) < 0:
+                raise ConfigError(f"{name} must be >= 0, got {getattr(self, name)}")
+        if self.image_size is not None and self.image_size < 16:
+            raise ConfigError(f"image_size must be >= 16 pixels, got {self.image_size}")
+        if self.optimizer not in ("adam", "adamw", "sgd"):
+            raise ConfigError(f"optimizer must be adam, adamw or sgd, got {self.optimizer!r}")
+
+    @classmethod
+    def from_file(cls, path: str | Path) -> "TrainConfig":
+        """Read a preset (JSON) file, e.g. ``presets/lite0-head.json``."""
+        try:
+            data = json.loads(Path(path).read_text())
+        except FileNotFoundError:
+            raise ConfigError(f"config file not found: {path}") from None
+        except json.JSONDecodeError as exc:
+            raise ConfigError(f"config file {path} is not valid JSON: {exc}") from None
+        return cls.from_dict(data)
+
+
+@dataclass(frozen=True)
+class ModelConfig(_Config):
+    """What a bundle's ``config.json`` holds: enough to rebuild the network offline."""
+
+    backbone: str
+    image_size: int
+    labels: tuple[str, ...]
+    dropout: float = 0.2
+    tta_flip: bool = False
+    format: str = BUNDLE_FORMAT
+    format_version: int = BUNDLE_FORMAT_VERSION
+    package_version: str = ""
+    keras_version: str = ""
+    # How to turn a photo into the network's input; the same function serves training.
+    preprocessing: dict = field(
+        default_factory=lambda: {
+            "color": "RGB",
+            "resize": "bilinear",
+            "input_range": [0, 255],
+            "normalization": "inside the network",
+        }
+    )
+    files_sha256: dict = field(default_factory=dict)
+    training: dict | None = None
+    created: str = ""
+
+    def __post_init__(self) -> None:
+        if self.format != BUNDLE_FORMAT:
+            raise ConfigError(f"not a sports_classifier bundle config (format={self.format!r})")
+        if not isinstance(self.format_version, int) or self.format_version > BUNDLE_FORMAT_VERSION:
+            raise ConfigError(
+                f"bundle format version {self.format_version!r} is newer than this package "
+                f"supports ({BUNDLE_FORMAT_VERSION}); upgrade sports_classifier"
+            )
+        if len(self.labels) < 2 or len(set(self.labels)) != len(self.labels):
+            raise ConfigError("labels must hold at least two distinct class names")
+        if self.image_size < 16:
+            raise ConfigError(f"image_size must be >= 16, got {self.image_size}")
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.labels)

@@ -1,0 +1,47 @@
+"""The package's exceptions.
+
+Each one also inherits the builtin a caller would naturally catch (``ValueError``,
+``FileNotFoundError`` ...), so ``except ValueError`` keeps working for code that does not know
+this package. Messages say what was received, what was expected and how to fix it.
+"""
+
+from __future__ import annotations
+
+
+class SportsClassifierError(Exception):
+    """Base class of every error raised on purpose by ``sports_classifier``."""
+
+
+class ConfigError(SportsClassifierError, ValueError):
+    """A configuration has unknown keys, missing keys or values out of range."""
+
+
+class UnknownBackboneError(SportsClassifierError, KeyError):
+    """A backbone name is not in the registry."""
+
+    def __str__(self) -> str:  # KeyError would otherwise print the message in quotes
+        return str(self.args[0]) if self.args else ""
+
+
+class WeightsUnavailableError(SportsClassifierError, RuntimeError):
+    """Pretrained weights cannot be obtained (offline, or a missing local file)."""
+
+
+class DatasetLayoutError(SportsClassifierError, ValueError):
+    """A dataset folder is not in the expected ``split/class/image`` layout."""
+
+
+class ImageDecodeError(SportsClassifierError, ValueError):
+    """An input cannot be read as an image (unreadable, truncated, too large, wrong type)."""
+
+
+class BundleError(SportsClassifierError, ValueError):
+    """A model bundle is missing files, is corrupt or was written by an unsupported version."""
+
+
+class HubError(SportsClassifierError, RuntimeError):
+    """A Hugging Face Hub operation failed (missing repo, missing file, no network, auth)."""
+
+
+class ExportError(SportsClassifierError, RuntimeError):
+    """Exporting a model to another format failed or changed its outputs."""

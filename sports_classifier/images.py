@@ -1,0 +1,194 @@
+"""The one preprocessing function: any image input -> float32 RGB pixels at the model's size.
+
+Training, evaluation, Keras inference and ONNX Runtime inference all call ``load_rgb`` and
+``to_model_input``, so a photo is decoded, oriented, converted and resized the same way
+everywhere. Normalisation (scaling pixel values) lives inside the network, so the arrays here
+stay in [0, 255]. No TensorFlow here: the serving path must not import it.
+"""
+
+from __future__ import annotations
+
+import io
+import os
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Iterable, Sequence, Union
+
+import numpy as np
+from PIL import Image, ImageOps, UnidentifiedImageError
+
+from .errors import ImageDecodeError
+
+ImageInput = Union[str, os.PathLike, bytes, Image.Image, np.ndarray]
+
+# A photo larger than this is refused before its pixels are decoded (decompression bombs:
+# a tiny PNG can claim 50,000 x 50,000 pixels, 7.5 GB once decoded).
+MAX_PIXELS = 64_000_000
+# Inputs bigger than this on disk are refused before they are read.
+MAX_FILE_BYTES = 50 * 1024 * 1024
+
+
+def _open(source: ImageInput) -> Image.Image:
+    if isinstance(source, Image.Image):
+        return source
+    if isinstance(source, np.ndarray):
+        return _from_array(source)
+    if isinstance(source, (bytes, bytearray)):
+        data = bytes(source)
+        name = "<bytes>"
+    elif isinstance(source, (str, os.PathLike)):
+        path = Path(source)
+        name = str(path)
+        if path.is_dir():
+            raise ImageDecodeError(f"{name} is a directory, not an image file")
+        try:
+            size = path.stat().st_size
+        except FileNotFoundError:
+            raise ImageDecodeError(f"{name}: no such file") from None
+        if size == 0:
+            raise ImageDecodeError(f"{name} is empty (0 bytes)")
+        if size > MAX_FILE_BYTES:
+            raise ImageDecodeError(
+                f"{name} is {size / 2**20:.0f} MB; images over {MAX_FILE_BYTES // 2**20} MB are refused"
+            )
+        data = path.read_bytes()
+    else:
+        raise ImageDecodeError(
+            f"cannot read an image from {type(source).__name__}; "
+            "pass a file path, bytes, a PIL image or a HxWx3 numpy array"
+        )
+    if not data:
+        raise ImageDecodeError(f"{name} is empty (0 bytes)")
+    try:
+        img = Image.open(io.BytesIO(data))
+    except UnidentifiedImageError:
+        raise ImageDecodeError(f"{name} is not a readable image (unknown or corrupt format)") from None
+    except Image.DecompressionBombError as exc:
+        raise ImageDecodeError(f"{name} refused: {exc}") from None
+    img.info["source_name"] = name
+    return img
+
+
+def _from_array(array: np.ndarray) -> Image.Image:
+    a = np.asarray(array)
+    if a.ndim == 3 and a.shape[2] == 1:
+        a = a[:, :, 0]
+    if a.ndim not in (2, 3) or (a.ndim == 3 and a.shape[2] not in (3, 4)):
+        raise ImageDecodeError(f"expected an HxW, HxWx3 or HxWx4 array, got shape {a.shape}")
+    if a.size == 0:
+        raise ImageDecodeError(f"empty image array of shape {a.shape}")
+    if a.dtype != np.uint8:
+        if np.issubdtype(a.dtype, np.floating):
+            # Floats are taken as [0, 255] pixel values unless they all lie in [0, 1].
+            scale = 255.0 if a.size and float(np.nanmax(a)) <= 1.0 else 1.0
+            a = np.clip(np.nan_to_num(a) * scale, 0, 255)
+        elif np.issubdtype(a.dtype, np.integer) and a.max(initial=0) > 255:
+            a = a / (65535.0 if a.max() > 4095 else 4095.0) * 255.0
+        a = np.clip(a, 0, 255).astype(np.uint8)
+    return Image.fromarray(a)
+
+
+def load_rgb(source: ImageInput, *, max_pixels: int = MAX_PIXELS) -> Image.Image:
+    """Open any supported input as an upright 8-bit RGB PIL image.
+
+    Handles grayscale, 16-bit, palette, RGBA (composited on white), CMYK, animated images
+    (first frame) and EXIF orientation. Raises ``ImageDecodeError`` for anything unreadable.
+
+    >>> load_rgb("photo.jpg").mode
+    'RGB'
+    """
+    img = _open(source)
+    name = img.info.get("source_name", "image")
+    width, height = img.size
+    if width < 1 or height < 1:
+        raise ImageDecodeError(f"{name} has no pixels ({width}x{height})")
+    if width * height > max_pixels:
+        raise ImageDecodeError(
+            f"{name} is {width}x{height} pixels; images over {max_pixels:,} pixels are refused "
+            "(possible decompression bomb)"
+        )
+    try:
+        if getattr(img, "n_frames", 1) > 1:
+            img.seek(0)
+        img = ImageOps.exif_transpose(img) or img
+        return _to_rgb(img)
+    except ImageDecodeError:
+        raise
+    except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as exc:
+        # Truncated or corrupt data only shows up when the pixels are decoded.
+        raise ImageDecodeError(f"{name} could not be decoded: {exc}") from None
+
+
+def _to_rgb(img: Image.Image) -> Image.Image:
+    mode = img.mode
+    if mode == "RGB":
+        img.load()
+        return img
+    if mode in ("I;16", "I;16B", "I;16L", "I", "F"):
+        a = np.asarray(img, dtype=np.float64)
+        top = 65535.0 if a.max(initial=0) > 255 else 255.0
+        return Image.fromarray(np.clip(a / top * 255.0, 0, 255).astype(np.uint8)).convert("RGB")
+    if mode == "P":
+        img = img.convert("RGBA")
+        mode = "RGBA"
+    if mode in ("RGBA", "LA", "PA", "RGBa", "La"):
+        rgba = img.convert("RGBA")
+        background = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
+        return Image.alpha_composite(background, rgba).convert("RGB")
+    return img.convert("RGB")
+
+
+def to_model_input(img: Image.Image, size: int) -> np.ndarray:
+    """Resize an RGB image to ``size`` x ``size`` (bilinear) as float32 HxWx3 in [0, 255]."""
+    if img.size != (size, size):
+        img = img.resize((size, size), Image.BILINEAR)
+    return np.asarray(img, dtype=np.float32)
+
+
+def preprocess(source: ImageInput, size: int) -> np.ndarray:
+    """``load_rgb`` + ``to_model_input``: the whole path from an input to the network's input."""
+    return to_model_input(load_rgb(source), size)
+
+
+def preprocess_batch(
+    sources: Sequence[ImageInput], size: int, *, workers: int | None = None
+) -> np.ndarray:
+    """Preprocess several inputs into one ``(N, size, size, 3)`` float32 array.
+
+    PIL releases the GIL while decoding and resizing, so a small thread pool pays off.
+    Any unreadable input raises ``ImageDecodeError`` naming it.
+    """
+    if len(sources) == 0:
+        return np.zeros((0, size, size, 3), np.float32)
+    out = np.empty((len(sources), size, size, 3), np.float32)
+
+    def work(i: int) -> None:
+        out[i] = preprocess(sources[i], size)
+
+    if len(sources) == 1:
+        work(0)
+    else:
+        with ThreadPoolExecutor(max_workers=workers or min(4, os.cpu_count() or 1)) as pool:
+            list(pool.map(work, range(len(sources))))
+    return out
+
+
+def try_preprocess_many(
+    paths: Iterable[ImageInput], size: int
+) -> tuple[np.ndarray, list[int], list[tuple[int, str]]]:
+    """Like ``preprocess_batch`` but skips bad inputs: returns (array, kept indices, failures)."""
+    paths = list(paths)
+    results: list[np.ndarray | None] = [None] * len(paths)
+    failures: list[tuple[int, str]] = []
+
+    def work(i: int) -> None:
+        try:
+            results[i] = preprocess(paths[i], size)
+        except ImageDecodeError as exc:
+            failures.append((i, str(exc)))
+
+    with ThreadPoolExecutor(max_workers=min(4, os.cpu_count() or 1)) as pool:
+        list(pool.map(work, range(len(paths))))
+    kept = [i for i, r in enumerate(results) if r is not None]
+    array = np.stack([results[i] for i in kept]) if kept else np.zeros((0, size, size, 3), np.float32)
+    return array, kept, sorted(failures)
