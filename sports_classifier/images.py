@@ -65,6 +65,8 @@ def _open(source: ImageInput) -> Image.Image:
         raise ImageDecodeError(f"{name} is not a readable image (unknown or corrupt format)") from None
     except Image.DecompressionBombError as exc:
         raise ImageDecodeError(f"{name} refused: {exc}") from None
+    except (OSError, ValueError, SyntaxError) as exc:  # a header cut short or malformed
+        raise ImageDecodeError(f"{name} could not be decoded: {exc}") from None
     img.info["source_name"] = name
     return img
 

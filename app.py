@@ -1,0 +1,272 @@
+"""Sports classifier: the Gradio app (composition only; the handlers live in sports_classifier.ui).
+
+    python app.py                                  # the bundled models in models/, offline
+    python app.py --models models/a,hf:user/repo@rev --host 0.0.0.0 --port 7860
+    SPORTS_CLASSIFIER_MODELS=hf:user/repo python app.py    # e.g. in a Space's settings
+
+No model is loaded at import: each loads on first use, and all of them in a background thread
+right after the server starts. With ONNX bundles nothing here imports TensorFlow; only the
+Explain button (Grad-CAM) loads Keras, the first time it is pressed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import functools
+import os
+import shutil
+import tempfile
+from pathlib import Path
+
+import gradio as gr
+
+from sports_classifier import ui
+
+ROOT = Path(__file__).resolve().parent
+EXAMPLES = ROOT / "examples"
+MAX_FILE_SIZE = "10mb"
+# ONNX Runtime already spreads one prediction over every core, so running more than two at
+# once only makes each slower; further requests wait in the queue (at most QUEUE_SIZE).
+CONCURRENCY = 2
+QUEUE_SIZE = 64
+GRID_SIZE = 20
+TITLE = "Sports classifier"
+CSS = """
+.result-note {min-height: 2.5em; font-size: 0.9em}
+footer {display: none !important}
+"""
+
+
+def _handler(fn):
+    """Show a UserInputError as a message in the page instead of a generic failure."""
+
+    @functools.wraps(fn)
+    def wrapped(*args, **kwargs):
+        try:
+            return fn(*args, **kwargs)
+        except ui.UserInputError as exc:
+            raise gr.Error(str(exc)) from None
+
+    return wrapped
+
+
+def _servable(items: list[tuple[str, str]]) -> list[tuple[str, str]]:
+    """Gradio only sends files from the working folder, the temp folder or allowed_paths;
+    pictures of Hub bundles live in the Hub cache, so they are copied to the temp folder."""
+    out = []
+    for path, caption in items:
+        p = Path(path).resolve()
+        if not (p.is_relative_to(Path.cwd()) or p.is_relative_to(ROOT) or p.is_relative_to(tempfile.gettempdir())):
+            dest = Path(tempfile.gettempdir()) / "sports-classifier-pictures" / f"{abs(hash(str(p)))}-{p.name}"
+            dest.parent.mkdir(parents=True, exist_ok=True)
+            if not dest.exists():
+                shutil.copyfile(p, dest)
+            p = dest
+        out.append((str(p), caption))
+    return out
+
+
+def allowed_paths(registry: ui.ModelRegistry) -> list[str]:
+    """Only the example images and the local bundles' pictures (for the model cards)."""
+    return ([str(EXAMPLES)] if EXAMPLES.is_dir() else []) + ui.picture_files(registry)
+
+
+def build_demo(registry: ui.ModelRegistry) -> gr.Blocks:
+    names = registry.names
+    default_models = names if len(names) <= 3 else names[:1]
+    sports = ui.example_sports(EXAMPLES)
+    first = names[0] if names else None
+
+    def slots(prefix: str):
+        labels, notes = [], []
+        with gr.Row(equal_height=False):
+            for name in names:
+                with gr.Column(min_width=220):
+                    labels.append(gr.Label(label=name, num_top_classes=ui.TOP_K, visible=name in default_models,
+                                           elem_id=f"{prefix}-label-{len(labels)}"))
+                    notes.append(gr.Markdown(elem_classes="result-note", visible=name in default_models))
+        return labels, notes
+
+    def slot_values(results: list[ui.ModelResult], selected: list[str]):
+        by_name = {r.name: r for r in results}
+        labels, notes = [], []
+        for name in names:
+            r = by_name.get(name)
+            shown = name in selected
+            labels.append(gr.Label(value=(r.confidences or None) if r else None, visible=shown))
+            notes.append(gr.Markdown(value=r.note if r else "", visible=shown))
+        return labels + notes
+
+    # -- handlers bound to this registry (plain functions from ui, errors shown in the page) --
+
+    @_handler
+    def on_predict(image, selected):
+        if image is None:
+            return slot_values([], selected or []) + [ui.status_markdown(registry)]
+        results = ui.predict(registry, image, selected)
+        return slot_values(results, selected) + [ui.status_markdown(registry)]
+
+    @_handler
+    def on_explain(image, model):
+        return ui.explain(registry, image, model)
+
+    def visible_slots(selected):
+        return [gr.Label(visible=n in selected) for n in names] + [gr.Markdown(visible=n in selected) for n in names]
+
+    def on_filter(sport):
+        examples = ui.list_examples(EXAMPLES, sport)
+        return gr.Gallery(value=ui.gallery_items(examples, one_per_class=sport in (None, ui.ALL_SPORTS)),
+                          selected_index=None)
+
+    @_handler
+    def on_example(sport, evt: gr.SelectData):
+        examples = ui.list_examples(EXAMPLES, sport)
+        if sport in (None, ui.ALL_SPORTS):
+            examples = [ui.Example(p, c) for p, c in ui.gallery_items(examples, one_per_class=True)]
+        example = examples[evt.index]
+        results = ui.predict(registry, example.path, names)
+        return [example.path, f"True sport: **{example.label}**"] + slot_values(results, names)
+
+    @_handler
+    def on_grid(model, sport, seed):
+        grid = ui.example_grid(registry, model, ui.list_examples(EXAMPLES, sport), n=GRID_SIZE, seed=seed)
+        return grid["items"], grid["summary"], seed + 1
+
+    def on_compare():
+        return (ui.compare_table(registry), _servable(ui.bundle_pictures(registry, "curves.png")),
+                _servable(ui.bundle_pictures(registry, "confusion_matrix.png")),
+                ui.disagreement_table(registry), ui.status_markdown(registry))
+
+    @_handler
+    def on_batch(files, selected):
+        frame, csv_path = ui.batch_predict(registry, files, selected)
+        return frame, gr.DownloadButton(value=csv_path, visible=True)
+
+    def on_status():
+        pending = any(registry.loaded(n) is None for n in names)
+        return ui.status_markdown(registry), gr.Timer(active=pending)
+
+    # -- layout --
+
+    with gr.Blocks(title=TITLE, analytics_enabled=False) as demo:
+        gr.Markdown(f"# {TITLE}\nWhich of 100 sports does a photo show? Upload, paste or take a photo.")
+        status = gr.Markdown(ui.status_markdown(registry), elem_id="model-status")
+        timer = gr.Timer(2.0, active=bool(names))
+
+        with gr.Tabs():
+            with gr.Tab("Predict", id="predict"):
+                with gr.Row():
+                    with gr.Column(scale=2, min_width=300):
+                        image = gr.Image(type="pil", sources=["upload", "clipboard", "webcam"], label="Photo",
+                                         height=340, elem_id="photo")
+                        chosen = gr.CheckboxGroup(names, value=default_models, label="Models")
+                        with gr.Row():
+                            predict_btn = gr.Button("Predict", variant="primary", elem_id="predict-button")
+                            explain_btn = gr.Button("Explain (Grad-CAM)", elem_id="explain-button")
+                        explain_model = gr.Dropdown(names, value=first, label="Model to explain")
+                        if EXAMPLES.is_dir():
+                            picks = [e.path for e in ui.list_examples(EXAMPLES)][::40][:5]
+                            gr.Examples(picks, inputs=image, label="Try one", cache_examples=False)
+                    with gr.Column(scale=3):
+                        labels, notes = slots("predict")
+                        heatmap = gr.Image(label="Grad-CAM heatmap", interactive=False, height=340,
+                                           elem_id="heatmap")
+                        heat_caption = gr.Markdown()
+
+            with gr.Tab("Examples", id="examples"):
+                with gr.Row():
+                    with gr.Column(scale=3):
+                        sport = gr.Dropdown([ui.ALL_SPORTS] + sports, value=ui.ALL_SPORTS, label="Sport",
+                                            info="All sports: one photo each; pick a sport to see all its photos")
+                        gallery = gr.Gallery(ui.gallery_items(ui.list_examples(EXAMPLES), one_per_class=True),
+                                             label="Examples (click one to predict it)", columns=6, height=480,
+                                             allow_preview=False, elem_id="examples-gallery")
+                    with gr.Column(scale=2):
+                        chosen_example = gr.Image(label="Selected", type="filepath", interactive=False, height=220)
+                        true_label = gr.Markdown()
+                        ex_labels, ex_notes = slots("examples")
+                gr.Markdown("### Predictions on example images\nTrue vs predicted sport; wrong ones are "
+                            "marked ✗. Uses the sport filter above.")
+                with gr.Row():
+                    grid_model = gr.Dropdown(names, value=first, label="Model", scale=2)
+                    grid_btn = gr.Button(f"Predict {GRID_SIZE} examples (click again for others)", scale=1)
+                grid_seed = gr.State(0)
+                grid_summary = gr.Markdown()
+                grid = gr.Gallery(label="Predictions", columns=5, height="auto", allow_preview=True,
+                                  elem_id="examples-grid")
+
+            with gr.Tab("Compare", id="compare") as compare_tab:
+                refresh_btn = gr.Button("Refresh", size="sm")
+                metrics = gr.Dataframe(label="Measured metrics (validation split)", interactive=False,
+                                       elem_id="compare-table")
+                gr.Markdown(ui.SPEED_NOTE)
+                with gr.Row():
+                    curves = gr.Gallery(label="Accuracy and loss curves", columns=1, height=360)
+                    confusion = gr.Gallery(label="Confusion matrices (validation)", columns=1, height=360)
+                disagree = gr.Dataframe(label="Per-class accuracy (recall) where the models disagree most",
+                                        interactive=False)
+
+            with gr.Tab("Batch", id="batch"):
+                files = gr.File(file_count="multiple", file_types=["image"], label="Images",
+                                elem_id="batch-files")
+                batch_models = gr.CheckboxGroup(names, value=names[:1], label="Models")
+                batch_btn = gr.Button("Predict all", variant="primary")
+                batch_table = gr.Dataframe(label="Predictions", interactive=False, wrap=True)
+                download = gr.DownloadButton("Download CSV", visible=False)
+
+            with gr.Tab("About", id="about"):
+                gr.Markdown(ui.about_markdown(registry))
+                for spec in registry.specs:
+                    if not spec.hub:
+                        with gr.Accordion(f"Model card: {spec.name}", open=False):
+                            gr.Markdown(ui.model_card_markdown(spec.location))
+
+        # -- events --
+        predict_outputs = labels + notes + [status]
+        gr.on([predict_btn.click, image.change], on_predict, [image, chosen], predict_outputs,
+              api_name="predict", trigger_mode="always_last")
+        chosen.change(visible_slots, chosen, labels + notes, api_visibility="private")
+        explain_btn.click(on_explain, [image, explain_model], [heatmap, heat_caption], api_name="explain",
+                          concurrency_limit=1, concurrency_id="keras")
+        sport.change(on_filter, sport, gallery, api_visibility="private")
+        gallery.select(on_example, sport, [chosen_example, true_label] + ex_labels + ex_notes,
+                       api_visibility="private")
+        grid_btn.click(on_grid, [grid_model, sport, grid_seed], [grid, grid_summary, grid_seed], api_name="grid")
+        compare_outputs = [metrics, curves, confusion, disagree, status]
+        compare_tab.select(on_compare, None, compare_outputs, api_visibility="private")
+        refresh_btn.click(on_compare, None, compare_outputs, api_name="compare")
+        batch_btn.click(on_batch, [files, batch_models], [batch_table, download], api_name="batch",
+                        concurrency_limit=1, concurrency_id="batch")
+        timer.tick(on_status, None, [status, timer], api_visibility="private", show_progress="hidden")
+
+    demo.queue(default_concurrency_limit=CONCURRENCY, max_size=QUEUE_SIZE)
+    return demo
+
+
+registry = ui.ModelRegistry(ui.resolve_specs(root=ROOT))
+demo = build_demo(registry)
+
+
+def main(argv: list[str] | None = None) -> None:
+    global registry, demo
+    parser = argparse.ArgumentParser(description="Serve the sports classifier app.")
+    parser.add_argument("--models", help=f"comma-separated bundle folders and hf:user/repo[@rev] "
+                        f"(default: ${ui.MODELS_ENV}, else every bundle in models/)")
+    parser.add_argument("--host", help="address to listen on (default $GRADIO_SERVER_NAME or 127.0.0.1)")
+    parser.add_argument("--port", type=int, help="port (default $GRADIO_SERVER_PORT or 7860)")
+    parser.add_argument("--share", choices=("no", "yes"), default="no", help="a public gradio.live link")
+    args = parser.parse_args(argv)
+    if args.models:
+        registry = ui.ModelRegistry(ui.resolve_specs(args.models, root=Path.cwd()))
+        demo = build_demo(registry)
+    demo.launch(
+        server_name=args.host, server_port=args.port, share=args.share == "yes",
+        max_file_size=MAX_FILE_SIZE, allowed_paths=allowed_paths(registry), ssr_mode=False,
+        theme=gr.themes.Soft(), css=CSS, footer_links=["api"], prevent_thread_lock=True,
+    )
+    registry.warm_up()  # the page already serves; the first prediction then finds models ready
+    demo.block_thread()
+
+
+if __name__ == "__main__":
+    main()

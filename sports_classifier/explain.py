@@ -1,0 +1,89 @@
+"""Grad-CAM: which regions of a photo raised the score of the class the model chose.
+
+Selvaraju et al. (2017): take the gradient of the class score (before softmax) with respect to
+the backbone's last feature map, average it over the spatial positions to weight each channel,
+sum the weighted channels and keep the positive part. For this package's head (global average
+pooling + dense) the gradient is the dense weights over H*W, so Grad-CAM equals CAM here; the
+gradient is computed anyway so that any head works.
+
+Keras and TensorFlow are imported only when a heatmap is first asked for (seconds); the
+serving path of the app does not need them.
+"""
+
+from __future__ import annotations
+
+import threading
+
+import numpy as np
+from PIL import Image
+
+from .images import ImageInput, load_rgb, to_model_input
+
+_build_lock = threading.Lock()
+MAX_SIDE = 640  # the overlay is shown, not analysed: keep it light
+
+
+def _keras_model(classifier):
+    # Classifier.keras_model builds on first use; two requests must not build it twice.
+    with _build_lock:
+        return classifier.keras_model
+
+
+def gradcam(classifier, image: ImageInput, *, class_index: int | None = None) -> tuple[np.ndarray, int, float]:
+    """Grad-CAM heatmap for ``image``: (H x W array in [0, 1] at the feature map's resolution,
+    explained class index, its probability). Explains the top class unless ``class_index``.
+
+    With test-time flip averaging, the heatmap explains the unmirrored branch.
+
+    >>> heat, index, prob = gradcam(Classifier.from_pretrained("models/lite0"), "photo.jpg")
+    """
+    import tensorflow as tf
+
+    from .model import BACKBONE, POOL, PREDICTIONS
+
+    model = _keras_model(classifier)
+    backbone = model.get_layer(BACKBONE)
+    pool = model.get_layer(POOL)
+    dense = model.get_layer(PREDICTIONS)
+    x = tf.convert_to_tensor(to_model_input(load_rgb(image), classifier.config.image_size)[None])
+    with tf.GradientTape() as tape:
+        fmap = backbone(x, training=False)
+        tape.watch(fmap)
+        logits = tf.matmul(pool(fmap), dense.kernel) + dense.bias  # the class scores before softmax
+        probs = tf.nn.softmax(logits)[0]
+        index = int(tf.argmax(probs)) if class_index is None else int(class_index)
+        score = logits[0, index]
+    grads = tape.gradient(score, fmap)[0]  # (h, w, channels)
+    weights = tf.reduce_mean(grads, axis=(0, 1))
+    cam = tf.nn.relu(tf.reduce_sum(fmap[0] * weights, axis=-1)).numpy()
+    top = float(cam.max())
+    cam = cam / top if top > 0 else np.zeros_like(cam)
+    return cam.astype(np.float32), index, float(probs[index])
+
+
+def overlay(image: Image.Image, heatmap: np.ndarray, *, alpha: float = 0.45,
+            colormap: str = "jet") -> Image.Image:
+    """Blend ``heatmap`` ([0, 1], any resolution) over ``image`` in a colour map.
+
+    The network sees the photo squashed to a square, so the square heatmap is stretched back
+    to the photo's own width and height.
+    """
+    from matplotlib import colormaps
+
+    image = image.convert("RGB")
+    if max(image.size) > MAX_SIDE:
+        scale = MAX_SIDE / max(image.size)
+        image = image.resize((max(1, round(image.width * scale)), max(1, round(image.height * scale))),
+                             Image.BILINEAR)
+    heat = Image.fromarray(np.clip(heatmap, 0, 1).astype(np.float32), mode="F")
+    heat = np.asarray(heat.resize(image.size, Image.BILINEAR), dtype=np.float32)
+    colored = (colormaps[colormap](np.clip(heat, 0, 1))[..., :3] * 255).astype(np.float32)
+    base = np.asarray(image, dtype=np.float32)
+    return Image.fromarray(np.clip((1 - alpha) * base + alpha * colored, 0, 255).astype(np.uint8))
+
+
+def explain_image(classifier, image: ImageInput) -> tuple[Image.Image, str, float]:
+    """The overlay for the top class, its label and probability."""
+    rgb = load_rgb(image)
+    heat, index, prob = gradcam(classifier, rgb)
+    return overlay(rgb, heat), classifier.labels[index], prob

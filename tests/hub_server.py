@@ -1,0 +1,296 @@
+"""A loopback stand-in for the Hugging Face Hub's download protocol, for tests.
+
+It serves model repos from folders on disk with the endpoints, headers and error codes that
+``huggingface_hub`` (2.x) relies on, so the real ``snapshot_download`` / ``hf_hub_download``
+code runs against it unchanged:
+
+    GET  /api/models/{repo}[/revision/{rev}]    model info: ``sha`` (commit), ``siblings``
+    GET  /api/models/{repo}/tree/{rev}          file listing: path, size, git blob ``oid``, ``lfs``
+    HEAD /{repo}/resolve/{rev}/{file}           ``X-Repo-Commit``, ``ETag``, ``Content-Length``; for
+    GET  /{repo}/resolve/{rev}/{file}           LFS files a 302 to the "CDN" with ``X-Linked-Etag``
+                                                (sha256) and ``X-Linked-Size``, as the Hub does
+    GET  /cdn/{sha256}                          file bytes, on a second port (another origin, so the
+                                                client must not send the token there)
+
+Errors carry ``X-Error-Code`` (``RepoNotFound``, ``RevisionNotFound``, ``EntryNotFound``,
+``GatedRepo``) or the Hub's 401 message for a bad token, which the library maps to its
+exceptions. Revisions: branches and tags map to commit hashes; a full hash works too.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import threading
+from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from urllib.parse import unquote, urlsplit
+
+LFS_SUFFIXES = (".h5", ".onnx", ".png", ".bin", ".safetensors")
+INVALID_TOKEN = "Invalid credentials in Authorization header"
+
+
+def git_blob_sha1(data: bytes) -> str:
+    return hashlib.sha1(b"blob %d\0" % len(data) + data).hexdigest()
+
+
+def lfs_pointer(data: bytes) -> bytes:
+    return (f"version https://git-lfs.github.com/spec/v1\noid sha256:{hashlib.sha256(data).hexdigest()}\n"
+            f"size {len(data)}\n").encode()
+
+
+@dataclass
+class Repo:
+    commits: dict[str, dict[str, bytes]] = field(default_factory=dict)  # sha -> {path: bytes}
+    refs: dict[str, str] = field(default_factory=dict)  # branch or tag -> sha
+    token: str | None = None  # private: only this token may read it
+    gated: bool = False
+
+
+@dataclass
+class Request:
+    method: str
+    path: str
+    authorization: str | None
+    server: str  # "hub" or "cdn"
+
+
+class FakeHub:
+    """Model repos served over HTTP on 127.0.0.1 (random free ports).
+
+    >>> hub = FakeHub()
+    >>> sha = hub.add_commit("alice/model", "path/to/folder", branch="main", tags=["v1"])
+    >>> with hub:                  # serving at hub.url until the block ends
+    ...     snapshot_download("alice/model", endpoint=hub.url)
+    """
+
+    def __init__(self) -> None:
+        self.repos: dict[str, Repo] = {}
+        self.blobs: dict[str, bytes] = {}  # sha256 -> bytes, for the CDN
+        self.requests: list[Request] = []
+        self._servers: list[ThreadingHTTPServer] = []
+        self.url = self.cdn_url = ""
+
+    # -- content ---------------------------------------------------------------------------
+
+    def add_commit(self, repo_id: str, folder: str | Path, *, branch: str = "main",
+                   tags: tuple[str, ...] | list[str] = ()) -> str:
+        """Commit the files under ``folder`` (read now) on ``branch``; return the commit hash."""
+        folder = Path(folder)
+        files = {p.relative_to(folder).as_posix(): p.read_bytes()
+                 for p in sorted(folder.rglob("*")) if p.is_file()}
+        repo = self.repos.setdefault(repo_id, Repo())
+        digest = hashlib.sha1(repo.refs.get(branch, "").encode())
+        for name, data in files.items():
+            digest.update(name.encode() + b"\0" + git_blob_sha1(data).encode())
+        sha = digest.hexdigest()
+        repo.commits[sha] = files
+        repo.refs[branch] = sha
+        for tag in tags:
+            repo.refs[tag] = sha
+        for data in files.values():
+            self.blobs[hashlib.sha256(data).hexdigest()] = data
+        return sha
+
+    def set_private(self, repo_id: str, token: str) -> None:
+        self.repos[repo_id].token = token
+
+    def set_gated(self, repo_id: str) -> None:
+        self.repos[repo_id].gated = True
+
+    def hub_requests(self) -> list[Request]:
+        return [r for r in self.requests if r.server == "hub"]
+
+    # -- serving ---------------------------------------------------------------------------
+
+    def start(self) -> "FakeHub":
+        for role in ("hub", "cdn"):
+            server = ThreadingHTTPServer(("127.0.0.1", 0), _Handler)
+            server.daemon_threads = True
+            server.fake = self  # type: ignore[attr-defined]
+            server.role = role  # type: ignore[attr-defined]
+            threading.Thread(target=server.serve_forever, name=f"fake-{role}", daemon=True).start()
+            self._servers.append(server)
+        self.url, self.cdn_url = (f"http://127.0.0.1:{s.server_address[1]}" for s in self._servers)
+        return self
+
+    def stop(self) -> None:
+        """Stop serving and close the ports: clients now get "connection refused"."""
+        for server in self._servers:
+            server.shutdown()
+            server.server_close()
+        self._servers = []
+
+    def __enter__(self) -> "FakeHub":
+        return self.start()
+
+    def __exit__(self, *exc) -> None:
+        self.stop()
+
+
+class _Handler(BaseHTTPRequestHandler):
+    server_version = "FakeHub/1.0"
+
+    def log_message(self, format, *args) -> None:  # keep test output clean
+        pass
+
+    @property
+    def fake(self) -> FakeHub:
+        return self.server.fake  # type: ignore[attr-defined]
+
+    def do_HEAD(self) -> None:
+        self._dispatch(head=True)
+
+    def do_GET(self) -> None:
+        self._dispatch(head=False)
+
+    # -- routing ---------------------------------------------------------------------------
+
+    def _dispatch(self, *, head: bool) -> None:
+        role = self.server.role  # type: ignore[attr-defined]
+        path = urlsplit(self.path).path
+        self.fake.requests.append(Request(self.command, path, self.headers.get("Authorization"), role))
+        parts = [unquote(p) for p in path.strip("/").split("/")]
+        try:
+            if role == "cdn":
+                return self._cdn(parts, head)
+            if parts[:2] == ["api", "models"] and len(parts) >= 4:
+                repo_id = "/".join(parts[2:4])
+                rest = parts[4:]
+                if not rest:
+                    return self._model_info(repo_id, "main")
+                if rest[0] == "revision" and len(rest) == 2:
+                    return self._model_info(repo_id, rest[1])
+                if rest[0] == "tree" and len(rest) >= 2:
+                    return self._tree(repo_id, rest[1])
+            if len(parts) >= 5 and parts[2] == "resolve":
+                return self._resolve(f"{parts[0]}/{parts[1]}", parts[3], "/".join(parts[4:]), head)
+            self._error(404, None, "Not Found")
+        except BrokenPipeError:
+            pass
+
+    def _send(self, status: int, headers: dict[str, str], body: bytes = b"", *, head: bool = False) -> None:
+        self.send_response(status)
+        for key, value in headers.items():
+            self.send_header(key, value)
+        self.send_header("Content-Length", headers.get("Content-Length", str(len(body))))
+        self.end_headers()
+        if not head and body:
+            self.wfile.write(body)
+
+    def _error(self, status: int, code: str | None, message: str, extra: dict | None = None) -> None:
+        headers = {"Content-Type": "application/json", "X-Error-Message": message, **(extra or {})}
+        if code:
+            headers["X-Error-Code"] = code
+        self._send(status, headers, json.dumps({"error": message}).encode(), head=self.command == "HEAD")
+
+    def _json(self, data) -> None:
+        self._send(200, {"Content-Type": "application/json"}, json.dumps(data).encode())
+
+    # -- access and revisions --------------------------------------------------------------
+
+    def _repo(self, repo_id: str) -> Repo | None:
+        """The repo if this request may read it; otherwise answers the error and returns None."""
+        auth = self.headers.get("Authorization")
+        token = auth.removeprefix("Bearer ").strip() if auth else None
+        known_tokens = {r.token for r in self.fake.repos.values() if r.token}
+        if token is not None and token not in known_tokens:
+            self._error(401, None, INVALID_TOKEN)
+            return None
+        repo = self.fake.repos.get(repo_id)
+        if repo is None or (repo.token is not None and token != repo.token):
+            # The Hub does not tell a private repo from a missing one.
+            self._error(401 if token is None else 404, "RepoNotFound", "Repository not found")
+            return None
+        if repo.gated:
+            self._error(401 if token is None else 403, "GatedRepo",
+                        "Access to this model is restricted: you are not in the authorized list")
+            return None
+        return repo
+
+    def _commit(self, repo: Repo, revision: str) -> str | None:
+        sha = repo.refs.get(revision, revision if revision in repo.commits else None)
+        if sha is None:
+            self._error(404, "RevisionNotFound", "Invalid rev id: " + revision)
+        return sha
+
+    # -- endpoints -------------------------------------------------------------------------
+
+    def _model_info(self, repo_id: str, revision: str) -> None:
+        repo = self._repo(repo_id)
+        if repo is None:
+            return
+        sha = self._commit(repo, revision)
+        if sha is None:
+            return
+        self._json({
+            "_id": hashlib.md5(repo_id.encode()).hexdigest()[:24], "id": repo_id, "modelId": repo_id,
+            "sha": sha, "private": repo.token is not None, "gated": False, "disabled": False,
+            "tags": [], "siblings": [{"rfilename": name} for name in repo.commits[sha]],
+        })
+
+    def _tree(self, repo_id: str, revision: str) -> None:
+        repo = self._repo(repo_id)
+        if repo is None:
+            return
+        sha = self._commit(repo, revision)
+        if sha is None:
+            return
+        entries = []
+        for name, data in repo.commits[sha].items():
+            entry = {"type": "file", "path": name, "size": len(data), "oid": git_blob_sha1(data)}
+            if name.endswith(LFS_SUFFIXES):
+                pointer = lfs_pointer(data)
+                entry["oid"] = git_blob_sha1(pointer)
+                entry["lfs"] = {"oid": hashlib.sha256(data).hexdigest(), "size": len(data),
+                                "pointerSize": len(pointer)}
+            entries.append(entry)
+        self._json(entries)
+
+    def _resolve(self, repo_id: str, revision: str, filename: str, head: bool) -> None:
+        repo = self._repo(repo_id)
+        if repo is None:
+            return
+        sha = self._commit(repo, revision)
+        if sha is None:
+            return
+        data = repo.commits[sha].get(filename)
+        if data is None:
+            self._error(404, "EntryNotFound", f"{filename} does not exist on {revision!r}",
+                        {"X-Repo-Commit": sha})
+            return
+        if filename.endswith(LFS_SUFFIXES):
+            # The Hub answers LFS files with a redirect to its CDN and the file's own metadata.
+            sha256 = hashlib.sha256(data).hexdigest()
+            pointer = lfs_pointer(data)
+            self._send(302, {
+                "Location": f"{self.fake.cdn_url}/cdn/{sha256}", "X-Repo-Commit": sha,
+                "ETag": f'"{git_blob_sha1(pointer)}"', "X-Linked-Etag": f'"{sha256}"',
+                "X-Linked-Size": str(len(data)),
+            }, head=head)
+            return
+        self._send(200, {"X-Repo-Commit": sha, "ETag": f'"{git_blob_sha1(data)}"',
+                         "Content-Type": "application/octet-stream", "Accept-Ranges": "bytes"},
+                   data, head=head)
+
+    def _cdn(self, parts: list[str], head: bool) -> None:
+        data = self.fake.blobs.get(parts[-1]) if len(parts) == 2 and parts[0] == "cdn" else None
+        if data is None:
+            self._send(404, {}, b"no such blob", head=head)
+            return
+        status, headers = 200, {"ETag": f'"{parts[-1]}"', "Accept-Ranges": "bytes",
+                                "Content-Type": "application/octet-stream"}
+        start = _range_start(self.headers.get("Range"))
+        if start:
+            status = 206
+            headers["Content-Range"] = f"bytes {start}-{len(data) - 1}/{len(data)}"
+            data = data[start:]
+        self._send(status, headers, data, head=head)
+
+
+def _range_start(header: str | None) -> int:
+    if not header or not header.startswith("bytes="):
+        return 0
+    first = header.removeprefix("bytes=").split("-", 1)[0]
+    return int(first) if first.isdigit() else 0

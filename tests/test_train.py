@@ -1,0 +1,44 @@
+"""Training paths on the tiny backbone: cache reuse, fine-tuning, end-to-end, seeds."""
+
+import numpy as np
+import pandas as pd
+
+from sports_classifier import bundle
+from sports_classifier.classifier import Classifier
+from sports_classifier.config import TrainConfig
+from sports_classifier.train import train
+
+TINY = TrainConfig(backbone="tiny_cnn", weights="none", image_size=32, head_epochs=2, batch_size=8)
+
+
+def test_second_run_reuses_the_feature_cache(synthetic_dataset, tmp_path):
+    first = train(TINY, synthetic_dataset, tmp_path / "a", cache_dir=tmp_path / "cache", progress=False)
+    second = train(TINY, synthetic_dataset, tmp_path / "b", cache_dir=tmp_path / "cache", progress=False)
+    assert first.cache_misses == 2 and second.cache_hits == 2 and second.cache_misses == 0
+    # Same seed, same data: the same model.
+    a = Classifier.from_pretrained(tmp_path / "a").predict_proba(sorted(synthetic_dataset.rglob("*.jpg"))[:3])
+    b = Classifier.from_pretrained(tmp_path / "b").predict_proba(sorted(synthetic_dataset.rglob("*.jpg"))[:3])
+    np.testing.assert_allclose(a, b, atol=1e-6)
+
+
+def test_fine_tune_on_cached_activations_with_views_and_tta(synthetic_dataset, tmp_path):
+    config = TINY.replace(fine_tune_stages=1, fine_tune_epochs=2, augment_views=1, tta_flip=True)
+    result = train(config, synthetic_dataset, tmp_path / "ft", cache_dir=tmp_path / "cache", progress=False)
+    history = pd.read_csv(result.bundle / bundle.HISTORY)
+    assert list(history["stage"].unique()) == ["head", "fine_tune"]
+    clf = Classifier.from_pretrained(result.bundle, runtime="keras")
+    assert clf.config.tta_flip and clf.config.training["fine_tune_stages"] == 1
+    # The bundle's recorded accuracy is what evaluate measures on the same split.
+    assert clf.evaluate(synthetic_dataset)["accuracy"] == result.metrics["valid"]["accuracy"]
+
+
+def test_end_to_end_mode(synthetic_dataset, tmp_path):
+    config = TINY.replace(mode="end_to_end", head_epochs=1, fine_tune_stages=1, fine_tune_epochs=1)
+    result = train(config, synthetic_dataset, tmp_path / "e2e", progress=False)
+    assert len(result.history) == 2 and result.metrics["valid"]["n"] == 9
+
+
+def test_tiny_backbone_learns_the_synthetic_classes(synthetic_dataset, tmp_path):
+    config = TINY.replace(head_epochs=30, learning_rate=0.01, augment=False)
+    result = train(config, synthetic_dataset, tmp_path / "learn", cache_dir=tmp_path / "cache", progress=False)
+    assert result.metrics["valid"]["accuracy"] == 1.0
