@@ -129,13 +129,16 @@ def build_demo(registry: ui.ModelRegistry) -> gr.Blocks:
 
     @_handler
     def on_grid(model, sport, seed):
-        grid = ui.example_grid(registry, model, ui.list_examples(EXAMPLES, sport), n=GRID_SIZE, seed=seed)
-        return grid["items"], grid["summary"], seed + 1
+        grid = ui.example_grid(registry, model, ui.list_examples(EXAMPLES, sport), n=GRID_SIZE, seed=seed,
+                               out_dir=Path(tempfile.gettempdir()) / "sports-classifier-grids")
+        return grid["image"], grid["summary"], seed + 1
 
     def on_compare():
-        return (ui.compare_table(registry), _servable(ui.bundle_pictures(registry, "curves.png")),
-                _servable(ui.bundle_pictures(registry, "confusion_matrix.png")),
-                ui.disagreement_table(registry), ui.status_markdown(registry))
+        pictures = []
+        for filename in ("curves.png", "confusion_matrix.png"):
+            found = dict((caption, path) for path, caption in _servable(ui.bundle_pictures(registry, filename)))
+            pictures += [found.get(name) for name in names]
+        return [ui.compare_table(registry), *pictures, ui.disagreement_table(registry), ui.status_markdown(registry)]
 
     @_handler
     def on_batch(files, selected):
@@ -148,7 +151,7 @@ def build_demo(registry: ui.ModelRegistry) -> gr.Blocks:
 
     # -- layout --
 
-    with gr.Blocks(title=TITLE, analytics_enabled=False) as demo:
+    with gr.Blocks(title=TITLE, analytics_enabled=False, fill_width=True) as demo:
         gr.Markdown(f"# {TITLE}\nWhich of 100 sports does a photo show? Upload, paste or take a photo.")
         status = gr.Markdown(ui.status_markdown(registry), elem_id="model-status")
         timer = gr.Timer(2.0, active=bool(names))
@@ -192,19 +195,24 @@ def build_demo(registry: ui.ModelRegistry) -> gr.Blocks:
                     grid_btn = gr.Button(f"Predict {GRID_SIZE} examples (click again for others)", scale=1)
                 grid_seed = gr.State(0)
                 grid_summary = gr.Markdown()
-                grid = gr.Gallery(label="Predictions", columns=5, height="auto", allow_preview=True,
-                                  elem_id="examples-grid")
+                grid = gr.Image(label="Predictions (true / predicted; wrong ones in red)", type="filepath",
+                                interactive=False, elem_id="examples-grid", buttons=["fullscreen", "download"])
 
             with gr.Tab("Compare", id="compare") as compare_tab:
                 refresh_btn = gr.Button("Refresh", size="sm")
                 metrics = gr.Dataframe(label="Measured metrics (validation split)", interactive=False,
                                        elem_id="compare-table")
                 gr.Markdown(ui.SPEED_NOTE)
-                with gr.Row():
-                    curves = gr.Gallery(label="Accuracy and loss curves", columns=1, height=360)
-                    confusion = gr.Gallery(label="Confusion matrices (validation)", columns=1, height=360)
-                disagree = gr.Dataframe(label="Per-class accuracy (recall) where the models disagree most",
-                                        interactive=False)
+                curves, confusion = [], []
+                for name in names:
+                    with gr.Row(equal_height=True):
+                        curves.append(gr.Image(label=f"{name}: accuracy and loss per epoch", type="filepath",
+                                               interactive=False, scale=3, buttons=["fullscreen", "download"]))
+                        confusion.append(gr.Image(label=f"{name}: confusion matrix (validation)",
+                                                  type="filepath", interactive=False, scale=2,
+                                                  buttons=["fullscreen", "download"]))
+                disagree = gr.Dataframe(label="Per-class accuracy (recall) where the models disagree most "
+                                        "(with one model: its weakest classes)", interactive=False)
 
             with gr.Tab("Batch", id="batch"):
                 files = gr.File(file_count="multiple", file_types=["image"], label="Images",
@@ -232,7 +240,7 @@ def build_demo(registry: ui.ModelRegistry) -> gr.Blocks:
         gallery.select(on_example, sport, [chosen_example, true_label] + ex_labels + ex_notes,
                        api_visibility="private")
         grid_btn.click(on_grid, [grid_model, sport, grid_seed], [grid, grid_summary, grid_seed], api_name="grid")
-        compare_outputs = [metrics, curves, confusion, disagree, status]
+        compare_outputs = [metrics, *curves, *confusion, disagree, status]
         compare_tab.select(on_compare, None, compare_outputs, api_visibility="private")
         refresh_btn.click(on_compare, None, compare_outputs, api_name="compare")
         batch_btn.click(on_batch, [files, batch_models], [batch_table, download], api_name="batch",

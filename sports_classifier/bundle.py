@@ -5,6 +5,7 @@ A bundle is a folder (the same locally and on the Hub):
     config.json           ModelConfig: rebuild the network offline; labels; SHA-256 of weights
     model.weights.h5      Keras weights (rebuilt from config, then loaded: no pickles, no code)
     model.onnx            optional ONNX export of the same network (fast serving, no TensorFlow)
+    model.int8.onnx       optional int8-quantised copy of model.onnx (used only when asked for)
     metrics.json          per split: n, accuracy, top-5, macro F1, loss, per-class scores
     history.csv           training curves per epoch and stage
     curves.png, confusion_matrix.png, samples.png
@@ -30,14 +31,15 @@ from .errors import BundleError, ConfigError
 CONFIG = "config.json"
 WEIGHTS = "model.weights.h5"
 ONNX = "model.onnx"
+ONNX_INT8 = "model.int8.onnx"
 METRICS = "metrics.json"
 HISTORY = "history.csv"
 CURVES = "curves.png"
 CONFUSION = "confusion_matrix.png"
 SAMPLES = "samples.png"
 CARD = "README.md"
-CHECKSUMMED = (WEIGHTS, ONNX)
-FILES = (CONFIG, WEIGHTS, ONNX, METRICS, HISTORY, CURVES, CONFUSION, SAMPLES, CARD)
+CHECKSUMMED = (WEIGHTS, ONNX, ONNX_INT8)
+FILES = (CONFIG, WEIGHTS, ONNX, ONNX_INT8, METRICS, HISTORY, CURVES, CONFUSION, SAMPLES, CARD)
 
 Writer = Callable[[Path], None]
 

@@ -16,11 +16,11 @@ import numpy as np
 from . import bundle
 from .config import ModelConfig
 from .errors import BundleError, DatasetLayoutError
-from .images import ImageInput, preprocess_batch
+from .images import ImageInput
 
 Prediction = list[tuple[str, float]]
 _REPO_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
-RUNTIMES = ("auto", "onnx", "keras")
+RUNTIMES = ("auto", "onnx", "keras", "onnx-int8")
 
 
 class Classifier:
@@ -65,19 +65,31 @@ class Classifier:
         return cls(bundle.read_config(path), path, runtime=runtime)
 
     def _make_engine(self, runtime: str):
-        from .runtime import KerasEngine, OnnxEngine, onnxruntime_available
+        from .runtime import KerasEngine, onnxruntime_available
 
+        if runtime == "onnx-int8":  # only when asked for: int8 trades a little accuracy for speed
+            return self._onnx_engine(bundle.ONNX_INT8)
         onnx_ok = bundle.has_onnx(self.path, self.config)
         if runtime == "onnx" or (runtime == "auto" and onnx_ok and onnxruntime_available()):
             if not onnx_ok:
                 raise BundleError(f"{self.path} has no {bundle.ONNX}; run `sports-classifier export`")
-            engine = OnnxEngine(bundle.verified_file(self.path, self.config, bundle.ONNX))
-            outputs = engine.session.get_outputs()[0].shape[-1]
-            if isinstance(outputs, int) and outputs != self.config.num_classes:
-                raise BundleError(f"{bundle.ONNX} has {outputs} outputs but {bundle.CONFIG} lists "
-                                  f"{self.config.num_classes} labels")
-            return engine
+            return self._onnx_engine(bundle.ONNX)
         return KerasEngine(self.keras_model)
+
+    def _onnx_engine(self, name: str):
+        from .runtime import OnnxEngine
+
+        if not (self.path / name).is_file():
+            hint = " --format onnx-int8" if name == bundle.ONNX_INT8 else ""
+            raise BundleError(f"{self.path} has no {name}; run `sports-classifier export{hint}`")
+        engine = OnnxEngine(bundle.verified_file(self.path, self.config, name))
+        outputs = engine.session.get_outputs()[0].shape[-1]
+        if isinstance(outputs, int) and outputs != self.config.num_classes:
+            raise BundleError(f"{name} has {outputs} outputs but {bundle.CONFIG} lists "
+                              f"{self.config.num_classes} labels")
+        if name == bundle.ONNX_INT8:
+            engine.name = "onnxruntime-int8"
+        return engine
 
     @property
     def keras_model(self):
@@ -98,8 +110,9 @@ class Classifier:
 
     def predict_proba(self, images: ImageInput | Sequence[ImageInput]) -> np.ndarray:
         """Class probabilities, shape ``(n_images, n_classes)``."""
-        batch = _as_list(images)
-        return self.engine(preprocess_batch(batch, self.config.image_size))
+        from .runtime import predict_sources  # decodes the next batch while this one runs
+
+        return predict_sources(self.engine, _as_list(images), self.config.image_size)
 
     def predict(self, images: ImageInput | Sequence[ImageInput], top_k: int = 5):
         """Top-k ``(label, probability)`` pairs, most likely first.

@@ -1,4 +1,4 @@
-"""The ``sports-classifier`` command line: train, evaluate, predict, export, bench, push.
+"""The ``sports-classifier`` command line: train, evaluate, predict, export, bench, push, space.
 
 Flags and environment variables are read here and only here; the library takes arguments.
 Errors the user can fix end with one line on stderr and a non-zero exit code
@@ -71,7 +71,8 @@ def cmd_train(args) -> int:
     from .train import train
 
     config = _train_config(args)
-    result = train(config, args.data, args.out, cache_dir=args.cache_dir, progress=not args.quiet)
+    result = train(config, args.data, args.out, cache_dir=args.cache_dir, progress=not args.quiet,
+                   resume=args.resume)
     valid = result.metrics.get("valid", {})
     print(f"bundle: {result.bundle}")
     print(f"valid: accuracy {valid.get('accuracy', 0):.4f}  top-5 {valid.get('top5_accuracy', 0):.4f}  "
@@ -136,8 +137,7 @@ def cmd_export(args) -> int:
 def cmd_push(args) -> int:
     from .classifier import Classifier
 
-    clf = Classifier.from_pretrained(args.model, runtime="onnx" if args.model else "auto") \
-        if False else Classifier.from_pretrained(args.model)
+    clf = Classifier.from_pretrained(args.model)
     url = clf.push_to_hub(args.repo, private=args.private or None, revision=args.revision,
                           commit_message=args.message)
     print(url)
@@ -148,6 +148,18 @@ def cmd_bench(args) -> int:
     from .bench import run_benchmark
 
     run_benchmark(args.model, args.data, images=args.images, repeats=args.repeats, as_json=args.json)
+    return 0
+
+
+def cmd_space(args) -> int:
+    from .space import prepare_space, push_space
+
+    include = args.include if args.include is not None else [p for p in ("examples",) if Path(p).is_dir()]
+    folder = prepare_space(args.out, model_repos=args.models, title=args.title, app_file=args.app_file,
+                           package=args.package, include=include)
+    print(f"space folder: {folder}")
+    if args.push:
+        print(push_space(folder, args.push, private=args.private or None))
     return 0
 
 
@@ -187,6 +199,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--classes", help="comma-separated subset of classes (quick experiments)")
     p.add_argument("--max-per-class", type=int, help="at most N images per class and split")
     p.add_argument("--cache-dir", help="feature cache (default $SPORTS_CLASSIFIER_CACHE or ~/.cache/sports_classifier)")
+    p.add_argument("--resume", action="store_true",
+                   help="continue a run that was interrupted (same options; state in OUT.checkpoint/)")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
     p.set_defaults(func=cmd_train)
 
@@ -195,6 +209,7 @@ def build_parser() -> argparse.ArgumentParser:
                        help="bundle folder or Hub repo id (default: the bundled default model)")
         p.add_argument("--runtime", choices=("auto", "onnx", "keras"), default="auto",
                        help="inference engine (auto: ONNX Runtime when the bundle has model.onnx)")
+        p.add_argument("--revision", help="Hub branch, tag or commit (when --model is a repo id)")
 
     p = sub.add_parser("evaluate", help="measure a model on a dataset split")
     model_arg(p)
@@ -230,6 +245,18 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--revision", help="branch to push to")
     p.add_argument("--message", help="commit message")
     p.set_defaults(func=cmd_push)
+
+    # No token flag on purpose: tokens on command lines leak into shell history.
+    p = sub.add_parser("space", help="prepare (and optionally push) a Hugging Face Space serving Hub models")
+    p.add_argument("--models", nargs="+", required=True, metavar="USER/REPO[@REV]", help="model repos the Space serves")
+    p.add_argument("--out", default="space", help="Space folder to write (default: space)")
+    p.add_argument("--title", default="Sports Classifier")
+    p.add_argument("--app-file", default="app.py", help="the Gradio app to deploy")
+    p.add_argument("--include", nargs="*", metavar="PATH", help="more files/folders to copy (default: examples/ if present)")
+    p.add_argument("--package", help="requirement line for sports_classifier instead of copying its source")
+    p.add_argument("--push", metavar="USER/SPACE", help="upload to this Space (token: HF_TOKEN or `hf auth login`)")
+    p.add_argument("--private", action="store_true")
+    p.set_defaults(func=cmd_space)
     return parser
 
 

@@ -64,10 +64,12 @@ def weights_digest(model) -> str:
 
 
 def _files_key(paths: Sequence[str]) -> list:
+    """Identify the files by absolute path, size and modification time: a changed or moved
+    file is a new entry, and the working folder a run starts from does not matter."""
     out = []
     for p in paths:
         st = os.stat(p)
-        out.append([p, st.st_size, st.st_mtime_ns])
+        out.append([os.path.abspath(p), st.st_size, st.st_mtime_ns])
     return out
 
 

@@ -112,7 +112,8 @@ def load_rgb(source: ImageInput, *, max_pixels: int = MAX_PIXELS) -> Image.Image
     try:
         if getattr(img, "n_frames", 1) > 1:
             img.seek(0)
-        img = ImageOps.exif_transpose(img) or img
+        # An image opened here is ours to turn in place (no copy); a caller's PIL image is not.
+        img = ImageOps.exif_transpose(img, in_place=not isinstance(source, Image.Image)) or img
         return _to_rgb(img)
     except ImageDecodeError:
         raise
@@ -140,16 +141,28 @@ def _to_rgb(img: Image.Image) -> Image.Image:
     return img.convert("RGB")
 
 
-def to_model_input(img: Image.Image, size: int) -> np.ndarray:
-    """Resize an RGB image to ``size`` x ``size`` (bilinear) as float32 HxWx3 in [0, 255]."""
+def _resized(img: Image.Image, size: int) -> np.ndarray:
+    """The resized image's own pixels (uint8 for RGB), not yet converted to float32."""
     if img.size != (size, size):
         img = img.resize((size, size), Image.BILINEAR)
-    return np.asarray(img, dtype=np.float32)
+    return np.asarray(img)
+
+
+def to_model_input(img: Image.Image, size: int) -> np.ndarray:
+    """Resize an RGB image to ``size`` x ``size`` (bilinear) as float32 HxWx3 in [0, 255]."""
+    # uint8 -> float32 is exact, so this equals np.asarray(img, dtype=np.float32).
+    return _resized(img, size).astype(np.float32)
 
 
 def preprocess(source: ImageInput, size: int) -> np.ndarray:
     """``load_rgb`` + ``to_model_input``: the whole path from an input to the network's input."""
     return to_model_input(load_rgb(source), size)
+
+
+def _preprocess_into(out: np.ndarray, source: ImageInput, size: int) -> None:
+    """``preprocess`` written straight into ``out`` (a float32 row of a batch): the same
+    pixels, without a float32 temporary per image."""
+    out[...] = _resized(load_rgb(source), size)
 
 
 def preprocess_batch(
@@ -165,7 +178,7 @@ def preprocess_batch(
     out = np.empty((len(sources), size, size, 3), np.float32)
 
     def work(i: int) -> None:
-        out[i] = preprocess(sources[i], size)
+        _preprocess_into(out[i], sources[i], size)
 
     if len(sources) == 1:
         work(0)

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import logging
 import math
+import os
 import tempfile
 import time
 from dataclasses import dataclass
@@ -28,6 +29,7 @@ import numpy as np
 from . import __version__, bundle
 from .backbones import get_backbone
 from .config import ModelConfig, TrainConfig
+from .errors import ConfigError
 from .data import augmentation, discover, make_tf_dataset
 from .features import FeatureExtractor, View
 from .metrics import classification_metrics, summary
@@ -53,18 +55,131 @@ def _one_hot(y: np.ndarray, n: int) -> np.ndarray:
     return np.eye(n, dtype=np.float32)[y]
 
 
-def _callbacks(config: TrainConfig):
-    import keras
+class Checkpoints:
+    """Crash-safe training state beside the output bundle (``<out>.checkpoint/``).
 
-    return [
-        keras.callbacks.EarlyStopping(
+    Within a stage, Keras' BackupAndRestore saves the weights and optimizer after every epoch;
+    ``_StageState`` saves what BackupAndRestore does not (EarlyStopping / ReduceLROnPlateau
+    counters and best weights, the per-epoch history), so a resumed run continues exactly where
+    the killed one stopped. A finished stage leaves the full model's weights and its history.
+    The folder is removed once the bundle is written.
+    """
+
+    def __init__(self, out_dir: Path, config: TrainConfig, *, resume: bool):
+        import json
+        import shutil
+
+        self.dir = out_dir.with_name(out_dir.name + ".checkpoint")
+        saved = self.dir / "config.json"
+        if resume and saved.is_file():
+            if json.loads(saved.read_text()) != config.to_dict():
+                raise ConfigError(
+                    f"--resume: the checkpoint in {self.dir} was made with a different training "
+                    "config; rerun with the same options, or without --resume to start afresh"
+                )
+            log.info("resuming from %s", self.dir)
+        else:
+            if self.dir.exists():
+                log.info("removing the old checkpoint %s (not resuming)", self.dir)
+                shutil.rmtree(self.dir)
+            self.dir.mkdir(parents=True)
+            saved.write_text(json.dumps(config.to_dict()))
+
+    def done(self, stage: str) -> bool:
+        return (self.dir / f"{stage}.done.weights.h5").is_file()
+
+    def restore(self, model, stage: str):
+        import pandas as pd
+
+        model.load_weights(self.dir / f"{stage}.done.weights.h5")
+        return pd.read_csv(self.dir / f"{stage}.history.csv")
+
+    def finish(self, model, stage: str) -> None:
+        tmp = self.dir / f".{stage}.done.weights.h5"
+        model.save_weights(tmp)
+        os.replace(tmp, self.dir / f"{stage}.done.weights.h5")
+
+    def history(self, stage: str):
+        import pandas as pd
+
+        path = self.dir / f"{stage}.history.csv"
+        return pd.read_csv(path) if path.is_file() else None
+
+    def callbacks(self, config: TrainConfig, stage: str) -> list:
+        import keras
+
+        early = keras.callbacks.EarlyStopping(
             monitor="val_loss", patience=config.early_stopping_patience, restore_best_weights=True
-        ),
-        keras.callbacks.ReduceLROnPlateau(
+        )
+        plateau = keras.callbacks.ReduceLROnPlateau(
             monitor="val_loss", factor=config.reduce_lr_factor, patience=config.reduce_lr_patience,
             min_lr=1e-6,
-        ),
-    ]
+        )
+        # Order matters: BackupAndRestore restores first; _StageState restores the counters after
+        # EarlyStopping/ReduceLROnPlateau have reset them, and saves after they have updated.
+        return [
+            keras.callbacks.BackupAndRestore(str(self.dir / stage), delete_checkpoint=False),
+            early, plateau, _StageState(self.dir, stage, early, plateau),
+        ]
+
+    def remove(self) -> None:
+        import shutil
+
+        shutil.rmtree(self.dir, ignore_errors=True)
+
+
+def _stage_state_class():
+    import keras
+
+    class StageState(keras.callbacks.Callback):
+        def __init__(self, folder: Path, stage: str, early, plateau):
+            super().__init__()
+            self.state = folder / f"{stage}.state.npz"
+            self.csv = folder / f"{stage}.history.csv"
+            self.early, self.plateau = early, plateau
+
+        def on_train_begin(self, logs=None):
+            if not self.state.is_file():
+                return
+            with np.load(self.state, allow_pickle=False) as z:
+                self.early.wait, self.early.best = int(z["early_wait"]), float(z["early_best"])
+                self.early.best_epoch = int(z["early_best_epoch"])
+                self.plateau.wait, self.plateau.best = int(z["plateau_wait"]), float(z["plateau_best"])
+                self.plateau.cooldown_counter = int(z["plateau_cooldown"])
+                n = int(z["n_best"])
+                if n:
+                    self.early.best_weights = [z[f"best_{i}"] for i in range(n)]
+                for i, gen in enumerate(self._seed_generators()):
+                    gen.state.assign(z[f"seed_{i}"])
+
+        def _seed_generators(self):
+            # Dropout's random stream is not part of the weights BackupAndRestore saves; without
+            # it a resumed run would drop other units than the uninterrupted one.
+            return [layer.seed_generator for layer in self.model._flatten_layers(include_self=False)
+                    if getattr(layer, "seed_generator", None) is not None]
+
+        def on_epoch_end(self, epoch, logs=None):
+            import pandas as pd
+
+            row = pd.DataFrame([{k: float(v) for k, v in (logs or {}).items()}])
+            row.to_csv(self.csv, mode="a", header=not self.csv.is_file(), index=False)
+            best = self.early.best_weights or []
+            tmp = self.state.with_name(f".{self.state.name}")
+            with open(tmp, "wb") as fh:
+                np.savez(
+                    fh, early_wait=self.early.wait, early_best=self.early.best,
+                    early_best_epoch=self.early.best_epoch, plateau_wait=self.plateau.wait,
+                    plateau_best=self.plateau.best, plateau_cooldown=self.plateau.cooldown_counter,
+                    n_best=len(best), **{f"best_{i}": w for i, w in enumerate(best)},
+                    **{f"seed_{i}": np.asarray(g.state) for i, g in enumerate(self._seed_generators())},
+                )
+            os.replace(tmp, self.state)
+
+    return StageState
+
+
+def _StageState(*args):
+    return _stage_state_class()(*args)
 
 
 def _view_batches(views: list[np.ndarray], y: np.ndarray, batch_size: int, seed: int):
@@ -75,32 +190,50 @@ def _view_batches(views: list[np.ndarray], y: np.ndarray, batch_size: int, seed:
     class ViewBatches(keras.utils.PyDataset):
         def __init__(self):
             super().__init__()
-            self.rng = np.random.default_rng(seed)
-            self.on_epoch_end()
+            self.set_epoch(0)
 
         def __len__(self):
             return math.ceil(len(y) / batch_size)
 
+        def set_epoch(self, epoch: int):
+            # Derived from the epoch number, not from a running generator, so that a run resumed
+            # at epoch k sees exactly the batches the uninterrupted run saw.
+            rng = np.random.default_rng([seed, epoch])
+            self.order = rng.permutation(len(y))
+            self.choice = rng.integers(0, len(views), len(y))
+
         def on_epoch_end(self):
-            self.order = self.rng.permutation(len(y))
-            self.choice = self.rng.integers(0, len(views), len(y))
+            pass
 
         def __getitem__(self, i):
             idx = self.order[i * batch_size : (i + 1) * batch_size]
             x = np.stack([views[v][j] for v, j in zip(self.choice[idx], idx)]).astype(np.float32)
             return x, y[idx]
 
-    return ViewBatches()
+    batches = ViewBatches()
+    follow = keras.callbacks.LambdaCallback(on_epoch_begin=lambda epoch, logs=None: batches.set_epoch(epoch))
+    return batches, follow
+
+
+def _run_stage(ckpt: Checkpoints, model, config: TrainConfig, stage: str, fit):
+    """Run one training stage through ``fit(callbacks)``, or restore it if a resumed run
+    already finished it. Returns the stage's per-epoch history (a DataFrame)."""
+    if ckpt.done(stage):
+        log.info("stage %r already finished in the checkpoint; restored", stage)
+        return stage, ckpt.restore(model, stage)
+    fit(ckpt.callbacks(config, stage))
+    ckpt.finish(model, stage)
+    return stage, ckpt.history(stage)
 
 
 def _history_frame(histories: list[tuple[str, object]]):
     import pandas as pd
 
     frames = []
-    for stage, h in histories:
-        if h is None or not h.history:
+    for stage, df in histories:
+        if df is None or df.empty:
             continue
-        df = pd.DataFrame(h.history)
+        df = df.copy()
         df.insert(0, "stage", stage)
         df.insert(1, "epoch", np.arange(1, len(df) + 1))
         frames.append(df)
@@ -108,7 +241,7 @@ def _history_frame(histories: list[tuple[str, object]]):
 
 
 def train(config: TrainConfig, data_dir: str | Path, out_dir: str | Path, *,
-          cache_dir: str | Path | None = None, progress: bool = True) -> TrainResult:
+          cache_dir: str | Path | None = None, progress: bool = True, resume: bool = False) -> TrainResult:
     """Train a classifier on ``data_dir`` and write its bundle to ``out_dir``.
 
     >>> train(TrainConfig(backbone="efficientnet_lite0"), "../shared/data/sports100", "runs/lite0")
@@ -132,6 +265,7 @@ def train(config: TrainConfig, data_dir: str | Path, out_dir: str | Path, *,
                              weights=config.weights, tta_flip=config.tta_flip)
     stages = config.fine_tune_stages if config.fine_tune_epochs > 0 else 0
     verbose = 2 if progress else 0
+    ckpt = Checkpoints(Path(out_dir).resolve(), config, resume=resume)
     histories: list[tuple[str, object]] = []
     hits = misses = 0
 
@@ -139,10 +273,10 @@ def train(config: TrainConfig, data_dir: str | Path, out_dir: str | Path, *,
         split = split_layer(model, config.backbone, stages)
         extractor = FeatureExtractor(trunk(model, split), image_size=size, cache_dir=cache_dir,
                                      batch_size=config.batch_size, progress=progress)
-        histories = _train_cached(model, config, extractor, split, train_df, valid_df, n_classes, verbose)
+        histories = _train_cached(model, config, extractor, split, train_df, valid_df, n_classes, verbose, ckpt)
         hits, misses = extractor.hits, extractor.misses
     else:
-        histories = _train_end_to_end(model, config, train_df, valid_df, size, n_classes, verbose)
+        histories = _train_end_to_end(model, config, train_df, valid_df, size, n_classes, verbose, ckpt)
 
     history = _history_frame(histories)
     training = config.to_dict() | {
@@ -160,6 +294,7 @@ def train(config: TrainConfig, data_dir: str | Path, out_dir: str | Path, *,
         training=training, created=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
     )
     out = _finish(model, model_config, history, train_df, valid_df, out_dir, progress, start)
+    ckpt.remove()
     metrics = bundle.read_metrics(out)
     log.info("valid: %s", summary(metrics.get("valid", {})))
     return TrainResult(out, metrics, history, time.perf_counter() - start, hits, misses)
@@ -170,7 +305,7 @@ def _describe(frame, n_classes: int) -> str:
     return f"{n_classes} classes, {counts.min()}-{counts.max()} images per class"
 
 
-def _train_cached(model, config, extractor, split, train_df, valid_df, n_classes, verbose):
+def _train_cached(model, config, extractor, split, train_df, valid_df, n_classes, verbose, ckpt):
     from .model import compile_model, head_model, set_trainable, upper_features, upper_model
 
     train_paths, valid_paths = train_df["filepath"].tolist(), valid_df["filepath"].tolist()
@@ -201,25 +336,26 @@ def _train_cached(model, config, extractor, split, train_df, valid_df, n_classes
     compile_model(head, optimizer=config.optimizer, learning_rate=config.learning_rate,
                   weight_decay=config.weight_decay, label_smoothing=config.label_smoothing)
     if config.head_epochs:
-        histories.append(("head", head.fit(
-            _view_batches(pooled, y_train, config.batch_size, config.seed),
-            validation_data=(pooled_valid, y_valid), epochs=config.head_epochs,
-            callbacks=_callbacks(config), verbose=verbose,
+        batches, follow = _view_batches(pooled, y_train, config.batch_size, config.seed)
+        histories.append(_run_stage(ckpt, model, config, "head", lambda callbacks: head.fit(
+            batches, validation_data=(pooled_valid, y_valid), epochs=config.head_epochs,
+            callbacks=[follow, *callbacks], verbose=verbose,
         )))
     if split is not None:
         set_trainable(model, config.backbone, config.fine_tune_stages)
         upper = upper_model(model, split)
         compile_model(upper, optimizer=config.optimizer, learning_rate=config.fine_tune_learning_rate,
                       weight_decay=config.weight_decay, label_smoothing=config.label_smoothing)
-        histories.append(("fine_tune", upper.fit(
-            _view_batches([f.values for f in train_feats], y_train, config.batch_size, config.seed + 1),
-            validation_data=(valid_feats.values, y_valid), epochs=config.fine_tune_epochs,
-            callbacks=_callbacks(config), verbose=verbose,
+        batches, follow = _view_batches([f.values for f in train_feats], y_train, config.batch_size,
+                                        config.seed + 1)
+        histories.append(_run_stage(ckpt, model, config, "fine_tune", lambda callbacks: upper.fit(
+            batches, validation_data=(valid_feats.values, y_valid), epochs=config.fine_tune_epochs,
+            callbacks=[follow, *callbacks], verbose=verbose,
         )))
     return histories
 
 
-def _train_end_to_end(model, config, train_df, valid_df, size, n_classes, verbose):
+def _train_end_to_end(model, config, train_df, valid_df, size, n_classes, verbose, ckpt):
     import tensorflow as tf
 
     from .model import backbone_of, compile_model, set_trainable
@@ -235,15 +371,16 @@ def _train_end_to_end(model, config, train_df, valid_df, size, n_classes, verbos
     compile_model(model, optimizer=config.optimizer, learning_rate=config.learning_rate,
                   weight_decay=config.weight_decay, label_smoothing=config.label_smoothing)
     if config.head_epochs:
-        histories.append(("head", model.fit(train_ds, validation_data=valid_ds, epochs=config.head_epochs,
-                                            callbacks=_callbacks(config), verbose=verbose)))
+        histories.append(_run_stage(ckpt, model, config, "head", lambda callbacks: model.fit(
+            train_ds, validation_data=valid_ds, epochs=config.head_epochs, callbacks=callbacks,
+            verbose=verbose)))
     if config.fine_tune_stages and config.fine_tune_epochs:
         set_trainable(model, config.backbone, config.fine_tune_stages)
         compile_model(model, optimizer=config.optimizer, learning_rate=config.fine_tune_learning_rate,
                       weight_decay=config.weight_decay, label_smoothing=config.label_smoothing)
-        histories.append(("fine_tune", model.fit(train_ds, validation_data=valid_ds,
-                                                 epochs=config.fine_tune_epochs,
-                                                 callbacks=_callbacks(config), verbose=verbose)))
+        histories.append(_run_stage(ckpt, model, config, "fine_tune", lambda callbacks: model.fit(
+            train_ds, validation_data=valid_ds, epochs=config.fine_tune_epochs, callbacks=callbacks,
+            verbose=verbose)))
     return histories
 
 

@@ -544,12 +544,14 @@ def gallery_items(examples: Sequence[Example], *, one_per_class: bool = False) -
 
 
 def example_grid(registry: ModelRegistry, model_name: str, examples: Sequence[Example], *,
-                 n: int = 20, seed: int = 0) -> dict:
+                 n: int = 20, seed: int = 0, out_dir: str | Path | None = None) -> dict:
     """The notebook's "predictions on test images" grid: ``n`` examples drawn with ``seed``
     (different classes first), predicted by one model.
 
     Returns ``items`` [(path, caption)] (wrong ones captioned with ✗ and both labels),
-    ``rows`` (list of dicts: path, true, predicted, probability, correct) and ``summary``.
+    ``rows`` (list of dicts: path, true, predicted, probability, correct), ``summary``
+    (markdown naming the wrong ones) and, with ``out_dir``, ``image``: the notebook-style
+    PNG grid (titles "true / pred", wrong ones in red) written there.
     """
     if not examples:
         raise UserInputError("no example images found")
@@ -575,9 +577,22 @@ def example_grid(registry: ModelRegistry, model_name: str, examples: Sequence[Ex
         caption = f"✓ {pred} ({prob:.0%})" if ok else f"✗ WRONG — true: {e.label} · predicted: {pred} ({prob:.0%})"
         items.append((e.path, caption))
     right = sum(r["correct"] for r in rows)
-    summary = (f"**{model_name}**: {right} of {len(rows)} correct; wrong ones are marked ✗ "
-               "(the examples come from the validation split).")
-    return {"items": items, "rows": rows, "summary": summary}
+    wrong = [f"{r['true']} → predicted *{r['predicted']}*" for r in rows if not r["correct"]]
+    summary = (f"**{model_name}**: {right} of {len(rows)} correct"
+               + (f"; wrong (in red): {', '.join(wrong)}" if wrong else "")
+               + ". The examples come from the validation split.")
+    grid = {"items": items, "rows": rows, "summary": summary}
+    if out_dir is not None:
+        from .images import load_rgb
+        from .plots import samples_png
+
+        png = samples_png([np.asarray(load_rgb(r["path"])) for r in rows], [r["true"] for r in rows],
+                          [r["predicted"] for r in rows])
+        out = Path(out_dir) / f"grid-{model_name.replace('/', '_')}-{seed}.png"
+        out.parent.mkdir(parents=True, exist_ok=True)
+        out.write_bytes(png)
+        grid["image"] = str(out)
+    return grid
 
 
 def _get_or_user_error(registry: ModelRegistry, name: str | None):
@@ -697,7 +712,8 @@ def bundle_pictures(registry: ModelRegistry, filename: str) -> list[tuple[str, s
 
 def disagreement_table(registry: ModelRegistry, split: str = "valid", *, top: int = 15):
     """Per-class accuracy (recall) of each model on ``split``, the classes where the models
-    differ most first (max - min across models; with one model: its weakest classes)."""
+    differ most first (``spread``: max - min across the models that know the class). With one
+    model, or models that share no class, the weakest classes instead."""
     import pandas as pd
 
     per_model = {}
@@ -713,11 +729,11 @@ def disagreement_table(registry: ModelRegistry, split: str = "valid", *, top: in
     frame.index.name = "class"
     models = list(per_model)
     frame["mean"] = frame[models].mean(axis=1)
-    if len(models) > 1:
-        # Only classes that at least two models know can be disagreed on.
-        known = frame[models].notna().sum(axis=1)
-        frame["spread"] = (frame[models].max(axis=1) - frame[models].min(axis=1)).where(known >= 2)
-        frame = frame.sort_values(["spread", "mean"], ascending=[False, True], na_position="last", kind="stable")
+    shared = frame[models].notna().sum(axis=1) >= 2  # only these can be disagreed on
+    if len(models) > 1 and shared.any():
+        frame = frame[shared].copy()
+        frame["spread"] = frame[models].max(axis=1) - frame[models].min(axis=1)
+        frame = frame.sort_values(["spread", "mean"], ascending=[False, True], kind="stable")
     else:
         frame = frame.sort_values("mean", kind="stable")
     return frame.drop(columns="mean").head(top).round(4).reset_index()

@@ -15,7 +15,7 @@ def run_cli(*args):
 
 
 def test_help_for_every_command():
-    for command in ("train", "evaluate", "predict", "export", "bench", "push"):
+    for command in ("train", "evaluate", "predict", "export", "bench", "push", "space"):
         with pytest.raises(SystemExit) as exit_info:
             main([command, "--help"])
         assert exit_info.value.code == 0
