@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import argparse
 import functools
-import os
+import hashlib
 import shutil
 import tempfile
 from pathlib import Path
@@ -33,7 +33,6 @@ GRID_SIZE = 20
 TITLE = "Sports classifier"
 CSS = """
 .result-note {min-height: 2.5em; font-size: 0.9em}
-footer {display: none !important}
 """
 
 
@@ -57,7 +56,8 @@ def _servable(items: list[tuple[str, str]]) -> list[tuple[str, str]]:
     for path, caption in items:
         p = Path(path).resolve()
         if not (p.is_relative_to(Path.cwd()) or p.is_relative_to(ROOT) or p.is_relative_to(tempfile.gettempdir())):
-            dest = Path(tempfile.gettempdir()) / "sports-classifier-pictures" / f"{abs(hash(str(p)))}-{p.name}"
+            digest = hashlib.sha256(str(p).encode()).hexdigest()[:16]
+            dest = Path(tempfile.gettempdir()) / "sports-classifier-pictures" / f"{digest}-{p.name}"
             dest.parent.mkdir(parents=True, exist_ok=True)
             if not dest.exists():
                 shutil.copyfile(p, dest)
@@ -119,13 +119,14 @@ def build_demo(registry: ui.ModelRegistry) -> gr.Blocks:
                           selected_index=None)
 
     @_handler
-    def on_example(sport, evt: gr.SelectData):
+    def on_example(sport, selected, evt: gr.SelectData):
         examples = ui.list_examples(EXAMPLES, sport)
         if sport in (None, ui.ALL_SPORTS):
             examples = [ui.Example(p, c) for p, c in ui.gallery_items(examples, one_per_class=True)]
         example = examples[evt.index]
-        results = ui.predict(registry, example.path, names)
-        return [example.path, f"True sport: **{example.label}**"] + slot_values(results, names)
+        selected = selected or names[:1]  # the models ticked on the Predict tab
+        results = ui.predict(registry, example.path, selected)
+        return [example.path, f"True sport: **{example.label}**"] + slot_values(results, selected)
 
     @_handler
     def on_grid(model, sport, seed):
@@ -188,14 +189,14 @@ def build_demo(registry: ui.ModelRegistry) -> gr.Blocks:
                         chosen_example = gr.Image(label="Selected", type="filepath", interactive=False, height=220)
                         true_label = gr.Markdown()
                         ex_labels, ex_notes = slots("examples")
-                gr.Markdown("### Predictions on example images\nTrue vs predicted sport; wrong ones are "
-                            "marked ✗. Uses the sport filter above.")
+                gr.Markdown("### Predictions on example images\nEach photo is titled with its true and "
+                            "predicted sport; wrong predictions are in red. Uses the sport filter above.")
                 with gr.Row():
                     grid_model = gr.Dropdown(names, value=first, label="Model", scale=2)
                     grid_btn = gr.Button(f"Predict {GRID_SIZE} examples (click again for others)", scale=1)
                 grid_seed = gr.State(0)
                 grid_summary = gr.Markdown()
-                grid = gr.Image(label="Predictions (true / predicted; wrong ones in red)", type="filepath",
+                grid = gr.Image(label="Predictions on example images", show_label=False, type="filepath",
                                 interactive=False, elem_id="examples-grid", buttons=["fullscreen", "download"])
 
             with gr.Tab("Compare", id="compare") as compare_tab:
@@ -207,7 +208,8 @@ def build_demo(registry: ui.ModelRegistry) -> gr.Blocks:
                 for name in names:
                     with gr.Row(equal_height=True):
                         curves.append(gr.Image(label=f"{name}: accuracy and loss per epoch", type="filepath",
-                                               interactive=False, scale=3, buttons=["fullscreen", "download"]))
+                                               interactive=False, scale=3, buttons=["fullscreen", "download"],
+                                               elem_id=f"compare-curves-{len(curves)}"))
                         confusion.append(gr.Image(label=f"{name}: confusion matrix (validation)",
                                                   type="filepath", interactive=False, scale=2,
                                                   buttons=["fullscreen", "download"]))
@@ -233,11 +235,14 @@ def build_demo(registry: ui.ModelRegistry) -> gr.Blocks:
         predict_outputs = labels + notes + [status]
         gr.on([predict_btn.click, image.change], on_predict, [image, chosen], predict_outputs,
               api_name="predict", trigger_mode="always_last")
+        # a new photo makes the previous heatmap stale
+        image.change(lambda: (None, ""), None, [heatmap, heat_caption], api_visibility="private",
+                     show_progress="hidden", queue=False)
         chosen.change(visible_slots, chosen, labels + notes, api_visibility="private")
         explain_btn.click(on_explain, [image, explain_model], [heatmap, heat_caption], api_name="explain",
                           concurrency_limit=1, concurrency_id="keras")
         sport.change(on_filter, sport, gallery, api_visibility="private")
-        gallery.select(on_example, sport, [chosen_example, true_label] + ex_labels + ex_notes,
+        gallery.select(on_example, [sport, chosen], [chosen_example, true_label] + ex_labels + ex_notes,
                        api_visibility="private")
         grid_btn.click(on_grid, [grid_model, sport, grid_seed], [grid, grid_summary, grid_seed], api_name="grid")
         compare_outputs = [metrics, *curves, *confusion, disagree, status]
@@ -251,22 +256,24 @@ def build_demo(registry: ui.ModelRegistry) -> gr.Blocks:
     return demo
 
 
-registry = ui.ModelRegistry(ui.resolve_specs(root=ROOT))
-demo = build_demo(registry)
-
-
-def main(argv: list[str] | None = None) -> None:
-    global registry, demo
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description="Serve the sports classifier app.")
     parser.add_argument("--models", help=f"comma-separated bundle folders and hf:user/repo[@rev] "
-                        f"(default: ${ui.MODELS_ENV}, else every bundle in models/)")
+                        f"(default: ${ui.MODELS_ENV}, else every bundle in models/, models/DEFAULT first)")
     parser.add_argument("--host", help="address to listen on (default $GRADIO_SERVER_NAME or 127.0.0.1)")
     parser.add_argument("--port", type=int, help="port (default $GRADIO_SERVER_PORT or 7860)")
     parser.add_argument("--share", choices=("no", "yes"), default="no", help="a public gradio.live link")
-    args = parser.parse_args(argv)
-    if args.models:
-        registry = ui.ModelRegistry(ui.resolve_specs(args.models, root=Path.cwd()))
-        demo = build_demo(registry)
+    return parser.parse_args(argv)
+
+
+def make_registry(models: str | None = None) -> ui.ModelRegistry:
+    """--models (relative to the working folder), else $SPORTS_CLASSIFIER_MODELS, else models/."""
+    if models:
+        return ui.ModelRegistry(ui.resolve_specs(models, root=Path.cwd()))
+    return ui.ModelRegistry(ui.resolve_specs(root=ROOT))
+
+
+def launch(demo: gr.Blocks, registry: ui.ModelRegistry, args: argparse.Namespace) -> None:
     demo.launch(
         server_name=args.host, server_port=args.port, share=args.share == "yes",
         max_file_size=MAX_FILE_SIZE, allowed_paths=allowed_paths(registry), ssr_mode=False,
@@ -276,5 +283,11 @@ def main(argv: list[str] | None = None) -> None:
     demo.block_thread()
 
 
+# Spaces (and `gradio app.py`) look for `demo` here. Run as a script, the flags are read first
+# so that the UI is built once, for the models asked for. No model loads here.
+ARGS = parse_args() if __name__ == "__main__" else None
+registry = make_registry(ARGS.models if ARGS else None)
+demo = build_demo(registry)
+
 if __name__ == "__main__":
-    main()
+    launch(demo, registry, ARGS)

@@ -70,7 +70,7 @@ def samples_png(images: Sequence[np.ndarray], true: Sequence[str], pred: Sequenc
                 *, columns: int = 5) -> bytes:
     """A grid of images titled with their true and predicted sports; wrong ones in red."""
     rows = max(1, int(np.ceil(len(images) / columns)))
-    fig = _figure(3 * columns, 3.2 * rows)
+    fig = _figure(2.4 * columns, 2.7 * rows)
     axes = np.atleast_1d(fig.subplots(rows, columns)).ravel()
     for ax in axes:
         ax.axis("off")

@@ -156,7 +156,7 @@ def predict_files(engine: Engine, paths, image_size: int, *, batch_size: int = B
     return np.concatenate(outs), np.concatenate(rows), skipped.items
 
 
-def predict_sources(engine: Engine, sources, image_size: int, *, batch_size: int = BATCH) -> np.ndarray:
+def predict_sources(engine: Engine, sources, image_size: int, *, batch_size: int | None = None) -> np.ndarray:
     """Preprocess ``sources`` (paths, bytes, images) and run ``engine`` on them, batch by batch.
 
     The next batch is decoded in a background thread while the engine runs the current one,
@@ -166,6 +166,7 @@ def predict_sources(engine: Engine, sources, image_size: int, *, batch_size: int
     """
     from .images import preprocess_batch
 
+    batch_size = batch_size or BATCH
     sources = list(sources)
     if len(sources) <= batch_size:
         return engine(preprocess_batch(sources, image_size))

@@ -281,6 +281,7 @@ def train(config: TrainConfig, data_dir: str | Path, out_dir: str | Path, *,
     history = _history_frame(histories)
     training = config.to_dict() | {
         "image_size": size,
+        "parameters": int(model.count_params()),
         "data": {
             "dataset": Path(data_dir).name,
             "train_images": int(len(train_df)),
@@ -410,7 +411,7 @@ def _finish(model, model_config: ModelConfig, history, train_df, valid_df, out_d
         model_config.training["seconds"] = round(time.perf_counter() - start, 1)
 
         pred = probs.argmax(axis=1)
-        picks = _sample_rows(y_valid, 15, model_config.training["seed"])
+        picks = _sample_rows(y_valid, 10, model_config.training["seed"])
         from .images import preprocess
 
         images = [preprocess(valid_paths[rows[i]], size) for i in picks]

@@ -373,3 +373,16 @@ def test_disagreement_table_without_shared_classes_lists_the_weakest(sports_tiny
     assert "spread" not in table.columns and len(table) == 6  # 3 + 3 classes, none shared
     means = table[["tiny3", "tiny"]].mean(axis=1)
     assert list(means) == sorted(means)
+
+
+def test_hub_entries_load_through_from_hub(sports_tiny, defaults_file, monkeypatch):
+    calls = []
+
+    def fake_from_hub(cls, repo_id, *, revision=None, runtime="auto", **kwargs):
+        calls.append((repo_id, revision, runtime))
+        return Classifier.from_pretrained(sports_tiny)
+
+    monkeypatch.setattr(Classifier, "from_hub", classmethod(fake_from_hub))
+    reg = ui.ModelRegistry(ui.parse_specs("hf:me/sports@v1.2,hf:me/other"), defaults_file=defaults_file)
+    assert [r.top is not None for r in ui.predict(reg, example("bowling"))] == [True, True]
+    assert calls == [("me/sports", "v1.2", "auto"), ("me/other", None, "auto")]

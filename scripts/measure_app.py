@@ -1,0 +1,119 @@
+"""Measure the app: time from `python app.py` to a serving page, and prediction latency.
+
+Prints, as JSON, medians over ``--runs`` starts: the seconds from starting ``python app.py``
+to the first answered ``GET /``, beside the seconds a bare ``python -c "import gradio"``
+takes in the same run (the floor no app code can go under, and a gauge of how busy the
+machine is); then the first prediction after the page serves and the median of
+``--predictions`` warm predictions, each a full round trip through gradio_client (upload,
+queue, preprocessing, ONNX Runtime, answer).
+
+    python scripts/measure_app.py --models models/lite0 --image examples/basketball/1.jpg
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import socket
+import statistics
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def _port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def time_import_gradio() -> float:
+    start = time.perf_counter()
+    subprocess.run([sys.executable, "-c", "import gradio"], check=True)
+    return time.perf_counter() - start
+
+
+def start(models: str | None, port: int) -> tuple[subprocess.Popen, float]:
+    cmd = [sys.executable, str(ROOT / "app.py"), "--port", str(port)] + (["--models", models] if models else [])
+    begin = time.perf_counter()
+    proc = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                            env=dict(os.environ, GRADIO_ANALYTICS_ENABLED="False"))
+    url = f"http://127.0.0.1:{port}/"
+    while True:
+        try:
+            with urllib.request.urlopen(url, timeout=2):
+                return proc, time.perf_counter() - begin
+        except OSError:
+            if proc.poll() is not None:
+                raise SystemExit(f"app.py exited with {proc.returncode}")
+            if time.perf_counter() - begin > 120:
+                proc.kill()
+                raise SystemExit("app.py did not serve within 120 s")
+            time.sleep(0.02)
+
+
+def stop(proc: subprocess.Popen) -> None:
+    proc.terminate()
+    try:
+        proc.wait(10)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+
+
+def main(argv: list[str] | None = None) -> int:
+    from gradio_client import Client, handle_file
+
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--models", help="as app.py --models (default: the app's own default)")
+    parser.add_argument("--image", default=str(ROOT / "examples" / "basketball" / "1.jpg"))
+    parser.add_argument("--runs", type=int, default=3)
+    parser.add_argument("--predictions", type=int, default=10)
+    args = parser.parse_args(argv)
+
+    imports, serving = [], []
+    for i in range(args.runs):
+        imports.append(time_import_gradio())
+        proc, seconds = start(args.models, _port())
+        serving.append(seconds)
+        if i < args.runs - 1:
+            stop(proc)
+    try:
+        client = Client(proc.args[proc.args.index("--port") + 1].join(("http://127.0.0.1:", "/")), verbose=False)
+        image = handle_file(args.image)
+        api = client.view_api(print_info=False, return_format="dict")["named_endpoints"]["/predict"]
+        models = api["parameters"][1]["parameter_default"]  # the models ticked by default
+        begin = time.perf_counter()
+        first = client.predict(image, models, api_name="/predict")
+        first_s = time.perf_counter() - begin
+        warm = []
+        for _ in range(args.predictions):
+            begin = time.perf_counter()
+            client.predict(image, models, api_name="/predict")
+            warm.append(time.perf_counter() - begin)
+    finally:
+        stop(proc)
+    top = first[0].get("value", {}).get("label") if isinstance(first[0], dict) else None
+    report = {
+        "import_gradio_s": round(statistics.median(imports), 2),
+        "time_to_serving_s": round(statistics.median(serving), 2),
+        "time_to_serving_all_s": [round(s, 2) for s in serving],
+        "serving_over_import_gradio": round(statistics.median(serving) / statistics.median(imports), 2),
+        "models": models,
+        "first_prediction_s": round(first_s, 3),
+        "warm_prediction_median_s": round(statistics.median(warm), 3),
+        "warm_prediction_max_s": round(max(warm), 3),
+        "top_label": top,
+        "load_average": os.getloadavg()[0] if hasattr(os, "getloadavg") else None,
+        "cpus": os.cpu_count(),
+    }
+    print(json.dumps(report, indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
