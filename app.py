@@ -49,6 +49,14 @@ def _handler(fn):
     return wrapped
 
 
+def _photo_path(image):
+    """The uploaded photo's file path. The predict and explain events skip Gradio's own image
+    decoding (``preprocess=False``), so every upload goes through the package's one decode
+    path: its decompression-bomb guard and readable errors, and 16-bit / RGBA / CMYK photos
+    converted exactly as in training."""
+    return image.get("path") if isinstance(image, dict) else image
+
+
 def _servable(items: list[tuple[str, str]]) -> list[tuple[str, str]]:
     """Gradio only sends files from the working folder, the temp folder or allowed_paths;
     pictures of Hub bundles live in the Hub cache, so they are copied to the temp folder."""
@@ -101,6 +109,7 @@ def build_demo(registry: ui.ModelRegistry) -> gr.Blocks:
 
     @_handler
     def on_predict(image, selected):
+        image = _photo_path(image)
         if image is None:
             return slot_values([], selected or []) + [ui.status_markdown(registry)]
         results = ui.predict(registry, image, selected)
@@ -108,7 +117,7 @@ def build_demo(registry: ui.ModelRegistry) -> gr.Blocks:
 
     @_handler
     def on_explain(image, model):
-        return ui.explain(registry, image, model)
+        return ui.explain(registry, _photo_path(image), model)
 
     def visible_slots(selected):
         return [gr.Label(visible=n in selected) for n in names] + [gr.Markdown(visible=n in selected) for n in names]
@@ -234,13 +243,13 @@ def build_demo(registry: ui.ModelRegistry) -> gr.Blocks:
         # -- events --
         predict_outputs = labels + notes + [status]
         gr.on([predict_btn.click, image.change], on_predict, [image, chosen], predict_outputs,
-              api_name="predict", trigger_mode="always_last")
+              api_name="predict", trigger_mode="always_last", preprocess=False)
         # a new photo makes the previous heatmap stale
         image.change(lambda: (None, ""), None, [heatmap, heat_caption], api_visibility="private",
                      show_progress="hidden", queue=False)
         chosen.change(visible_slots, chosen, labels + notes, api_visibility="private")
         explain_btn.click(on_explain, [image, explain_model], [heatmap, heat_caption], api_name="explain",
-                          concurrency_limit=1, concurrency_id="keras")
+                          concurrency_limit=1, concurrency_id="keras", preprocess=False)
         sport.change(on_filter, sport, gallery, api_visibility="private")
         gallery.select(on_example, [sport, chosen], [chosen_example, true_label] + ex_labels + ex_notes,
                        api_visibility="private")

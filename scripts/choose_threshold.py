@@ -70,7 +70,7 @@ def non_sport_images(seed: int = 0) -> list[tuple[str, str, Image.Image]]:
                 photos.append((f"skimage:{f.name}", Image.open(f).convert("RGB")))
         faces = data / "lfw_subset.npy"
         if faces.is_file():
-            arr = np.load(faces)
+            arr = np.load(faces, allow_pickle=False)
             for i in range(0, min(len(arr), 200), 20):  # 10 different faces
                 face = (np.clip(arr[i], 0, 1) * 255).astype(np.uint8)
                 out.append(("faces", f"skimage:lfw_subset[{i}]", Image.fromarray(face).convert("RGB")))

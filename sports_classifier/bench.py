@@ -4,14 +4,17 @@ One run measures, for each engine, on the same JPEG files:
 
 * batch throughput at batch 32 (images/s): Keras ``model.predict`` on already decoded arrays
   (the baseline), and ``Classifier.predict`` on the list of JPEG paths, decoding included;
+  also the engine alone on decoded arrays and decoding alone, to show where the time goes;
+* the CPU time the process spends per image (all its threads), which moves far less than
+  wall-clock time when other jobs share the machine;
 * single-image latency end to end (decode + preprocess + model), median and p95;
-* peak memory (peak RSS of the process).
+* peak memory: the peak RSS of the engine's process.
 
-Each engine runs in its own fresh Python process, one after the other, so that peak RSS is
-that engine's own (the ONNX process never imports TensorFlow) and one engine's thread pools
-and caches cannot slow the other. Every measurement is preceded by a warm-up. On a shared
-machine the figures move with the load, which is recorded (1-minute load average) before and
-after each engine; compare ratios from one run, not figures from different runs.
+How it stays fair: each engine lives in its own Python process (so its peak RSS is its own,
+and the ONNX processes never import TensorFlow), all started before timing begins, each
+warmed up. The measurements are then interleaved: pass 1 of Keras, pass 1 of ONNX, pass 1 of
+int8, pass 2 of Keras, ... so a change in the machine's load during the run hits every engine
+alike. Throughput is the median pass; the 1-minute load average is recorded at start and end.
 """
 
 from __future__ import annotations
@@ -33,6 +36,20 @@ from .errors import DatasetLayoutError
 BATCH = 32
 IMAGE_SUFFIXES = (".jpg", ".jpeg")
 TARGETS = {"speedup_vs_keras_predict": 4.0, "images_per_s": 120.0, "latency_median_ms": 15.0}
+_REPLY = "@@bench "  # marks the worker's answers among anything else printed on its stdout
+
+# name -> (what it times, engines it applies to: None = all)
+THROUGHPUT = {
+    "keras_predict_arrays": "Keras model.predict on decoded arrays, batch 32",
+    "predict_paths": "Classifier.predict on the list of JPEG paths, batch 32",
+    "engine_on_arrays": "the engine alone on decoded arrays",
+    "decode_only": "decode + resize alone (preprocess_batch)",
+}
+LATENCY = {
+    "latency_predict": "Classifier.predict on one JPEG path",
+    "latency_keras_predict": "decode + preprocess + Keras model.predict on one image",
+}
+KERAS_ONLY = {"keras_predict_arrays", "latency_keras_predict"}
 
 
 def find_images(data: str | Path) -> list[str]:
@@ -92,112 +109,150 @@ def _rss_mb() -> float:
     return float("nan")
 
 
-def _throughput(fn, n_images: int, passes: int) -> dict:
-    times = []
-    for _ in range(passes):
+# -- the worker: one engine, in its own process ---------------------------------------------------
+
+
+class _Worker:
+    """Holds one engine and times one thing at a time, on request."""
+
+    def __init__(self, model: str, runtime: str, paths: list[str]):
+        from .classifier import Classifier
+        from .images import preprocess, preprocess_batch
+
         t0 = time.perf_counter()
+        self.clf = Classifier.from_pretrained(model, runtime=runtime)
+        self.load_s = round(time.perf_counter() - t0, 2)
+        self.paths = paths
+        self.size = self.clf.config.image_size
+        self._preprocess, self._preprocess_batch = preprocess, preprocess_batch
+        self.next_single = 0
+        self.top1: list[str] = []
+        # Warm-up: every path that is timed later runs once first.
+        self.clf.predict(paths[: min(BATCH, len(paths))])
+        for p in paths[:3]:
+            self.clf.predict(p)
+        self.pixels = preprocess_batch(paths, self.size)
+        self.clf.engine(self.pixels[: min(BATCH, len(paths))])
+        self.rss_after_load_mb = _rss_mb()
+        self.net = None
+        if self.clf.runtime == "keras":
+            self.net = self.clf.keras_model
+            self.net.predict(self.pixels[: min(BATCH, len(paths))], batch_size=BATCH, verbose=0)
+            self.net.predict(self.pixels[:1], verbose=0)
+
+    def throughput(self, what: str) -> dict:
+        fn = {
+            "predict_paths": self._predict_paths,
+            "engine_on_arrays": lambda: self.clf.engine(self.pixels),
+            "decode_only": lambda: self._preprocess_batch(self.paths, self.size),
+            "keras_predict_arrays": lambda: self.net.predict(self.pixels, batch_size=BATCH, verbose=0),
+        }[what]
+        c0, t0 = time.process_time(), time.perf_counter()
         fn()
-        times.append(time.perf_counter() - t0)
-    return {"images_per_s": round(n_images / float(np.median(times)), 1),
-            "passes_s": [round(t, 3) for t in times]}
+        return {"wall": time.perf_counter() - t0, "cpu": time.process_time() - c0}
+
+    def _predict_paths(self) -> None:
+        self.top1 = [pairs[0][0] for pairs in self.clf.predict(self.paths)]
+
+    def latency(self, what: str, count: int) -> list[float]:
+        if what == "latency_predict":
+            fn = self.clf.predict
+        else:
+            fn = lambda p: self.net.predict(self._preprocess(p, self.size)[None], verbose=0)  # noqa: E731
+        times = []
+        for _ in range(count):
+            p = self.paths[self.next_single % len(self.paths)]
+            self.next_single += 1
+            t0 = time.perf_counter()
+            fn(p)
+            times.append(time.perf_counter() - t0)
+        return times
+
+    def summary(self) -> dict:
+        versions = {"numpy": np.__version__}
+        if self.net is not None:
+            import keras
+            import tensorflow as tf
+
+            versions |= {"tensorflow": tf.__version__, "keras": keras.__version__}
+        else:
+            import onnxruntime as ort
+
+            versions |= {"onnxruntime": ort.__version__}
+        return {"engine": self.clf.runtime, "load_s": self.load_s, "rss_after_load_mb": self.rss_after_load_mb,
+                "peak_rss_mb": _peak_rss_mb(), "top1": self.top1, "versions": versions,
+                "threads": getattr(self.clf.engine, "threads", None),
+                "tensorflow_imported": "tensorflow" in sys.modules}
 
 
-def _latency(fn, paths: list[str], repeats: int) -> dict:
-    for p in paths[:3]:  # warm-up
-        fn(p)
-    times = []
-    for i in range(repeats):
-        p = paths[i % len(paths)]
-        t0 = time.perf_counter()
-        fn(p)
-        times.append(time.perf_counter() - t0)
-    ms = np.asarray(times) * 1e3
-    return {"median_ms": round(float(np.median(ms)), 2), "p95_ms": round(float(np.percentile(ms, 95)), 2),
-            "min_ms": round(float(ms.min()), 2), "n": repeats}
+def _serve() -> None:
+    """Worker loop: one JSON request per stdin line, one marked JSON answer per stdout line."""
+    worker = None
+    for line in sys.stdin:
+        req = json.loads(line)
+        try:
+            if req["cmd"] == "start":
+                worker = _Worker(req["model"], req["runtime"], req["paths"])
+                answer = {"ok": True}
+            elif req["cmd"] == "throughput":
+                answer = worker.throughput(req["what"])
+            elif req["cmd"] == "latency":
+                answer = {"times": worker.latency(req["what"], req["count"])}
+            else:
+                answer = worker.summary()
+        except Exception as exc:  # reported to the parent, which stops the run
+            answer = {"error": f"{type(exc).__name__}: {exc}"}
+        print(_REPLY + json.dumps(answer), flush=True)
+        if req["cmd"] == "summary" or "error" in answer:
+            return
 
 
-def measure_engine(model: str, runtime: str, paths: list[str], *, repeats: int, passes: int) -> dict:
-    """Measure one engine in this process (``run_benchmark`` calls it in a fresh process)."""
-    from .classifier import Classifier
-    from .images import preprocess, preprocess_batch
+class _Process:
+    """The parent's handle on one worker process."""
 
-    out: dict = {"runtime": runtime, "load_before": _load()}
-    t0 = time.perf_counter()
-    clf = Classifier.from_pretrained(model, runtime=runtime)
-    out["engine"] = clf.runtime
-    out["load_s"] = round(time.perf_counter() - t0, 2)
-    size = clf.config.image_size
-    n = len(paths)
-
-    # End to end: Classifier.predict on the list of JPEG paths (decode included), batch 32.
-    warm = paths[: min(BATCH, n)]
-    clf.predict(warm)
-    out["rss_after_load_mb"] = _rss_mb()
-    preds = []
-    out["predict_paths"] = _throughput(lambda: preds.append(clf.predict(paths)), n, passes)
-    out["top1"] = [p[0][0] for p in preds[-1]]
-
-    # Where the time goes: decoding alone, and the engine alone on decoded arrays.
-    out["decode_only"] = _throughput(lambda: preprocess_batch(paths, size), n, passes)
-    pixels = preprocess_batch(paths, size)
-    out["engine_on_arrays"] = _throughput(lambda: clf.engine(pixels), n, passes)
-
-    # Single image, end to end.
-    out["latency_predict"] = _latency(lambda p: clf.predict(p), paths, repeats)
-
-    if clf.runtime == "keras":
-        # The baseline: Keras model.predict, batch 32, on decoded arrays; and one image at a time.
-        net = clf.keras_model
-        net.predict(pixels[:BATCH], batch_size=BATCH, verbose=0)
-        out["keras_predict_arrays"] = _throughput(
-            lambda: net.predict(pixels, batch_size=BATCH, verbose=0), n, passes)
-        out["latency_keras_predict"] = _latency(
-            lambda p: net.predict(preprocess(p, size)[None], verbose=0), paths, repeats)
-        import tensorflow as tf
-
-        out["versions"] = {"tensorflow": tf.__version__, "keras": __import__("keras").__version__}
-    else:
-        import onnxruntime as ort
-
-        out["versions"] = {"onnxruntime": ort.__version__}
-        out["threads"] = clf.engine.session.get_session_options().intra_op_num_threads
-    out["versions"]["numpy"] = np.__version__
-    out["peak_rss_mb"] = _peak_rss_mb()
-    out["tensorflow_imported"] = "tensorflow" in sys.modules
-    out["load_after"] = _load()
-    return out
-
-
-def _run_worker(model: str, runtime: str, paths: list[str], repeats: int, passes: int) -> dict:
-    with tempfile.TemporaryDirectory() as tmp:
-        spec = Path(tmp) / "spec.json"
-        result = Path(tmp) / "result.json"
-        spec.write_text(json.dumps({"model": str(model), "runtime": runtime, "paths": paths,
-                                    "repeats": repeats, "passes": passes, "out": str(result)}))
+    def __init__(self, runtime: str):
+        self.runtime = runtime
+        self.stderr = tempfile.TemporaryFile(mode="w+")
         env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2")
-        proc = subprocess.run([sys.executable, "-m", "sports_classifier.bench", str(spec)],
-                              env=env, capture_output=True, text=True)
-        if proc.returncode != 0 or not result.is_file():
-            tail = (proc.stderr or proc.stdout).strip().splitlines()[-5:]
-            raise RuntimeError(f"benchmark of runtime {runtime!r} failed: " + " | ".join(tail))
-        return json.loads(result.read_text())
+        self.proc = subprocess.Popen([sys.executable, "-m", "sports_classifier.bench", "--serve"],
+                                     stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=self.stderr,
+                                     text=True, env=env)
+
+    def ask(self, **req):
+        self.proc.stdin.write(json.dumps(req) + "\n")
+        self.proc.stdin.flush()
+        for line in self.proc.stdout:
+            if line.startswith(_REPLY):
+                answer = json.loads(line[len(_REPLY):])
+                if "error" in answer:
+                    raise RuntimeError(f"benchmark of runtime {self.runtime!r} failed: {answer['error']}")
+                return answer
+        self.stderr.seek(0)
+        tail = " | ".join(self.stderr.read().strip().splitlines()[-5:])
+        raise RuntimeError(f"benchmark of runtime {self.runtime!r} stopped: {tail}")
+
+    def close(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.kill()
+        self.proc.wait()
+        self.stderr.close()
 
 
-def _ratio(a, b) -> float | None:
-    return round(a / b, 2) if a and b else None
+# -- the run -----------------------------------------------------------------------------------------
 
 
 def run_benchmark(model, data, *, images: int = 256, repeats: int = 50, as_json: bool = False,
                   passes: int = 3, runtimes: tuple[str, ...] | None = None) -> dict:
     """Benchmark Keras against ONNX Runtime (and the int8 model when the bundle has one) on
-    ``images`` JPEG files found under ``data``; print a table (or JSON) and return the dict."""
+    ``images`` JPEG files found under ``data``: ``passes`` timed passes of each batch
+    measurement and ``repeats`` single images per engine, interleaved between engines.
+    Prints a table (or JSON) and returns the dict."""
     from . import bundle
 
     if images < 1 or repeats < 1 or passes < 1:
         raise ValueError("images, repeats and passes must be positive")
     config = bundle.read_config(model)
-    found = find_images(data)
-    paths = _pick(found, images)
+    paths = _pick(find_images(data), images)
     if runtimes is None:
         runtimes = ("keras",)
         if bundle.has_onnx(model, config):
@@ -210,13 +265,55 @@ def run_benchmark(model, data, *, images: int = 256, repeats: int = 50, as_json:
         "batch_size": BATCH, "repeats": repeats, "passes": passes, "machine": machine(),
         "load_start": _load(), "engines": {},
     }
-    for runtime in runtimes:
-        result["engines"][runtime] = _run_worker(str(model), runtime, paths, repeats, passes)
+    workers = {}
+    try:
+        for rt in runtimes:  # all loaded and warmed up before any timing starts
+            workers[rt] = _Process(rt)
+            workers[rt].ask(cmd="start", model=str(model), runtime=rt, paths=paths)
+        raw = {rt: {} for rt in runtimes}
+        for p in range(passes):
+            for what in THROUGHPUT:
+                for rt, w in workers.items():
+                    if what in KERAS_ONLY and rt != "keras":
+                        continue
+                    raw[rt].setdefault(what, []).append(w.ask(cmd="throughput", what=what))
+            count = repeats // passes + (1 if p < repeats % passes else 0)
+            for what in LATENCY:
+                for rt, w in workers.items():
+                    if (what in KERAS_ONLY and rt != "keras") or not count:
+                        continue
+                    raw[rt].setdefault(what, []).extend(w.ask(cmd="latency", what=what, count=count)["times"])
+        for rt, w in workers.items():
+            e = w.ask(cmd="summary")
+            for what, runs in raw[rt].items():
+                e[what] = _throughput(runs, len(paths)) if what in THROUGHPUT else _latency(runs)
+            result["engines"][rt] = e
+    finally:
+        for w in workers.values():
+            w.close()
     result["load_end"] = _load()
     result["ratios"] = _ratios(result["engines"])
     result["targets"] = _targets(result)
     print(json.dumps(result, indent=2) if as_json else format_table(result))
     return result
+
+
+def _throughput(runs: list[dict], n: int) -> dict:
+    walls = [r["wall"] for r in runs]
+    cpus = [r["cpu"] for r in runs]
+    return {"images_per_s": round(n / float(np.median(walls)), 1),
+            "cpu_ms_per_image": round(float(np.median(cpus)) / n * 1e3, 2),
+            "passes_s": [round(t, 3) for t in walls]}
+
+
+def _latency(times: list[float]) -> dict:
+    ms = np.asarray(times) * 1e3
+    return {"median_ms": round(float(np.median(ms)), 2), "p95_ms": round(float(np.percentile(ms, 95)), 2),
+            "min_ms": round(float(ms.min()), 2), "n": len(times)}
+
+
+def _ratio(a, b) -> float | None:
+    return round(a / b, 2) if a and b else None
 
 
 def _ratios(engines: dict) -> dict:
@@ -234,6 +331,8 @@ def _ratios(engines: dict) -> dict:
             "throughput_vs_keras_predict": _ratio(e["predict_paths"]["images_per_s"], base_ips),
             "throughput_vs_keras_classifier": _ratio(e["predict_paths"]["images_per_s"],
                                                      keras["predict_paths"]["images_per_s"]),
+            "cpu_per_image_vs_keras_predict": _ratio(keras["keras_predict_arrays"]["cpu_ms_per_image"],
+                                                     e["predict_paths"]["cpu_ms_per_image"]),
             "latency_vs_keras_predict": _ratio(keras["latency_keras_predict"]["median_ms"],
                                                e["latency_predict"]["median_ms"]),
             "latency_vs_keras_classifier": _ratio(keras["latency_predict"]["median_ms"],
@@ -266,54 +365,51 @@ def format_table(result: dict) -> str:
     lines = [
         f"model {result['model']} ({result['backbone']}, {result['image_size']}px)  "
         f"images {result['images']} ({result['distinct_images']} distinct) from {result['data']}",
-        f"machine: {m['cpu']}, {m['physical_cores']} physical cores; load average "
-        f"{result['load_start']} at start, {result['load_end']} at end",
+        f"machine: {m['cpu']}, {m['physical_cores']} physical cores; 1-min load average "
+        f"{result['load_start']} at start, {result['load_end']} at end; "
+        f"{result['passes']} interleaved passes, {result['repeats']} single images per engine",
         "",
+        f"{'':46}" + "".join(f"{name:>12}" for name in engines),
     ]
-    header = f"{'':44}" + "".join(f"{name:>14}" for name in engines)
-    lines.append(header)
 
     def row(label, get, fmt="{:.1f}"):
         cells = []
         for e in engines.values():
             try:
                 v = get(e)
-                cells.append(f"{fmt.format(v):>14}" if v is not None else f"{'-':>14}")
             except KeyError:
-                cells.append(f"{'-':>14}")
-        lines.append(f"{label:44}" + "".join(cells))
+                v = None
+            cells.append(f"{fmt.format(v) if v is not None else '-':>12}")
+        lines.append(f"{label:46}" + "".join(cells))
 
-    row("Keras model.predict, arrays, batch 32 (img/s)", lambda e: e["keras_predict_arrays"]["images_per_s"])
+    row("Keras model.predict, arrays, b32 (img/s)", lambda e: e["keras_predict_arrays"]["images_per_s"])
     row("Classifier.predict, JPEG paths, b32 (img/s)", lambda e: e["predict_paths"]["images_per_s"])
-    row("  engine alone on arrays (img/s)", lambda e: e["engine_on_arrays"]["images_per_s"])
+    row("  engine alone, arrays (img/s)", lambda e: e["engine_on_arrays"]["images_per_s"])
     row("  decode + resize alone (img/s)", lambda e: e["decode_only"]["images_per_s"])
-    row("1 image, Classifier.predict median (ms)", lambda e: e["latency_predict"]["median_ms"], "{:.2f}")
-    row("1 image, Classifier.predict p95 (ms)", lambda e: e["latency_predict"]["p95_ms"], "{:.2f}")
-    row("1 image, Keras model.predict median (ms)", lambda e: e["latency_keras_predict"]["median_ms"], "{:.2f}")
-    row("1 image, Keras model.predict p95 (ms)", lambda e: e["latency_keras_predict"]["p95_ms"], "{:.2f}")
+    row("Keras model.predict, CPU ms per image", lambda e: e["keras_predict_arrays"]["cpu_ms_per_image"], "{:.2f}")
+    row("Classifier.predict, CPU ms per image", lambda e: e["predict_paths"]["cpu_ms_per_image"], "{:.2f}")
+    row("  engine alone, CPU ms per image", lambda e: e["engine_on_arrays"]["cpu_ms_per_image"], "{:.2f}")
+    row("  decode + resize, CPU ms per image", lambda e: e["decode_only"]["cpu_ms_per_image"], "{:.2f}")
+    row("1 image, Classifier.predict, median (ms)", lambda e: e["latency_predict"]["median_ms"], "{:.2f}")
+    row("1 image, Classifier.predict, p95 (ms)", lambda e: e["latency_predict"]["p95_ms"], "{:.2f}")
+    row("1 image, Keras model.predict, median (ms)", lambda e: e["latency_keras_predict"]["median_ms"], "{:.2f}")
+    row("1 image, Keras model.predict, p95 (ms)", lambda e: e["latency_keras_predict"]["p95_ms"], "{:.2f}")
     row("peak RSS (MB)", lambda e: e["peak_rss_mb"], "{:.0f}")
     row("RSS after load + warm-up (MB)", lambda e: e["rss_after_load_mb"], "{:.0f}")
     row("load time (s)", lambda e: e["load_s"], "{:.2f}")
-    row("load average before / after", lambda e: f"{e['load_before']}/{e['load_after']}", "{}")
     lines.append("")
     for name, r in result["ratios"].items():
         lines.append(
-            f"{name} vs Keras: throughput x{r['throughput_vs_keras_predict']} (vs model.predict), "
-            f"x{r['throughput_vs_keras_classifier']} (vs Keras Classifier.predict); latency "
-            f"x{r['latency_vs_keras_predict']} (vs model.predict), x{r['latency_vs_keras_classifier']} "
-            f"(vs Keras Classifier.predict); peak RSS x{r['peak_rss_vs_keras']}; "
-            f"top-1 agreement {r['top1_agreement_with_keras']}")
+            f"{name} vs Keras: throughput x{r['throughput_vs_keras_predict']} vs model.predict, "
+            f"x{r['throughput_vs_keras_classifier']} vs Keras Classifier.predict; CPU per image "
+            f"x{r['cpu_per_image_vs_keras_predict']} less than model.predict; latency "
+            f"x{r['latency_vs_keras_predict']} vs model.predict, x{r['latency_vs_keras_classifier']} vs Keras "
+            f"Classifier.predict; peak RSS x{r['peak_rss_vs_keras']}; top-1 agreement "
+            f"{r['top1_agreement_with_keras']}")
     for target, ok in result["targets"].items():
         lines.append(f"target {target}: {'met' if ok else 'NOT met'}")
     return "\n".join(lines)
 
 
-def _worker_main(spec_path: str) -> None:
-    spec = json.loads(Path(spec_path).read_text())
-    out = measure_engine(spec["model"], spec["runtime"], spec["paths"],
-                         repeats=spec["repeats"], passes=spec["passes"])
-    Path(spec["out"]).write_text(json.dumps(out))
-
-
-if __name__ == "__main__":
-    _worker_main(sys.argv[1])
+if __name__ == "__main__" and sys.argv[1:] == ["--serve"]:
+    _serve()

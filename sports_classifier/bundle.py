@@ -21,12 +21,14 @@ import hashlib
 import json
 import os
 import shutil
+import sys
 import tempfile
 from pathlib import Path
 from typing import Callable
 
+from .backbones import get_backbone
 from .config import ModelConfig
-from .errors import BundleError, ConfigError
+from .errors import BundleError, ConfigError, UnknownBackboneError
 
 CONFIG = "config.json"
 WEIGHTS = "model.weights.h5"
@@ -95,17 +97,47 @@ def _swap_into_place(new: Path, dest: Path) -> None:
         return
     if dest.is_file() or (dest.is_dir() and any(dest.iterdir()) and not (dest / CONFIG).is_file()):
         raise BundleError(f"{dest} exists and is not a model bundle; refusing to overwrite it")
+    if _exchange(new, dest):  # one atomic step: dest holds the new bundle, ``new`` the old one
+        shutil.rmtree(new, ignore_errors=True)
+        return
+    # Two renames: a crash between them leaves no bundle at dest, the old one beside it
+    # (read_config then says where).
     old = dest.with_name(f".{dest.name}.old-{os.getpid()}")
     os.replace(dest, old)
     os.replace(new, dest)
     shutil.rmtree(old, ignore_errors=True)
 
 
+def _exchange(a: Path, b: Path) -> bool:
+    """Swap two folders atomically (Linux ``renameat2(RENAME_EXCHANGE)``); False where the
+    system or the file system cannot."""
+    if not sys.platform.startswith("linux"):
+        return False
+    import ctypes
+    import errno
+
+    try:
+        renameat2 = ctypes.CDLL(None, use_errno=True).renameat2
+    except (OSError, AttributeError):  # glibc < 2.28, musl
+        return False
+    renameat2.argtypes = [ctypes.c_int, ctypes.c_char_p, ctypes.c_int, ctypes.c_char_p, ctypes.c_uint]
+    at_fdcwd, rename_exchange = -100, 2
+    if renameat2(at_fdcwd, os.fsencode(a), at_fdcwd, os.fsencode(b), rename_exchange) == 0:
+        return True
+    code = ctypes.get_errno()
+    if code in (errno.ENOSYS, errno.EINVAL, errno.EOPNOTSUPP):
+        return False
+    raise OSError(code, os.strerror(code), str(b))
+
+
 def read_config(path: str | Path) -> ModelConfig:
     """Read and validate ``config.json`` of the bundle at ``path``."""
     path = Path(path)
     if not path.exists():
-        raise BundleError(f"model bundle not found: {path}")
+        left = sorted(path.parent.glob(f".{path.name}.old-*")) if path.name else []
+        hint = (f" (a save was interrupted: the previous bundle is at {left[-1]}; rename it to {path.name})"
+                if left else "")
+        raise BundleError(f"model bundle not found: {path}{hint}")
     if not path.is_dir():
         raise BundleError(f"{path} is a file; a model bundle is a folder holding {CONFIG}")
     cfg = path / CONFIG
@@ -119,9 +151,17 @@ def read_config(path: str | Path) -> ModelConfig:
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
         raise BundleError(f"{cfg} is not valid JSON ({exc}); the bundle is corrupt") from None
     try:
-        return ModelConfig.from_dict(data)
+        config = ModelConfig.from_dict(data)
     except ConfigError as exc:
         raise BundleError(f"{cfg}: {exc}") from None
+    try:  # the network is rebuilt from the registry by name, never from code in the bundle
+        get_backbone(config.backbone)
+    except UnknownBackboneError as exc:
+        raise BundleError(
+            f"{cfg} names a backbone this version of sports_classifier cannot build ({exc}); "
+            "the bundle was written by another version or was modified"
+        ) from None
+    return config
 
 
 def verified_file(path: str | Path, config: ModelConfig, name: str) -> Path:
@@ -160,6 +200,8 @@ def load_keras_model(path: str | Path, config: ModelConfig):
             f"{weights} does not fit the network that {CONFIG} describes "
             f"({config.backbone}, {config.num_classes} labels): {exc}"
         ) from None
+    except OSError as exc:  # h5py: not an HDF5 file at all (e.g. a pickle under this name)
+        raise BundleError(f"{weights} is not a Keras weights file (HDF5): {exc}") from None
     return model
 
 

@@ -114,7 +114,7 @@ def cmd_predict(args) -> int:
             pairs = clf.predict(image, top_k=args.top_k)
         except ImageDecodeError as exc:
             failed += 1
-            print(f"error: {exc}", file=sys.stderr)
+            print(f"error: {one_line(exc)}", file=sys.stderr)
             continue
         if args.json:
             results.append({"image": image, "predictions": [{"label": l, "probability": p} for l, p in pairs]})
@@ -274,5 +274,10 @@ def main(argv: list[str] | None = None) -> int:
     except (SportsClassifierError, FileNotFoundError, ValueError, OSError) as exc:
         if debug:
             raise
-        print(f"error: {exc}", file=sys.stderr)
+        print(f"error: {one_line(exc)}", file=sys.stderr)
         return 1
+
+
+def one_line(exc: BaseException) -> str:
+    """The message on one line: some carry a server's or Keras' multi-line text."""
+    return " ".join(line.strip() for line in str(exc).splitlines() if line.strip())

@@ -121,8 +121,9 @@ class FeatureExtractor:
         if npy.is_file() and meta.is_file():
             try:
                 info = json.loads(meta.read_text())
-                values = np.load(npy).astype(np.float32)
+                values = np.load(npy, allow_pickle=False).astype(np.float32)
                 self.hits += 1
+                SkippedImages([tuple(s) for s in info["skipped"]]).warn(desc)  # as when computed
                 return Features(values, np.asarray(info["rows"], np.int64), info["skipped"])
             except (OSError, ValueError, KeyError) as exc:
                 log.warning("feature cache entry %s unreadable (%s); recomputing", key, exc)

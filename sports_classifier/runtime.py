@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import importlib.util
 import os
+import threading
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Protocol
@@ -18,8 +19,8 @@ import numpy as np
 from .errors import ExportError
 
 BATCH = 32
-# ONNX Runtime's threads busy-wait between operators unless told not to (see OnnxEngine).
-SPINNING = True
+# ONNX Runtime batches are cut into groups of this many images, run side by side (OnnxEngine).
+SUB_BATCH = 4
 
 
 class Engine(Protocol):
@@ -50,24 +51,28 @@ def physical_cores() -> int:
 
 class OnnxEngine:
     """Runs an ``.onnx`` file with ONNX Runtime on the CPU: one session, reused for every call,
-    full graph optimisation, one intra-op thread per physical core, operators run in sequence
-    (a CNN is a chain: parallel operator scheduling only adds overhead)."""
+    full graph optimisation, memory arena on.
+
+    Parallel over images, not operators: each ``session.run`` uses one thread, and a batch is cut
+    into groups of ``SUB_BATCH`` images run at the same time on ``threads`` threads (default: the
+    physical cores; ``session.run`` releases the GIL). Splitting every operator over 2 threads
+    made the threads wait for each other about 70 times per image and cost about 25% more CPU
+    per image on the 2-core machine (docs/benchmark.md); small groups also keep activations in
+    cache. A single image runs on one core.
+    """
 
     name = "onnxruntime"
 
-    def __init__(self, path: str | Path, *, threads: int | None = None, spinning: bool = SPINNING):
+    def __init__(self, path: str | Path, *, threads: int | None = None):
         import onnxruntime as ort
 
         options = ort.SessionOptions()
         options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
         options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
-        options.intra_op_num_threads = threads or physical_cores()
+        options.intra_op_num_threads = 1
         options.inter_op_num_threads = 1
         options.enable_cpu_mem_arena = True  # reuse activation buffers between calls
         options.enable_mem_pattern = True
-        # Busy-waiting threads answer faster between operators but burn a core the decoding
-        # threads (or another process) could use.
-        options.add_session_config_entry("session.intra_op.allow_spinning", "1" if spinning else "0")
         options.log_severity_level = 3
         try:
             self.session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
@@ -76,18 +81,31 @@ class OnnxEngine:
 
             raise BundleError(f"{path} is not a valid ONNX model: {exc}") from None
         self.path = Path(path)
+        self.threads = max(1, threads or physical_cores())
         self.input_name = self.session.get_inputs()[0].name
         self.output_names = [self.session.get_outputs()[0].name]
+        self._pool: ThreadPoolExecutor | None = None
+        self._pool_pid = 0
+        self._lock = threading.Lock()
+
+    def _run(self, pixels: np.ndarray) -> np.ndarray:
+        return self.session.run(self.output_names, {self.input_name: pixels})[0]
+
+    def _executor(self) -> ThreadPoolExecutor:
+        with self._lock:
+            if self._pool is None or self._pool_pid != os.getpid():  # a forked child needs its own
+                self._pool = ThreadPoolExecutor(self.threads, thread_name_prefix="onnxruntime")
+                self._pool_pid = os.getpid()
+            return self._pool
 
     def __call__(self, pixels: np.ndarray) -> np.ndarray:
         pixels = np.ascontiguousarray(pixels, dtype=np.float32)  # no copy when it already is
-        if len(pixels) <= BATCH:
-            return self.session.run(self.output_names, {self.input_name: pixels})[0]
-        outs = [
-            self.session.run(self.output_names, {self.input_name: pixels[i : i + BATCH]})[0]
-            for i in range(0, len(pixels), BATCH)
-        ]
-        return np.concatenate(outs)
+        if len(pixels) <= SUB_BATCH:
+            return self._run(pixels)
+        groups = [pixels[i : i + SUB_BATCH] for i in range(0, len(pixels), SUB_BATCH)]
+        if self.threads == 1:
+            return np.concatenate([self._run(g) for g in groups])
+        return np.concatenate(list(self._executor().map(self._run, groups)))
 
 
 class KerasEngine:

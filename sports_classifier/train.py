@@ -30,7 +30,7 @@ from . import __version__, bundle
 from .backbones import get_backbone
 from .config import ModelConfig, TrainConfig
 from .errors import ConfigError
-from .data import augmentation, discover, make_tf_dataset
+from .data import SkippedImages, augmentation, discover, make_tf_dataset
 from .features import FeatureExtractor, View
 from .metrics import classification_metrics, summary
 
@@ -364,9 +364,11 @@ def _train_end_to_end(model, config, train_df, valid_df, size, n_classes, verbos
     aug = (augmentation(zoom=config.zoom, shift=config.shift, horizontal_flip=config.horizontal_flip,
                         seed=config.seed) if config.augment else None)
     one_hot = lambda x, y: (x, tf.one_hot(y, n_classes))  # noqa: E731 (tf.data map function)
-    train_ds = make_tf_dataset(train_df, image_size=size, batch_size=config.batch_size,
-                               training=True, seed=config.seed, augment_layers=aug).map(one_hot)
-    valid_ds = make_tf_dataset(valid_df, image_size=size, batch_size=config.batch_size).map(one_hot)
+    skipped = {"train": SkippedImages(), "valid": SkippedImages()}
+    train_ds = make_tf_dataset(train_df, image_size=size, batch_size=config.batch_size, training=True,
+                               seed=config.seed, augment_layers=aug, skipped=skipped["train"]).map(one_hot)
+    valid_ds = make_tf_dataset(valid_df, image_size=size, batch_size=config.batch_size,
+                               skipped=skipped["valid"]).map(one_hot)
     histories = []
     backbone_of(model).trainable = False
     compile_model(model, optimizer=config.optimizer, learning_rate=config.learning_rate,
@@ -382,6 +384,9 @@ def _train_end_to_end(model, config, train_df, valid_df, size, n_classes, verbos
         histories.append(_run_stage(ckpt, model, config, "fine_tune", lambda callbacks: model.fit(
             train_ds, validation_data=valid_ds, epochs=config.fine_tune_epochs, callbacks=callbacks,
             verbose=verbose)))
+    for split, items in skipped.items():
+        # The pipelines decode every epoch: report each unreadable file once.
+        SkippedImages(list(dict.fromkeys(items.items))).warn(split)
     return histories
 
 

@@ -432,6 +432,15 @@ def _require_image(image):
     return image
 
 
+def _decode_message(exc: Exception, source) -> str:
+    """The decode error with a file named by its name only: an upload's server-side path
+    (``/tmp/gradio/<hash>/photo.jpg``) means nothing to the person who sent it."""
+    text = str(exc)
+    if isinstance(source, (str, os.PathLike)):
+        text = text.replace(str(source), Path(source).name)
+    return text
+
+
 def predict(registry: ModelRegistry, image, model_names: Sequence[str] | None = None, *,
             top_k: int = TOP_K) -> list[ModelResult]:
     """Predict ``image`` (path, PIL image, array, bytes) with each named model (default: all).
@@ -448,7 +457,7 @@ def predict(registry: ModelRegistry, image, model_names: Sequence[str] | None = 
     try:
         rgb = load_rgb(image)  # decode once, share between models
     except ImageDecodeError as exc:
-        raise UserInputError(f"cannot read this image: {exc}") from None
+        raise UserInputError(f"cannot read this image: {_decode_message(exc, image)}") from None
     results = []
     for name in names:
         entry = registry.entry(name)
@@ -496,7 +505,7 @@ def explain(registry: ModelRegistry, image, model_name: str | None = None):
     try:
         overlay, label, prob = explain_image(clf, image)
     except ImageDecodeError as exc:
-        raise UserInputError(f"cannot read this image: {exc}") from None
+        raise UserInputError(f"cannot read this image: {_decode_message(exc, image)}") from None
     caption = (f"Grad-CAM of **{name}** for its top class **{label}** ({prob:.0%}): warm colours "
                "mark the regions that raised that class's score most.")
     return overlay, caption
@@ -773,7 +782,9 @@ def batch_predict(registry: ModelRegistry, files: Sequence[str | Path] | None,
         pixels, kept, failures = try_preprocess_many(files, clf.config.image_size)
         probs = clf.engine(pixels) if len(kept) else np.zeros((0, clf.config.num_classes))
         threshold = entry.threshold["threshold"] if entry.threshold else None
-        results: dict[int, dict] = {i: dict(file=Path(files[i]).name, model=name, error=msg) for i, msg in failures}
+        results: dict[int, dict] = {i: dict(file=Path(files[i]).name, model=name,
+                                            error=msg.replace(files[i], Path(files[i]).name))
+                                    for i, msg in failures}
         for i, p in zip(kept, probs):
             order = np.argsort(-p, kind="stable")[:top_k]
             top = float(p[order[0]])

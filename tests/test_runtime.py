@@ -112,8 +112,20 @@ def test_onnx_session_settings(tiny_bundle):
 
     clf = Classifier.from_pretrained(tiny_bundle)
     options = clf.engine.session.get_session_options()
-    assert 1 <= physical_cores() and options.intra_op_num_threads == physical_cores()
+    assert 1 <= physical_cores() == clf.engine.threads
+    assert options.intra_op_num_threads == 1  # parallel over images, not operators
     assert options.execution_mode == ort.ExecutionMode.ORT_SEQUENTIAL
+
+
+@pytest.mark.parametrize("threads", [1, 3])
+def test_onnx_engine_gives_the_same_outputs_in_groups(tiny_bundle, threads):
+    from sports_classifier.runtime import OnnxEngine
+
+    engine = OnnxEngine(tiny_bundle / bundle.ONNX, threads=threads)
+    pixels = np.random.default_rng(0).uniform(0, 255, (11, 32, 32, 3)).astype(np.float32)
+    whole = engine.session.run(None, {engine.input_name: pixels})[0]
+    np.testing.assert_allclose(engine(pixels), whole, atol=1e-6)
+    np.testing.assert_allclose(engine(pixels[3:4]), whole[3:4], atol=1e-6)
 
 
 # -- ONNX export ------------------------------------------------------------------------------------
