@@ -106,7 +106,7 @@ def images(tmp_path_factory) -> dict[str, Path]:
     _photo().save(buf, "JPEG", quality=90)
     path("truncated_jpeg", "cut.jpg").write_bytes(buf.getvalue()[: len(buf.getvalue()) // 2])
     path("bomb_50000x50000", "bomb.png").write_bytes(_png(50_000, 50_000, full=False))
-    path("bomb_8500x8500", "huge.png").write_bytes(_png(8_500, 8_500, full=True))  # 72 Mpx, ~220 kB
+    path("bomb_8500x8500", "huge.png").write_bytes(_png(8_500, 8_500, full=True))  # 72 Mpx in a 0.9 MB file
     path("directory", "folder.jpg").mkdir()
 
     Image.new("RGB", (1, 1), (200, 30, 40)).save(path("one_pixel", "one.png"))
@@ -376,6 +376,29 @@ def test_app_serves_only_the_files_it_means_to(app, tiny_bundle):
     # the pre-4.0 route does not exist at all
     status, body = _get(app.url, "/file=/etc/passwd")
     assert status == 404 and b"root:" not in body
+
+
+def test_app_refuses_uploads_over_its_size_limit(app):
+    """app.MAX_FILE_SIZE (10 MB): Gradio refuses a bigger upload before it reaches a handler."""
+    import uuid
+
+    def upload(size: int) -> int:
+        boundary = uuid.uuid4().hex
+        body = (f"--{boundary}\r\nContent-Disposition: form-data; name=\"files\"; filename=\"big.jpg\"\r\n"
+                "Content-Type: image/jpeg\r\n\r\n").encode() + b"\xff" * size + f"\r\n--{boundary}--\r\n".encode()
+        parts = urlsplit(app.url)
+        conn = http.client.HTTPConnection(parts.hostname, parts.port, timeout=30)
+        try:
+            conn.request("POST", "/gradio_api/upload", body,
+                         {"Content-Type": f"multipart/form-data; boundary={boundary}"})
+            response = conn.getresponse()
+            response.read()
+            return response.status
+        finally:
+            conn.close()
+
+    assert upload(9 * 2**20) == 200
+    assert upload(11 * 2**20) == 413
 
 
 # ---------------------------------------------------------------------------------------------
