@@ -242,7 +242,7 @@ class _Process:
 
 
 def run_benchmark(model, data, *, images: int = 256, repeats: int = 50, as_json: bool = False,
-                  passes: int = 3, runtimes: tuple[str, ...] | None = None) -> dict:
+                  passes: int = 5, runtimes: tuple[str, ...] | None = None) -> dict:
     """Benchmark Keras against ONNX Runtime (and the int8 model when the bundle has one) on
     ``images`` JPEG files found under ``data``: ``passes`` timed passes of each batch
     measurement and ``repeats`` single images per engine, interleaved between engines.

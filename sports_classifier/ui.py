@@ -342,7 +342,7 @@ class ModelRegistry:
             else:
                 clf = Classifier.from_pretrained(Path(spec.location), runtime=self._runtime)
         except ModuleNotFoundError as exc:
-            msg = f"{exc} (Hub support is not installed in this version)" if spec.hub else str(exc)
+            msg = f"{exc}: install the missing package (pip install 'sports_classifier[train]' for Keras bundles)"
             log.warning("model %s: %s", spec.name, msg)
             return LoadedModel(spec, error=msg)
         except Exception as exc:  # any failure is reported in the UI; other models keep serving
@@ -506,6 +506,11 @@ def explain(registry: ModelRegistry, image, model_name: str | None = None):
         overlay, label, prob = explain_image(clf, image)
     except ImageDecodeError as exc:
         raise UserInputError(f"cannot read this image: {_decode_message(exc, image)}") from None
+    except ModuleNotFoundError as exc:  # the serving install (requirements.txt) has no TensorFlow
+        raise UserInputError(
+            f"Explain needs TensorFlow and Keras ({exc}); install them with "
+            "pip install 'sports_classifier[train]' and restart the app"
+        ) from None
     caption = (f"Grad-CAM of **{name}** for its top class **{label}** ({prob:.0%}): warm colours "
                "mark the regions that raised that class's score most.")
     return overlay, caption
