@@ -128,7 +128,8 @@ def cmd_predict(args) -> int:
 def cmd_export(args) -> int:
     from .export import export_bundle
 
-    report = export_bundle(args.model, formats=args.format)
+    report = export_bundle(args.model, formats=args.format, calibration=args.calibration,
+                           calibration_images=args.calibration_images)
     for line in report:
         print(line)
     return 0
@@ -147,7 +148,8 @@ def cmd_push(args) -> int:
 def cmd_bench(args) -> int:
     from .bench import run_benchmark
 
-    run_benchmark(args.model, args.data, images=args.images, repeats=args.repeats, as_json=args.json)
+    run_benchmark(args.model, args.data, images=args.images, repeats=args.repeats, passes=args.passes,
+                  as_json=args.json)
     return 0
 
 
@@ -207,8 +209,9 @@ def build_parser() -> argparse.ArgumentParser:
     def model_arg(p):
         p.add_argument("--model", default=default_model(),
                        help="bundle folder or Hub repo id (default: the bundled default model)")
-        p.add_argument("--runtime", choices=("auto", "onnx", "keras"), default="auto",
-                       help="inference engine (auto: ONNX Runtime when the bundle has model.onnx)")
+        p.add_argument("--runtime", choices=("auto", "onnx", "keras", "onnx-int8"), default="auto",
+                       help="inference engine (auto: ONNX Runtime when the bundle has model.onnx; "
+                            "onnx-int8: the bundle's int8 model, used only when asked for)")
         p.add_argument("--revision", help="Hub branch, tag or commit (when --model is a repo id)")
 
     p = sub.add_parser("evaluate", help="measure a model on a dataset split")
@@ -228,6 +231,11 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("export", help="add an ONNX (and optional int8) export to a bundle")
     p.add_argument("--model", required=True)
     p.add_argument("--format", nargs="+", choices=("onnx", "onnx-int8"), default=["onnx"])
+    p.add_argument("--calibration", metavar="DIR",
+                   help="onnx-int8: training images to calibrate on (a folder, or a dataset folder "
+                        "whose train/ is used); never the split you evaluate on")
+    p.add_argument("--calibration-images", type=int, default=200,
+                   help="onnx-int8: how many calibration images, spread over the folder (default 200)")
     p.set_defaults(func=cmd_export)
 
     p = sub.add_parser("bench", help="Keras vs ONNX Runtime speed on real images")
@@ -235,6 +243,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--data", required=True, help="folder of images (searched recursively)")
     p.add_argument("--images", type=int, default=256, help="images for the batch throughput test")
     p.add_argument("--repeats", type=int, default=50, help="single-image latency samples")
+    p.add_argument("--passes", type=int, default=5, help="timed passes per batch measurement (median reported)")
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_bench)
 

@@ -49,8 +49,9 @@ def export_bundle(path: str | Path, *, formats=("onnx",), calibration: str | Pat
         if not onnxruntime_available():
             raise ExportError("onnxruntime is not installed: pip install onnxruntime")
         if calibration is None:
-            raise ExportError("onnx-int8 needs calibration images: give a folder of training images "
-                              "(or a dataset folder with train/), not the split you evaluate on")
+            raise ExportError("onnx-int8 needs calibration images (--calibration DIR): a folder of "
+                              "training images, or a dataset folder with train/; not the split you "
+                              "evaluate on")
         calibration_paths = calibration_files(calibration, calibration_images)
     report = []
     with tempfile.TemporaryDirectory() as tmp:
@@ -105,9 +106,13 @@ def quantize_int8(source: str | Path, dest: str | Path, calibration_paths: list[
     """Quantise the float ONNX model at ``source`` into ``dest`` (static QDQ, per-channel int8
     weights, uint8 activations calibrated on ``calibration_paths``). Returns how closely the
     int8 model follows the float one on the calibration images. Leaves no file on failure."""
-    import onnx
-    from onnxruntime.quantization import (CalibrationDataReader, QuantFormat, QuantType,
-                                          quant_pre_process, quantize_static)
+    try:
+        import onnx
+        from onnxruntime.quantization import (CalibrationDataReader, QuantFormat, QuantType,
+                                              quant_pre_process, quantize_static)
+    except ImportError as exc:  # onnx, and sympy for the shape inference, come with [train]
+        raise ExportError(f"int8 quantisation needs {exc.name or exc}: "
+                          "pip install 'sports_classifier[train]'") from None
 
     from .images import try_preprocess_many
     from .runtime import OnnxEngine

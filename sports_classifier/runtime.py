@@ -50,46 +50,57 @@ def physical_cores() -> int:
 
 
 class OnnxEngine:
-    """Runs an ``.onnx`` file with ONNX Runtime on the CPU: one session, reused for every call,
-    full graph optimisation, memory arena on.
+    """Runs an ``.onnx`` file with ONNX Runtime on the CPU: sessions made once and reused for
+    every call, full graph optimisation, memory arena on, no busy-waiting threads.
 
-    Parallel over images, not operators: each ``session.run`` uses one thread, and a batch is cut
-    into groups of ``SUB_BATCH`` images run at the same time on ``threads`` threads (default: the
-    physical cores; ``session.run`` releases the GIL). Splitting every operator over 2 threads
-    made the threads wait for each other about 70 times per image and cost about 25% more CPU
-    per image on the 2-core machine (docs/benchmark.md); small groups also keep activations in
-    cache. A single image runs on one core.
+    A batch is parallel over images, not operators: it is cut into groups of ``SUB_BATCH``
+    images, run at the same time on ``threads`` threads (default: the physical cores) by a
+    session that runs each call on one thread (``session.run`` releases the GIL). Splitting
+    every operator over the cores instead makes the threads wait for each other after each of
+    the ~55 operators: on the 2-core machine that cost ~10% of the throughput (docs/benchmark.md).
+    One small group (a single image) cannot be split that way, so it goes to a second session
+    that does split operators over the cores (made on first use): lower latency.
     """
 
     name = "onnxruntime"
 
     def __init__(self, path: str | Path, *, threads: int | None = None):
-        import onnxruntime as ort
-
-        options = ort.SessionOptions()
-        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-        options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
-        options.intra_op_num_threads = 1
-        options.inter_op_num_threads = 1
-        options.enable_cpu_mem_arena = True  # reuse activation buffers between calls
-        options.enable_mem_pattern = True
-        options.log_severity_level = 3
-        try:
-            self.session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
-        except Exception as exc:  # onnxruntime raises its own untyped errors on a bad file
-            from .errors import BundleError
-
-            raise BundleError(f"{path} is not a valid ONNX model: {exc}") from None
         self.path = Path(path)
         self.threads = max(1, threads or physical_cores())
+        self.session = self._new_session(1)
         self.input_name = self.session.get_inputs()[0].name
         self.output_names = [self.session.get_outputs()[0].name]
+        self._single = None if self.threads > 1 else self.session
         self._pool: ThreadPoolExecutor | None = None
         self._pool_pid = 0
         self._lock = threading.Lock()
 
-    def _run(self, pixels: np.ndarray) -> np.ndarray:
-        return self.session.run(self.output_names, {self.input_name: pixels})[0]
+    def _new_session(self, threads: int):
+        import onnxruntime as ort
+
+        options = ort.SessionOptions()
+        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL  # a CNN is a chain of operators
+        options.intra_op_num_threads = threads
+        options.inter_op_num_threads = 1
+        options.enable_cpu_mem_arena = True  # reuse activation buffers between calls
+        options.enable_mem_pattern = True
+        # Spinning threads answer a little faster on an idle machine but take the core that
+        # decoding, a second request or another process needs: off.
+        options.add_session_config_entry("session.intra_op.allow_spinning", "0")
+        options.log_severity_level = 3
+        try:
+            return ort.InferenceSession(str(self.path), options, providers=["CPUExecutionProvider"])
+        except Exception as exc:  # onnxruntime raises its own untyped errors on a bad file
+            from .errors import BundleError
+
+            raise BundleError(f"{self.path} is not a valid ONNX model: {exc}") from None
+
+    def _single_session(self):
+        with self._lock:
+            if self._single is None:
+                self._single = self._new_session(self.threads)
+            return self._single
 
     def _executor(self) -> ThreadPoolExecutor:
         with self._lock:
@@ -98,10 +109,13 @@ class OnnxEngine:
                 self._pool_pid = os.getpid()
             return self._pool
 
+    def _run(self, pixels: np.ndarray) -> np.ndarray:
+        return self.session.run(self.output_names, {self.input_name: pixels})[0]
+
     def __call__(self, pixels: np.ndarray) -> np.ndarray:
         pixels = np.ascontiguousarray(pixels, dtype=np.float32)  # no copy when it already is
         if len(pixels) <= SUB_BATCH:
-            return self._run(pixels)
+            return self._single_session().run(self.output_names, {self.input_name: pixels})[0]
         groups = [pixels[i : i + SUB_BATCH] for i in range(0, len(pixels), SUB_BATCH)]
         if self.threads == 1:
             return np.concatenate([self._run(g) for g in groups])

@@ -110,11 +110,13 @@ def test_onnx_session_settings(tiny_bundle):
 
     from sports_classifier.runtime import physical_cores
 
-    clf = Classifier.from_pretrained(tiny_bundle)
-    options = clf.engine.session.get_session_options()
-    assert 1 <= physical_cores() == clf.engine.threads
-    assert options.intra_op_num_threads == 1  # parallel over images, not operators
-    assert options.execution_mode == ort.ExecutionMode.ORT_SEQUENTIAL
+    engine = Classifier.from_pretrained(tiny_bundle).engine
+    assert 1 <= physical_cores() == engine.threads
+    batch = engine.session.get_session_options()
+    assert batch.intra_op_num_threads == 1  # batches: parallel over images, not operators
+    assert batch.execution_mode == ort.ExecutionMode.ORT_SEQUENTIAL
+    single = engine._single_session().get_session_options()
+    assert single.intra_op_num_threads == physical_cores()  # one image: over the cores
 
 
 @pytest.mark.parametrize("threads", [1, 3])
@@ -126,6 +128,7 @@ def test_onnx_engine_gives_the_same_outputs_in_groups(tiny_bundle, threads):
     whole = engine.session.run(None, {engine.input_name: pixels})[0]
     np.testing.assert_allclose(engine(pixels), whole, atol=1e-6)
     np.testing.assert_allclose(engine(pixels[3:4]), whole[3:4], atol=1e-6)
+    assert engine(pixels[:0]).shape == (0,) + whole.shape[1:]
 
 
 # -- ONNX export ------------------------------------------------------------------------------------
@@ -202,7 +205,9 @@ def test_int8_export_and_runtime(bundle_copy, synthetic_dataset, jpegs):
     assert config.files_sha256[bundle.ONNX_INT8] == bundle.sha256_file(bundle_copy / bundle.ONNX_INT8)
     assert bundle.sha256_file(bundle_copy / bundle.ONNX) == onnx_before  # float model kept as it was
 
-    assert Classifier.from_pretrained(bundle_copy).runtime == "onnxruntime"  # int8 only when asked
+    # A bundle that carries an int8 model serves through it by default; the float one on request.
+    assert Classifier.from_pretrained(bundle_copy).runtime == "onnxruntime-int8"
+    assert Classifier.from_pretrained(bundle_copy, runtime="onnx").runtime == "onnxruntime"
     int8 = Classifier.from_pretrained(bundle_copy, runtime="onnx-int8")
     assert int8.runtime == "onnxruntime-int8"
     probs = int8.predict_proba(jpegs)
