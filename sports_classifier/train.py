@@ -59,7 +59,7 @@ class Checkpoints:
     """Crash-safe training state beside the output bundle (``<out>.checkpoint/``).
 
     Within a stage, Keras' BackupAndRestore saves the weights and optimizer after every epoch;
-    ``_StageState`` saves what BackupAndRestore does not (EarlyStopping / ReduceLROnPlateau
+    ``_stage_state`` saves what BackupAndRestore does not (EarlyStopping / ReduceLROnPlateau
     counters and best weights, the per-epoch history), so a resumed run continues exactly where
     the killed one stopped. A finished stage leaves the full model's weights and its history.
     The folder is removed once the bundle is written.
@@ -115,11 +115,11 @@ class Checkpoints:
             monitor="val_loss", factor=config.reduce_lr_factor, patience=config.reduce_lr_patience,
             min_lr=1e-6,
         )
-        # Order matters: BackupAndRestore restores first; _StageState restores the counters after
+        # Order matters: BackupAndRestore restores first; _stage_state restores the counters after
         # EarlyStopping/ReduceLROnPlateau have reset them, and saves after they have updated.
         return [
             keras.callbacks.BackupAndRestore(str(self.dir / stage), delete_checkpoint=False),
-            early, plateau, _StageState(self.dir, stage, early, plateau),
+            early, plateau, _stage_state(self.dir, stage, early, plateau),
         ]
 
     def remove(self) -> None:
@@ -128,7 +128,8 @@ class Checkpoints:
         shutil.rmtree(self.dir, ignore_errors=True)
 
 
-def _stage_state_class():
+def _stage_state(folder: Path, stage: str, early, plateau):
+    """A ``StageState`` callback (defined here so that importing this module stays Keras-free)."""
     import keras
 
     class StageState(keras.callbacks.Callback):
@@ -175,11 +176,7 @@ def _stage_state_class():
                 )
             os.replace(tmp, self.state)
 
-    return StageState
-
-
-def _StageState(*args):
-    return _stage_state_class()(*args)
+    return StageState(folder, stage, early, plateau)
 
 
 def _view_batches(views: list[np.ndarray], y: np.ndarray, batch_size: int, seed: int):
@@ -413,7 +410,8 @@ def _finish(model, model_config: ModelConfig, history, train_df, valid_df, out_d
         y_valid = valid_df["class_index"].to_numpy()[rows]
         metrics = {"valid": classification_metrics(y_valid, probs, labels)}
         metrics["valid"]["engine"] = engine.name
-        model_config.training["seconds"] = round(time.perf_counter() - start, 1)
+        model_config = model_config.replace(
+            training=model_config.training | {"seconds": round(time.perf_counter() - start, 1)})
 
         pred = probs.argmax(axis=1)
         picks = _sample_rows(y_valid, 10, model_config.training["seed"])
