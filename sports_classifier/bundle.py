@@ -5,7 +5,7 @@ A bundle is a folder (the same locally and on the Hub):
     config.json           ModelConfig: rebuild the network offline; labels; SHA-256 of weights
     model.weights.h5      Keras weights (rebuilt from config, then loaded: no pickles, no code)
     model.onnx            optional ONNX export of the same network (fast serving, no TensorFlow)
-    model.int8.onnx       optional int8-quantised copy of model.onnx (used only when asked for)
+    model.int8.onnx       optional int8-quantised copy of model.onnx (served by default when present)
     metrics.json          per split: n, accuracy, top-5, macro F1, loss, per-class scores
     history.csv           training curves per epoch and stage
     curves.png, confusion_matrix.png, samples.png

@@ -12,7 +12,6 @@ import json
 import logging
 import os
 import sys
-import time
 from pathlib import Path
 
 from . import __version__
@@ -211,7 +210,7 @@ def build_parser() -> argparse.ArgumentParser:
                        help="bundle folder or Hub repo id (default: the bundled default model)")
         p.add_argument("--runtime", choices=("auto", "onnx", "keras", "onnx-int8"), default="auto",
                        help="inference engine (auto: ONNX Runtime when the bundle has model.onnx; "
-                            "onnx-int8: the bundle's int8 model, used only when asked for)")
+                            "model.int8.onnx first when the bundle carries one)")
         p.add_argument("--revision", help="Hub branch, tag or commit (when --model is a repo id)")
 
     p = sub.add_parser("evaluate", help="measure a model on a dataset split")

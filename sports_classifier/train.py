@@ -245,7 +245,7 @@ def train(config: TrainConfig, data_dir: str | Path, out_dir: str | Path, *,
     """
     import keras
 
-    from .model import build_classifier, compile_model, split_layer, trunk
+    from .model import build_classifier, split_layer, trunk
 
     start = time.perf_counter()
     keras.utils.set_random_seed(config.seed)

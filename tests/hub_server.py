@@ -215,15 +215,19 @@ class _Handler(BaseHTTPRequestHandler):
             self._error(404, "RevisionNotFound", "Invalid rev id: " + revision)
         return sha
 
+    def _repo_at(self, repo_id: str, revision: str):
+        """(repo, commit sha), or None once the matching error response has been sent."""
+        repo = self._repo(repo_id)
+        sha = None if repo is None else self._commit(repo, revision)
+        return None if sha is None else (repo, sha)
+
     # -- endpoints -------------------------------------------------------------------------
 
     def _model_info(self, repo_id: str, revision: str) -> None:
-        repo = self._repo(repo_id)
-        if repo is None:
+        found = self._repo_at(repo_id, revision)
+        if found is None:
             return
-        sha = self._commit(repo, revision)
-        if sha is None:
-            return
+        repo, sha = found
         self._json({
             "_id": hashlib.md5(repo_id.encode()).hexdigest()[:24], "id": repo_id, "modelId": repo_id,
             "sha": sha, "private": repo.token is not None, "gated": False, "disabled": False,
@@ -231,12 +235,10 @@ class _Handler(BaseHTTPRequestHandler):
         })
 
     def _tree(self, repo_id: str, revision: str) -> None:
-        repo = self._repo(repo_id)
-        if repo is None:
+        found = self._repo_at(repo_id, revision)
+        if found is None:
             return
-        sha = self._commit(repo, revision)
-        if sha is None:
-            return
+        repo, sha = found
         entries = []
         for name, data in repo.commits[sha].items():
             entry = {"type": "file", "path": name, "size": len(data), "oid": git_blob_sha1(data)}
@@ -249,12 +251,10 @@ class _Handler(BaseHTTPRequestHandler):
         self._json(entries)
 
     def _resolve(self, repo_id: str, revision: str, filename: str, head: bool) -> None:
-        repo = self._repo(repo_id)
-        if repo is None:
+        found = self._repo_at(repo_id, revision)
+        if found is None:
             return
-        sha = self._commit(repo, revision)
-        if sha is None:
-            return
+        repo, sha = found
         data = repo.commits[sha].get(filename)
         if data is None:
             self._error(404, "EntryNotFound", f"{filename} does not exist on {revision!r}",
