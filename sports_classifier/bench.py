@@ -260,7 +260,7 @@ def run_benchmark(model, data, *, images: int = 256, repeats: int = 50, as_json:
         if (Path(model) / bundle.ONNX_INT8).is_file() and bundle.ONNX_INT8 in config.files_sha256:
             runtimes += ("onnx-int8",)
     result = {
-        "model": str(model), "backbone": config.backbone, "image_size": config.image_size,
+        "model": str(model), "backbone": config.architecture, "image_size": config.image_size,
         "data": str(data), "images": len(paths), "distinct_images": len(set(paths)),
         "batch_size": BATCH, "repeats": repeats, "passes": passes, "machine": machine(),
         "load_start": _load(), "engines": {},

@@ -155,7 +155,8 @@ def read_config(path: str | Path) -> ModelConfig:
     except ConfigError as exc:
         raise BundleError(f"{cfg}: {exc}") from None
     try:  # the network is rebuilt from the registry by name, never from code in the bundle
-        get_backbone(config.backbone)
+        for name in config.backbones:
+            get_backbone(name)
     except UnknownBackboneError as exc:
         raise BundleError(
             f"{cfg} names a backbone this version of sports_classifier cannot build ({exc}); "
@@ -186,19 +187,16 @@ def has_onnx(path: str | Path, config: ModelConfig) -> bool:
 
 def load_keras_model(path: str | Path, config: ModelConfig):
     """Rebuild the network from the config (no download) and load the verified weights."""
-    from .model import build_classifier
+    from .model import build_network
 
     weights = verified_file(path, config, WEIGHTS)
-    model = build_classifier(
-        config.backbone, config.num_classes, image_size=config.image_size,
-        dropout=config.dropout, weights=None, tta_flip=config.tta_flip,
-    )
+    model = build_network(config)
     try:
         model.load_weights(weights)
     except ValueError as exc:
         raise BundleError(
             f"{weights} does not fit the network that {CONFIG} describes "
-            f"({config.backbone}, {config.num_classes} labels): {exc}"
+            f"({config.architecture}, {config.num_classes} labels): {exc}"
         ) from None
     except OSError as exc:  # h5py: not an HDF5 file at all (e.g. a pickle under this name)
         raise BundleError(f"{weights} is not a Keras weights file (HDF5): {exc}") from None

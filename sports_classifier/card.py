@@ -32,7 +32,8 @@ def front_matter(config: dict, metrics: dict) -> str:
     ]
     data = ModelCardData(
         library_name="keras", pipeline_tag="image-classification", license="apache-2.0",
-        tags=["image-classification", "keras", "sports", "sports_classifier", config["backbone"]],
+        tags=["image-classification", "keras", "sports", "sports_classifier",
+              *dict.fromkeys([config["backbone"], *(m["backbone"] for m in config.get("members") or ())])],
         datasets=[DATASET_ID], model_name=model_name(config), eval_results=results or None,
     )
     return data.to_yaml()
@@ -52,6 +53,17 @@ def _metrics_table(metrics: dict) -> str:
 def _recipe(training: dict | None) -> str:
     if not training:
         return "_No training record (the bundle was not produced by `sports-classifier train`)._"
+    if "members" in training:  # an ensemble: one block per member
+        blocks = [f"Each member was trained on its own ({training.get('members_seconds', '?')} s in all), "
+                  "then their probabilities were averaged:"]
+        for name, member in zip(training.get("ensemble", []), training["members"]):
+            options = ", ".join(f"`{k}={v}`" for k, v in member.items() if k not in ("data", "run"))
+            blocks.append(f"- **{name}**: {options}")
+        data = training.get("data")
+        if isinstance(data, dict):
+            blocks.insert(0, f"Data: {data.get('train_images', '?')} training images "
+                          f"({data.get('description', '')}), {data.get('valid_images', '?')} validation images.\n")
+        return "\n".join(blocks)
     lines = [f"- `{k}`: `{v}`" for k, v in training.items() if k not in ("data", "run")]
     data = training.get("data")
     if isinstance(data, dict):
@@ -69,8 +81,24 @@ def render_model_card(config: dict, metrics: dict, *, files: Sequence[str] = ())
         (("curves.png", "Training curves"), ("confusion_matrix.png", "Confusion matrix"),
          ("samples.png", "Sample predictions")) if f in files
     ]
-    has_onnx = "model.onnx" in files
+    has_onnx = "model.onnx" in files or "model.int8.onnx" in files
     training = config.get("training") or {}
+    members = config.get("members") or ()
+    if members:
+        network = (f"An ensemble that averages the class probabilities of {len(members)} networks: "
+                   + "; ".join(f"`{m['backbone']}` at {m['image_size']} px ({m.get('name', 'member')})" for m in members)
+                   + f". Input {config['image_size']}x{config['image_size']} px, resized inside the network "
+                   "to each member's size; each member is global average pooling, dropout and a softmax "
+                   f"over {len(labels)} classes on its backbone.")
+        retrain = ("train each member with its own options (above; the bundled models have presets: "
+                   "`sports-classifier train --data PATH/TO/DATASET --preset NAME --out DIR`), then "
+                   "`sports-classifier ensemble --models MEMBER... --data PATH/TO/DATASET --out DIR`")
+    else:
+        network = (f"Backbone: `{config['backbone']}` at {config['image_size']}x{config['image_size']} px"
+                   f"{', with horizontal-flip test-time augmentation' if config.get('tta_flip') else ''}; "
+                   f"head: global average pooling, dropout {config.get('dropout')}, softmax over {len(labels)} classes.")
+        retrain = (f"`sports-classifier train --data PATH/TO/DATASET --backbone {config['backbone']} --out DIR` "
+                   "with the same options (or `--preset` of the bundled model)")
     return f"""---
 {front_matter(config, metrics).strip()}
 ---
@@ -78,10 +106,8 @@ def render_model_card(config: dict, metrics: dict, *, files: Sequence[str] = ())
 # {name}
 
 Recognises the sport in a photo among the {len(labels)} classes of the
-[{DATASET_NAME}]({DATASET_URL}) dataset. Backbone: `{config['backbone']}` at
-{config['image_size']}x{config['image_size']} px{', with horizontal-flip test-time augmentation' if config.get('tta_flip') else ''};
-head: global average pooling, dropout {config.get('dropout')}, softmax over {len(labels)} classes.
-Trained with the `sports_classifier` package (Keras 3). {'An ONNX export (`model.onnx`) serves without TensorFlow.' if has_onnx else ''}
+[{DATASET_NAME}]({DATASET_URL}) dataset. {network}
+Trained with the `sports_classifier` package (Keras 3). {'An ONNX export serves without TensorFlow.' if has_onnx else ''}
 
 ## Metrics
 
@@ -110,9 +136,8 @@ Input: any RGB/grayscale/RGBA photo; it is converted to RGB and resized (bilinea
 
 {_recipe(training)}
 
-To retrain on the full dataset (13,492 training images), download it from Kaggle and run
-`sports-classifier train --data PATH/TO/DATASET --backbone {config['backbone']} --out DIR`
-with the same options (or `--preset` of the bundled model).
+To retrain on the full dataset (13,492 training images), download it from Kaggle and
+{retrain}.
 
 ## Labels
 

@@ -186,7 +186,7 @@ class Classifier:
                                  commit_message=commit_message)
 
     def __repr__(self) -> str:
-        return (f"Classifier(backbone={self.config.backbone!r}, classes={self.config.num_classes}, "
+        return (f"Classifier({self.config.architecture}, classes={self.config.num_classes}, "
                 f"runtime={self.runtime!r}, path={str(self.path)!r})")
 
 

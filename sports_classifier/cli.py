@@ -1,4 +1,4 @@
-"""The ``sports-classifier`` command line: train, evaluate, predict, export, bench, push, space.
+"""The ``sports-classifier`` command line: train, ensemble, evaluate, predict, export, bench, push, space.
 
 Flags and environment variables are read here and only here; the library takes arguments.
 Errors the user can fix end with one line on stderr and a non-zero exit code
@@ -12,12 +12,12 @@ import json
 import logging
 import os
 import sys
+import time
 from pathlib import Path
 
 from . import __version__
 from .errors import SportsClassifierError
 
-PRESETS_DIR = Path(__file__).parent / "presets"
 DEFAULT_MODEL_ENV = "SPORTS_CLASSIFIER_MODEL"
 
 
@@ -33,24 +33,19 @@ def default_model() -> str:
     return "models/default"
 
 
-def _presets() -> list[str]:
-    return sorted(p.stem for p in PRESETS_DIR.glob("*.json"))
-
-
-def _train_config(args):
+def _train_recipe(args):
+    """The TrainConfig (or ensemble recipe) that --preset / --config and the flags describe."""
     from .config import TrainConfig
+    from .presets import EnsembleRecipe, load_preset, load_recipe
 
     if args.preset and args.config:
         raise SportsClassifierError("give --preset or --config, not both")
     if args.preset:
-        path = PRESETS_DIR / f"{args.preset}.json"
-        if not path.is_file():
-            raise SportsClassifierError(f"unknown preset {args.preset!r}; available: {', '.join(_presets())}")
-        config = TrainConfig.from_file(path)
+        recipe = load_preset(args.preset)
     elif args.config:
-        config = TrainConfig.from_file(args.config)
+        recipe = load_recipe(args.config)
     else:
-        config = TrainConfig()
+        recipe = TrainConfig()
     overrides = {
         "backbone": args.backbone, "image_size": args.image_size, "weights": args.weights,
         "mode": args.mode, "seed": args.seed, "batch_size": args.batch_size,
@@ -63,22 +58,55 @@ def _train_config(args):
     }
     if args.no_augment:
         overrides["augment"] = False
-    return config.replace(**{k: v for k, v in overrides.items() if v is not None})
+    overrides = {k: v for k, v in overrides.items() if v is not None}
+    if isinstance(recipe, EnsembleRecipe):
+        if overrides:
+            raise SportsClassifierError(
+                f"an ensemble recipe takes no training options (got {', '.join(sorted(overrides))}); "
+                "change its members' presets instead")
+        return recipe
+    return recipe.replace(**overrides)
 
 
 def cmd_train(args) -> int:
+    from .bundle import read_metrics
+    from .ensemble import members_folder, train_ensemble
+    from .presets import EnsembleRecipe
     from .train import train
 
-    config = _train_config(args)
-    result = train(config, args.data, args.out, cache_dir=args.cache_dir, progress=not args.quiet,
+    recipe = _train_recipe(args)
+    if isinstance(recipe, EnsembleRecipe):
+        start = time.perf_counter()
+        out = train_ensemble(recipe.members, args.data, args.out, cache_dir=args.cache_dir,
+                             progress=not args.quiet, resume=args.resume)
+        print(f"bundle: {out} (members in {members_folder(out)})")
+        _print_valid(read_metrics(out))
+        print(f"time: {time.perf_counter() - start:.1f} s")
+        return 0
+    result = train(recipe, args.data, args.out, cache_dir=args.cache_dir, progress=not args.quiet,
                    resume=args.resume)
-    valid = result.metrics.get("valid", {})
     print(f"bundle: {result.bundle}")
-    print(f"valid: accuracy {valid.get('accuracy', 0):.4f}  top-5 {valid.get('top5_accuracy', 0):.4f}  "
-          f"macro F1 {valid.get('macro_f1', 0):.4f}  ({valid.get('n', 0)} images)")
+    _print_valid(result.metrics)
     print(f"time: {result.seconds:.1f} s (feature cache: {result.cache_hits} hit(s), "
           f"{result.cache_misses} computed)")
     return 0
+
+
+def cmd_ensemble(args) -> int:
+    from .bundle import read_metrics
+    from .ensemble import combine
+
+    out = combine(args.models, args.out, data_dir=args.data, split=args.split, image_size=args.image_size,
+                  progress=not args.quiet)
+    print(f"bundle: {out}")
+    _print_valid(read_metrics(out), split=args.split)
+    return 0
+
+
+def _print_valid(metrics: dict, split: str = "valid") -> None:
+    m = metrics.get(split, {})
+    print(f"{split}: accuracy {m.get('accuracy', 0):.4f}  top-5 {m.get('top5_accuracy', 0):.4f}  "
+          f"macro F1 {m.get('macro_f1', 0):.4f}  ({m.get('n', 0)} images)")
 
 
 def _load(args):
@@ -172,14 +200,16 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     parser.add_argument("--debug", action="store_true", help="show tracebacks on errors")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    from .presets import available as available_presets
 
     p = sub.add_parser("train", help="train a model and write its bundle",
                        description="Train a classifier (frozen backbone + head; optionally fine-tune "
-                       "the last stages) and write a bundle with metrics, curves and a model card.")
+                       "the last stages) and write a bundle with metrics, curves and a model card. "
+                       "An ensemble preset trains each member into OUT.members/ and averages them.")
     p.add_argument("--data", required=True, help="dataset folder with train/ and valid/ (Kaggle layout)")
     p.add_argument("--out", required=True, help="output bundle folder")
-    p.add_argument("--preset", help=f"named recipe: {', '.join(_presets()) or 'none'}")
-    p.add_argument("--config", help="a TrainConfig JSON file")
+    p.add_argument("--preset", help=f"named recipe: {', '.join(available_presets()) or 'none'}")
+    p.add_argument("--config", help="a TrainConfig (or ensemble recipe) JSON file")
     p.add_argument("--backbone", help="efficientnet_lite0 (default), efficientnet_lite1, efficientnet_lite2, "
                    "efficientnet_b0, resnet50, tiny_cnn")
     p.add_argument("--weights", help="imagenet (default), none, or a path to a weights file")
@@ -226,6 +256,17 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true")
     p.add_argument("images", nargs="+", metavar="IMAGE")
     p.set_defaults(func=cmd_predict)
+
+    p = sub.add_parser("ensemble", help="average trained bundles into one ensemble bundle",
+                       description="Average the class probabilities of several trained bundles inside "
+                       "one network (one ONNX file), measure it on a split and write its bundle.")
+    p.add_argument("--models", nargs="+", required=True, metavar="BUNDLE", help="member bundles (two or more)")
+    p.add_argument("--out", required=True, help="output bundle folder")
+    p.add_argument("--data", required=True, help="dataset folder to measure the ensemble on")
+    p.add_argument("--split", default="valid")
+    p.add_argument("--image-size", type=int, help="input size (default: the smallest member's)")
+    p.add_argument("--quiet", action="store_true", help="no progress bars")
+    p.set_defaults(func=cmd_ensemble)
 
     p = sub.add_parser("export", help="add an ONNX (and optional int8) export to a bundle")
     p.add_argument("--model", required=True)

@@ -7,9 +7,7 @@ keys so that a typo in a preset or a bundle written by a newer version is caught
 from __future__ import annotations
 
 import dataclasses
-import json
 from dataclasses import dataclass, field, fields
-from pathlib import Path
 from typing import Any, Mapping, TypeVar
 
 from .errors import ConfigError
@@ -18,6 +16,8 @@ T = TypeVar("T", bound="_Config")
 
 BUNDLE_FORMAT = "sports_classifier.bundle"
 BUNDLE_FORMAT_VERSION = 1
+ENSEMBLE = "ensemble"  # ModelConfig.backbone of a bundle that averages several networks
+MEMBER_KEYS = {"backbone": str, "image_size": int, "tta_flip": bool, "name": str}
 
 
 class _Config:
@@ -115,17 +115,6 @@ class TrainConfig(_Config):
         if self.optimizer not in ("adam", "adamw", "sgd"):
             raise ConfigError(f"optimizer must be adam, adamw or sgd, got {self.optimizer!r}")
 
-    @classmethod
-    def from_file(cls, path: str | Path) -> "TrainConfig":
-        """Read a preset (JSON) file, e.g. ``presets/lite0-head.json``."""
-        try:
-            data = json.loads(Path(path).read_text())
-        except FileNotFoundError:
-            raise ConfigError(f"config file not found: {path}") from None
-        except json.JSONDecodeError as exc:
-            raise ConfigError(f"config file {path} is not valid JSON: {exc}") from None
-        return cls.from_dict(data)
-
 
 @dataclass(frozen=True)
 class ModelConfig(_Config):
@@ -152,6 +141,9 @@ class ModelConfig(_Config):
     files_sha256: dict = field(default_factory=dict)
     training: dict | None = None
     created: str = ""
+    # backbone == "ensemble": the networks whose probabilities the bundle averages, one
+    # {"backbone", "image_size", "tta_flip", "name"} each (see ensemble.py).
+    members: tuple[dict, ...] = ()
 
     def __post_init__(self) -> None:
         if self.format != BUNDLE_FORMAT:
@@ -165,7 +157,46 @@ class ModelConfig(_Config):
             raise ConfigError("labels must hold at least two distinct class names")
         if self.image_size < 16:
             raise ConfigError(f"image_size must be >= 16, got {self.image_size}")
+        if (self.backbone == ENSEMBLE) != bool(self.members):
+            raise ConfigError("an ensemble config (backbone 'ensemble') lists its members, and only "
+                              "an ensemble config does")
+        if self.members and len(self.members) < 2:
+            raise ConfigError("an ensemble needs at least two members")
+        for i, member in enumerate(self.members):
+            _check_member(i, member)
 
     @property
     def num_classes(self) -> int:
         return len(self.labels)
+
+    @property
+    def is_ensemble(self) -> bool:
+        return bool(self.members)
+
+    @property
+    def backbones(self) -> list[str]:
+        """The backbone of each network in the bundle (one, or one per ensemble member)."""
+        return [m["backbone"] for m in self.members] if self.members else [self.backbone]
+
+    @property
+    def architecture(self) -> str:
+        """A one-line description for people: the backbone, or the ensemble's members."""
+        if not self.members:
+            return self.backbone
+        return "ensemble of " + " + ".join(f"{m['backbone']} ({m['image_size']} px)" for m in self.members)
+
+
+def _check_member(i: int, member) -> None:
+    if not isinstance(member, Mapping):
+        raise ConfigError(f"ensemble member {i}: expected a JSON object, got {type(member).__name__}")
+    unknown = sorted(set(member) - set(MEMBER_KEYS))
+    missing = sorted({"backbone", "image_size"} - set(member))
+    if unknown or missing:
+        raise ConfigError(f"ensemble member {i}: unknown key(s) {unknown}, missing {missing}; "
+                          f"known keys are {sorted(MEMBER_KEYS)}")
+    for key, kind in MEMBER_KEYS.items():
+        value = member.get(key)
+        if value is not None and not isinstance(value, kind):
+            raise ConfigError(f"ensemble member {i}: {key} must be {kind.__name__}, got {value!r}")
+    if member["image_size"] < 16:
+        raise ConfigError(f"ensemble member {i}: image_size must be >= 16, got {member['image_size']}")

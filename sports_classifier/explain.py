@@ -33,32 +33,52 @@ def gradcam(classifier, image: ImageInput, *, class_index: int | None = None) ->
     """Grad-CAM heatmap for ``image``: (H x W array in [0, 1] at the feature map's resolution,
     explained class index, its probability). Explains the top class unless ``class_index``.
 
-    With test-time flip averaging, the heatmap explains the unmirrored branch.
+    With test-time flip averaging, the heatmap explains the unmirrored branch; for an ensemble
+    it is the average of the members' heatmaps (each at the largest member's resolution).
 
     >>> heat, index, prob = gradcam(Classifier.from_pretrained("models/lite0"), "photo.jpg")
     """
     import tensorflow as tf
 
-    from .model import BACKBONE, POOL, PREDICTIONS
+    from .model import member_name
 
     model = _keras_model(classifier)
-    backbone = model.get_layer(BACKBONE)
-    pool = model.get_layer(POOL)
-    dense = model.get_layer(PREDICTIONS)
-    x = tf.convert_to_tensor(to_model_input(load_rgb(image), classifier.config.image_size)[None])
+    config = classifier.config
+    x = tf.convert_to_tensor(to_model_input(load_rgb(image), config.image_size)[None])
+    probs = model(x, training=False).numpy()[0]
+    index = int(np.argmax(probs)) if class_index is None else int(class_index)
+    if not config.is_ensemble:
+        return _normalise(_class_map(model, x, index)), index, float(probs[index])
+    maps = []
+    for i, member in enumerate(config.members):
+        size = member["image_size"]
+        xi = x if size == config.image_size else tf.image.resize(x, (size, size), method="bilinear")
+        maps.append(_normalise(_class_map(model.get_layer(member_name(i)), xi, index)))
+    side = max(m.shape[0] for m in maps)
+    resized = [tf.image.resize(m[None, :, :, None], (side, side)).numpy()[0, :, :, 0] for m in maps]
+    return _normalise(np.mean(resized, axis=0)), index, float(probs[index])
+
+
+def _class_map(net, x, index: int) -> np.ndarray:
+    """The positive part of the gradient-weighted feature map of one classifier network."""
+    import tensorflow as tf
+
+    from .model import BACKBONE, POOL, PREDICTIONS
+
+    backbone, pool, dense = net.get_layer(BACKBONE), net.get_layer(POOL), net.get_layer(PREDICTIONS)
     with tf.GradientTape() as tape:
         fmap = backbone(x, training=False)
         tape.watch(fmap)
         logits = tf.matmul(pool(fmap), dense.kernel) + dense.bias  # the class scores before softmax
-        probs = tf.nn.softmax(logits)[0]
-        index = int(tf.argmax(probs)) if class_index is None else int(class_index)
         score = logits[0, index]
     grads = tape.gradient(score, fmap)[0]  # (h, w, channels)
     weights = tf.reduce_mean(grads, axis=(0, 1))
-    cam = tf.nn.relu(tf.reduce_sum(fmap[0] * weights, axis=-1)).numpy()
+    return tf.nn.relu(tf.reduce_sum(fmap[0] * weights, axis=-1)).numpy()
+
+
+def _normalise(cam: np.ndarray) -> np.ndarray:
     top = float(cam.max())
-    cam = cam / top if top > 0 else np.zeros_like(cam)
-    return cam.astype(np.float32), index, float(probs[index])
+    return (cam / top if top > 0 else np.zeros_like(cam)).astype(np.float32)
 
 
 def overlay(image: Image.Image, heatmap: np.ndarray, *, alpha: float = 0.45,

@@ -217,7 +217,7 @@ def upload_bundle(folder: str | Path, repo_id: str, *, private: bool | None = No
     files = [name for name in bundle.FILES if (folder / name).is_file()]
     stale = [name for name in bundle.FILES if name not in files]
     _require_token(token, "uploading a model")
-    message = commit_message or (f"Upload sports_classifier bundle ({config.backbone}, "
+    message = commit_message or (f"Upload sports_classifier bundle ({config.architecture}, "
                                  f"{config.num_classes} classes)")
     api = HfApi(token=token, library_name="sports_classifier", library_version=__version__)
     try:

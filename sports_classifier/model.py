@@ -46,6 +46,42 @@ def build_classifier(
     return keras.Model(inputs, outputs, name="sports_classifier")
 
 
+def build_ensemble(members, num_classes: int, *, image_size: int) -> keras.Model:
+    """Several classifiers averaged inside one network, so that it saves, loads and exports
+    (one ONNX file) like a single model.
+
+    Each member sees the input resized (bilinear) to its own size. ``members``: the dicts of
+    ``ModelConfig.members``. The networks are built without weights: load them afterwards.
+    """
+    inputs = keras.Input((image_size, image_size, 3), name="pixels")
+    outputs = []
+    for i, member in enumerate(members):
+        size = member["image_size"]
+        # Inference only: no dropout, and BatchNorm in inference mode (a doubly nested model
+        # otherwise exports its training branch to ONNX).
+        net = build_classifier(member["backbone"], num_classes, image_size=size, dropout=0.0,
+                               weights=None, tta_flip=member.get("tta_flip", False))
+        net.name = member_name(i)
+        x = inputs if size == image_size else keras.layers.Resizing(
+            size, size, interpolation="bilinear", name=f"resize_{i}")(inputs)
+        outputs.append(net(x, training=False))  # BatchNorm in inference mode, whatever the caller
+    return keras.Model(inputs, keras.layers.Average(name="ensemble_average")(outputs),
+                       name="sports_classifier_ensemble")
+
+
+def member_name(i: int) -> str:
+    return f"member_{i}"
+
+
+def build_network(config) -> keras.Model:
+    """The (weightless) network a bundle's ``ModelConfig`` describes: one classifier or an
+    ensemble of them."""
+    if config.is_ensemble:
+        return build_ensemble(config.members, config.num_classes, image_size=config.image_size)
+    return build_classifier(config.backbone, config.num_classes, image_size=config.image_size,
+                            dropout=config.dropout, weights=None, tta_flip=config.tta_flip)
+
+
 def backbone_of(model: keras.Model) -> keras.Model:
     return model.get_layer(BACKBONE)
 

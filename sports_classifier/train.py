@@ -291,7 +291,7 @@ def train(config: TrainConfig, data_dir: str | Path, out_dir: str | Path, *,
         tta_flip=config.tta_flip, package_version=__version__, keras_version=keras.__version__,
         training=training, created=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
     )
-    out = _finish(model, model_config, history, train_df, valid_df, out_dir, progress, start)
+    out = write_trained_bundle(model, model_config, history, valid_df, out_dir, progress=progress, start=start)
     ckpt.remove()
     metrics = bundle.read_metrics(out)
     log.info("valid: %s", summary(metrics.get("valid", {})))
@@ -387,8 +387,10 @@ def _train_end_to_end(model, config, train_df, valid_df, size, n_classes, verbos
     return histories
 
 
-def _finish(model, model_config: ModelConfig, history, train_df, valid_df, out_dir, progress, start):
-    """Export, measure the finished network on the validation images, write the bundle."""
+def write_trained_bundle(model, model_config: ModelConfig, history, valid_df, out_dir, *,
+                         progress: bool, start: float) -> Path:
+    """Export, measure the finished network on the validation images, write the bundle with
+    its metrics and pictures. ``start``: ``time.perf_counter()`` when the work began."""
     from . import plots
     from .runtime import KerasEngine, OnnxEngine, export_onnx, onnxruntime_available, predict_files
 
@@ -414,7 +416,7 @@ def _finish(model, model_config: ModelConfig, history, train_df, valid_df, out_d
             training=model_config.training | {"seconds": round(time.perf_counter() - start, 1)})
 
         pred = probs.argmax(axis=1)
-        picks = _sample_rows(y_valid, 10, model_config.training["seed"])
+        picks = _sample_rows(y_valid, 10, model_config.training.get("seed", 0))
         from .images import preprocess
 
         images = [preprocess(valid_paths[rows[i]], size) for i in picks]

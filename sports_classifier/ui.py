@@ -675,7 +675,7 @@ def compare_rows(registry: ModelRegistry, split: str = "valid") -> list[dict]:
         path = Path(clf.path)
         m = bundle.read_metrics(path).get(split, {})
         row.update({
-            "backbone": clf.config.backbone,
+            "backbone": clf.config.architecture,
             "image size": clf.config.image_size,
             "classes": clf.config.num_classes,
             "valid images": m.get("n"),
@@ -832,7 +832,7 @@ def about_markdown(registry: ModelRegistry) -> str:
             lines.append(f"- **{spec.name}** (`{spec.location}`): cannot read the bundle: {exc}")
             continue
         acc = f", validation accuracy {metrics['accuracy']:.1%}" if "accuracy" in metrics else ""
-        lines.append(f"- **{spec.name}**: `{cfg.backbone}` at {cfg.image_size} px, {cfg.num_classes} classes{acc}; "
+        lines.append(f"- **{spec.name}**: {cfg.architecture} at {cfg.image_size} px, {cfg.num_classes} classes{acc}; "
                      "model card below.")
     models = "\n".join(lines) or "_No models configured._"
     return f"""## Sports classifier

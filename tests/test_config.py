@@ -34,9 +34,8 @@ def test_model_config_checks_format_and_labels():
 
 
 def test_presets_are_valid():
-    from sports_classifier.cli import PRESETS_DIR
+    from sports_classifier.presets import available, load_preset
 
-    presets = list(PRESETS_DIR.glob("*.json"))
-    assert presets
-    for p in presets:
-        TrainConfig.from_file(p)
+    assert available()
+    for name in available():
+        load_preset(name)
