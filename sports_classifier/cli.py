@@ -156,7 +156,7 @@ def cmd_export(args) -> int:
     from .export import export_bundle
 
     report = export_bundle(args.model, formats=args.format, calibration=args.calibration,
-                           calibration_images=args.calibration_images)
+                           calibration_images=args.calibration_images, drop_float_onnx=args.drop_float_onnx)
     for line in report:
         print(line)
     return 0
@@ -270,7 +270,11 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("export", help="add an ONNX (and optional int8) export to a bundle")
     p.add_argument("--model", required=True)
-    p.add_argument("--format", nargs="+", choices=("onnx", "onnx-int8"), default=["onnx"])
+    p.add_argument("--format", nargs="+", choices=("onnx", "onnx-int8", "weights-fp16"), default=["onnx"],
+                   help="onnx: float32 ONNX; onnx-int8: quantised copy (served by default); "
+                        "weights-fp16: store the Keras weights in float16 (half the size)")
+    p.add_argument("--drop-float-onnx", action="store_true",
+                   help="leave model.onnx out of the bundle once it has model.int8.onnx (smaller bundle)")
     p.add_argument("--calibration", metavar="DIR",
                    help="onnx-int8: training images to calibrate on (a folder, or a dataset folder "
                         "whose train/ is used); never the split you evaluate on")

@@ -21,14 +21,14 @@ from . import bundle
 from .errors import ExportError
 from .runtime import export_onnx, onnxruntime_available
 
-FORMATS = ("onnx", "onnx-int8")
+FORMATS = ("onnx", "onnx-int8", "weights-fp16")
 CALIBRATION_IMAGES = 200
 CALIBRATION_BATCH = 8
 FLOAT_OPS = ("Softmax", "MatMul", "Gemm")  # the classification head is left in float32
 
 
 def export_bundle(path: str | Path, *, formats=("onnx",), calibration: str | Path | None = None,
-                  calibration_images: int = CALIBRATION_IMAGES) -> list[str]:
+                  calibration_images: int = CALIBRATION_IMAGES, drop_float_onnx: bool = False) -> list[str]:
     """Export the bundle's network and rewrite the bundle (atomically) with the new files and
     their checksums. Returns report lines.
 
@@ -37,6 +37,10 @@ def export_bundle(path: str | Path, *, formats=("onnx",), calibration: str | Pat
     ``calibration_images`` images spread evenly over ``calibration``: a folder of images,
     searched recursively, or a dataset folder whose ``train/`` split is then used. Never
     calibrate on the split you evaluate on.
+    ``weights-fp16`` stores ``model.weights.h5`` with float16 arrays (half the size; Keras loads
+    them back into float32 variables), for bundles that ship inside a repository.
+    ``drop_float_onnx`` leaves ``model.onnx`` out once the bundle has ``model.int8.onnx``, which
+    serves by default (the float model can be exported again at any time).
     """
     formats = tuple(formats)
     unknown = sorted(set(formats) - set(FORMATS))
@@ -70,6 +74,14 @@ def export_bundle(path: str | Path, *, formats=("onnx",), calibration: str | Pat
             writers[bundle.ONNX] = bundle.copy_from(onnx_path)
             report.append(f"{bundle.ONNX}: max |probability difference| vs Keras {diff:.1e} "
                           f"({onnx_path.stat().st_size / 2**20:.1f} MB)")
+        if "weights-fp16" in formats:
+            halved = Path(tmp) / bundle.WEIGHTS
+            n = halve_weights(bundle.verified_file(path, config, bundle.WEIGHTS), halved)
+            writers[bundle.WEIGHTS] = bundle.copy_from(halved)
+            report.append(f"{bundle.WEIGHTS}: {n} arrays stored as float16 "
+                          f"({(path / bundle.WEIGHTS).stat().st_size / 2**20:.1f} -> "
+                          f"{halved.stat().st_size / 2**20:.1f} MB); check accuracy with "
+                          "`evaluate --runtime keras`")
         if "onnx-int8" in formats:
             source = onnx_path or bundle.verified_file(path, config, bundle.ONNX)
             int8_path = Path(tmp) / bundle.ONNX_INT8
@@ -81,8 +93,42 @@ def export_bundle(path: str | Path, *, formats=("onnx",), calibration: str | Pat
                 f"class for {check['top1_agreement']:.1%}, max |probability difference| "
                 f"{check['max_abs_diff']:.3f} ({int8_path.stat().st_size / 2**20:.1f} MB). "
                 "Check accuracy with `evaluate --runtime onnx-int8` on a held-out split.")
+        if drop_float_onnx:
+            if bundle.ONNX_INT8 not in writers:
+                raise ExportError(f"keeping {bundle.ONNX} is required while the bundle has no "
+                                  f"{bundle.ONNX_INT8}: add --format onnx-int8")
+            writers.pop(bundle.ONNX, None)
+            report.append(f"{bundle.ONNX}: left out ({bundle.ONNX_INT8} serves; "
+                          "`export --format onnx` brings it back)")
         bundle.write_bundle(path, config, writers)
     return report
+
+
+def halve_weights(source: str | Path, dest: str | Path) -> int:
+    """Copy a Keras ``.weights.h5`` file with its float32 arrays stored as float16 (groups,
+    attributes and other arrays unchanged). Arrays that float16 cannot hold (|x| > 60000) stay
+    float32. Returns how many arrays were halved."""
+    import h5py
+
+    halved = 0
+
+    def copy(src, out) -> None:
+        nonlocal halved
+        out.attrs.update(dict(src.attrs))
+        for name, item in src.items():
+            if isinstance(item, h5py.Group):
+                copy(item, out.create_group(name))
+                continue
+            data = item[()]
+            if isinstance(data, np.ndarray) and data.dtype == np.float32 and (
+                    data.size == 0 or float(np.max(np.abs(data))) <= 60000.0):
+                data = data.astype(np.float16)
+                halved += 1
+            out.create_dataset(name, data=data).attrs.update(dict(item.attrs))
+
+    with h5py.File(source, "r") as src, h5py.File(dest, "w") as out:
+        copy(src, out)
+    return halved
 
 
 def calibration_files(folder: str | Path, n: int = CALIBRATION_IMAGES) -> list[str]:

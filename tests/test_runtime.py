@@ -276,3 +276,31 @@ def test_bench_table_and_bad_data(tiny_bundle, synthetic_dataset, tmp_path, caps
     empty.mkdir()
     with pytest.raises(DatasetLayoutError, match="no JPEG"):
         run_benchmark(tiny_bundle, empty, images=2, repeats=2)
+
+
+def test_slim_bundle_fp16_weights_and_no_float_onnx(bundle_copy, synthetic_dataset, jpegs):
+    from sports_classifier.export import export_bundle
+
+    before = Classifier.from_pretrained(bundle_copy, runtime="keras").predict_proba(jpegs)
+    size = (bundle_copy / bundle.WEIGHTS).stat().st_size
+    with pytest.raises(ExportError, match="no model.int8.onnx"):
+        export_bundle(bundle_copy, formats=["weights-fp16"], drop_float_onnx=True)
+    report = export_bundle(bundle_copy, formats=["weights-fp16", "onnx-int8"], calibration=synthetic_dataset,
+                           calibration_images=6, drop_float_onnx=True)
+    assert any("float16" in line for line in report) and any("left out" in line for line in report)
+    assert not (bundle_copy / bundle.ONNX).exists()
+    config = bundle.read_config(bundle_copy)
+    assert bundle.ONNX not in config.files_sha256
+    assert (bundle_copy / bundle.WEIGHTS).stat().st_size < size  # tiny model: mostly HDF5 overhead
+    import h5py
+
+    with h5py.File(bundle_copy / bundle.WEIGHTS) as f:
+        kinds = set()
+        f.visititems(lambda name, item: kinds.add(str(item.dtype)) if isinstance(item, h5py.Dataset) else None)
+    assert kinds == {"float16"}
+    keras = Classifier.from_pretrained(bundle_copy, runtime="keras")
+    assert keras.keras_model.weights[0].dtype == "float32"  # loaded back as float32
+    np.testing.assert_allclose(keras.predict_proba(jpegs), before, atol=1e-2)
+    assert Classifier.from_pretrained(bundle_copy).runtime == "onnxruntime-int8"
+    with pytest.raises(BundleError, match="no model.onnx"):
+        Classifier.from_pretrained(bundle_copy, runtime="onnx")
