@@ -104,11 +104,11 @@ _register_lite("efficientnet_lite2", 260)
 # keras.applications: ImageNet weights are downloaded from Keras' storage (online users).
 
 
-def _application(factory: Callable, name: str, input_shape, weights):
+def _application(factory: Callable, name: str, input_shape, weights, input_tensor=None):
     import keras
 
     try:
-        return factory(include_top=False, weights=weights, input_shape=input_shape)
+        return factory(include_top=False, weights=weights, input_shape=input_shape, input_tensor=input_tensor)
     except Exception as exc:  # keras raises a bare Exception on "URL fetch failure"
         if weights != "imagenet":
             raise WeightsUnavailableError(f"could not load weights {weights} into {name}: {exc}") from None
@@ -157,10 +157,10 @@ def _resnet50(input_shape, weights):
     import keras
     import numpy as np
 
-    base = _application(keras.applications.ResNet50, "resnet50", input_shape, weights)
     # ResNet50 expects "caffe" inputs: BGR order minus the ImageNet mean. A fixed 1x1
     # convolution does both (a permutation kernel and a bias), with standard layers only, so
-    # the model needs no Lambda layer and exports to ONNX as is.
+    # the model needs no Lambda layer and exports to ONNX as is. ResNet50 is built on its output
+    # (input_tensor), so that its layers sit in the same flat model: fine-tuning finds its stages.
     inputs = keras.Input(input_shape, name="pixels")
     to_caffe = keras.layers.Conv2D(3, 1, name="caffe_preprocess", trainable=False)
     x = to_caffe(inputs)
@@ -168,7 +168,7 @@ def _resnet50(input_shape, weights):
         np.eye(3, dtype="float32")[::-1].reshape(1, 1, 3, 3),
         -np.array([103.939, 116.779, 123.68], dtype="float32"),
     ])
-    return keras.Model(inputs, base(x), name="resnet50")
+    return _application(keras.applications.ResNet50, "resnet50", input_shape, weights, input_tensor=x)
 
 
 # ---------------------------------------------------------------------------------------------

@@ -203,8 +203,8 @@ def build_parser() -> argparse.ArgumentParser:
     from .presets import available as available_presets
 
     p = sub.add_parser("train", help="train a model and write its bundle",
-                       description="Train a classifier (frozen backbone + head; optionally fine-tune "
-                       "the last stages) and write a bundle with metrics, curves and a model card. "
+                       description="Train a classifier (frozen backbone + head, then the top convolution "
+                       "or the last stages fine-tuned) and write a bundle with metrics, curves and a model card. "
                        "An ensemble preset trains each member into OUT.members/ and averages them.")
     p.add_argument("--data", required=True, help="dataset folder with train/ and valid/ (Kaggle layout)")
     p.add_argument("--out", required=True, help="output bundle folder")
@@ -216,8 +216,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--mode", choices=("cached", "end_to_end"), help="cached (default, fast on CPU) or end_to_end")
     p.add_argument("--image-size", type=int)
     p.add_argument("--epochs", type=int, help="head epochs (stage 1)")
-    p.add_argument("--fine-tune-stages", type=int, help="unfreeze the last N backbone stages (stage 2)")
-    p.add_argument("--fine-tune-epochs", type=int)
+    p.add_argument("--fine-tune-stages", type=int,
+                   help="stage 2 unfreezes the last N backbone stages; 0 (default): only the top "
+                        "convolution (EfficientNet)")
+    p.add_argument("--fine-tune-epochs", type=int, help="stage 2 epochs (default 3; 0: head only)")
     p.add_argument("--fine-tune-lr", type=float)
     p.add_argument("--augment-views", type=int, help="cached mode: augmented views cached per image")
     p.add_argument("--no-augment", action="store_true", help="no training augmentation")

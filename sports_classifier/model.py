@@ -90,10 +90,15 @@ def stage_outputs(model: keras.Model, backbone: str) -> list[str]:
     return get_backbone(backbone).stage_outputs(backbone_of(model))
 
 
-def split_layer(model: keras.Model, backbone: str, trainable_stages: int) -> str | None:
-    """The layer whose output enters the last ``trainable_stages`` stages (None: head only)."""
+def split_layer(model: keras.Model, backbone: str, trainable_stages: int, *, top: bool = False) -> str | None:
+    """The layer whose output enters the last ``trainable_stages`` stages, or with
+    ``trainable_stages=0`` and ``top``, the backbone's top convolution alone (EfficientNet's 1x1
+    head convolution). None: head only (also when ``top`` is asked of a backbone without one)."""
     if trainable_stages == 0:
-        return None
+        if not top:
+            return None
+        last = stage_outputs(model, backbone)[-1]
+        return None if backbone_of(model).layers[-1].name == last else last
     stages = stage_outputs(model, backbone)
     if trainable_stages >= len(stages):
         raise ValueError(f"{backbone} has {len(stages)} stages; cannot fine-tune {trainable_stages}")
@@ -134,11 +139,11 @@ def upper_features(model: keras.Model, split: str) -> keras.Model:
     return keras.Model(inputs, model.get_layer(POOL)(upper(inputs)))
 
 
-def set_trainable(model: keras.Model, backbone: str, trainable_stages: int) -> None:
-    """Freeze the backbone except its last ``trainable_stages`` stages; BatchNorm stays frozen
-    (in inference mode) everywhere, as in keras-io's EfficientNet fine-tuning recipe."""
+def set_trainable(model: keras.Model, split: str | None) -> None:
+    """Freeze the backbone up to and including the layer ``split`` (all of it when None);
+    BatchNorm stays frozen (in inference mode) everywhere, as in keras-io's EfficientNet
+    fine-tuning recipe."""
     base = backbone_of(model)
-    split = split_layer(model, backbone, trainable_stages)
     base.trainable = split is not None
     if split is None:
         return

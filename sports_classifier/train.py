@@ -260,20 +260,21 @@ def train(config: TrainConfig, data_dir: str | Path, out_dir: str | Path, *,
 
     model = build_classifier(config.backbone, n_classes, image_size=size, dropout=config.dropout,
                              weights=config.weights, tta_flip=config.tta_flip)
-    stages = config.fine_tune_stages if config.fine_tune_epochs > 0 else 0
+    # The layer after which the backbone is fine-tuned in stage 2 (None: head only).
+    split = (split_layer(model, config.backbone, config.fine_tune_stages, top=config.fine_tune_top)
+             if config.fine_tune_epochs > 0 else None)
     verbose = 2 if progress else 0
     ckpt = Checkpoints(Path(out_dir).resolve(), config, resume=resume)
     histories: list[tuple[str, object]] = []
     hits = misses = 0
 
     if config.mode == "cached":
-        split = split_layer(model, config.backbone, stages)
         extractor = FeatureExtractor(trunk(model, split), image_size=size, cache_dir=cache_dir,
                                      batch_size=config.batch_size, progress=progress)
         histories = _train_cached(model, config, extractor, split, train_df, valid_df, n_classes, verbose, ckpt)
         hits, misses = extractor.hits, extractor.misses
     else:
-        histories = _train_end_to_end(model, config, train_df, valid_df, size, n_classes, verbose, ckpt)
+        histories = _train_end_to_end(model, config, split, train_df, valid_df, size, n_classes, verbose, ckpt)
 
     history = _history_frame(histories)
     training = config.to_dict() | {
@@ -340,7 +341,7 @@ def _train_cached(model, config, extractor, split, train_df, valid_df, n_classes
             callbacks=[follow, *callbacks], verbose=verbose,
         )))
     if split is not None:
-        set_trainable(model, config.backbone, config.fine_tune_stages)
+        set_trainable(model, split)
         upper = upper_model(model, split)
         compile_model(upper, optimizer=config.optimizer, learning_rate=config.fine_tune_learning_rate,
                       weight_decay=config.weight_decay, label_smoothing=config.label_smoothing)
@@ -353,7 +354,7 @@ def _train_cached(model, config, extractor, split, train_df, valid_df, n_classes
     return histories
 
 
-def _train_end_to_end(model, config, train_df, valid_df, size, n_classes, verbose, ckpt):
+def _train_end_to_end(model, config, split, train_df, valid_df, size, n_classes, verbose, ckpt):
     import tensorflow as tf
 
     from .model import backbone_of, compile_model, set_trainable
@@ -374,8 +375,8 @@ def _train_end_to_end(model, config, train_df, valid_df, size, n_classes, verbos
         histories.append(_run_stage(ckpt, model, config, "head", lambda callbacks: model.fit(
             train_ds, validation_data=valid_ds, epochs=config.head_epochs, callbacks=callbacks,
             verbose=verbose)))
-    if config.fine_tune_stages and config.fine_tune_epochs:
-        set_trainable(model, config.backbone, config.fine_tune_stages)
+    if split is not None:
+        set_trainable(model, split)
         compile_model(model, optimizer=config.optimizer, learning_rate=config.fine_tune_learning_rate,
                       weight_decay=config.weight_decay, label_smoothing=config.label_smoothing)
         histories.append(_run_stage(ckpt, model, config, "fine_tune", lambda callbacks: model.fit(

@@ -42,3 +42,23 @@ def test_tiny_backbone_learns_the_synthetic_classes(synthetic_dataset, tmp_path)
     config = TINY.replace(head_epochs=30, learning_rate=0.01, augment=False)
     result = train(config, synthetic_dataset, tmp_path / "learn", cache_dir=tmp_path / "cache", progress=False)
     assert result.metrics["valid"]["accuracy"] == 1.0
+
+
+def test_fine_tune_top_trains_only_the_top_convolution(synthetic_dataset, tmp_path):
+    """The default stage 2: EfficientNet's 1x1 top convolution on cached activations."""
+    from sports_classifier.model import backbone_of, build_classifier, set_trainable, split_layer, stage_outputs
+
+    model = build_classifier("efficientnet_lite0", 3, image_size=64, weights="none")
+    split = split_layer(model, "efficientnet_lite0", 0, top=True)
+    assert split == stage_outputs(model, "efficientnet_lite0")[-1]
+    set_trainable(model, split)
+    trainable = {w.path.split("/")[-2] for w in backbone_of(model).trainable_weights}
+    assert trainable == {"top_conv"}  # BatchNorm stays frozen, everything before the split too
+    # A backbone without a top convolution has nothing to fine-tune there: head only.
+    assert split_layer(build_classifier("tiny_cnn", 3, image_size=32, weights="none"), "tiny_cnn", 0, top=True) is None
+    assert split_layer(model, "efficientnet_lite0", 0, top=False) is None
+
+    config = TrainConfig(backbone="efficientnet_lite0", weights="none", image_size=64, head_epochs=1,
+                         fine_tune_epochs=1, batch_size=8)
+    result = train(config, synthetic_dataset, tmp_path / "top", cache_dir=tmp_path / "cache", progress=False)
+    assert list(result.history["stage"].unique()) == ["head", "fine_tune"]
