@@ -652,7 +652,7 @@ def count_parameters(weights_file: str | Path) -> int | None:
 
 
 COMPARE_COLUMNS = ["model", "backbone", "image size", "classes", "valid images", "accuracy",
-                   "top-5 accuracy", "macro F1", "loss", "weights MB", "ONNX MB", "parameters",
+                   "top-5 accuracy", "macro F1", "loss", "weights MB", "ONNX MB", "int8 ONNX MB", "parameters",
                    "ms / image", "engine", "status"]
 
 
@@ -685,6 +685,7 @@ def compare_rows(registry: ModelRegistry, split: str = "valid") -> list[dict]:
             "loss": m.get("loss"),
             "weights MB": _mb(path / bundle.WEIGHTS),
             "ONNX MB": _mb(path / bundle.ONNX),
+            "int8 ONNX MB": _mb(path / bundle.ONNX_INT8),
             "parameters": (clf.config.training or {}).get("parameters") or count_parameters(path / bundle.WEIGHTS),
             "ms / image": None if entry.latency_ms is None else round(entry.latency_ms, 1),
             "engine": clf.runtime,

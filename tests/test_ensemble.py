@@ -60,6 +60,20 @@ def test_ensemble_averages_its_members(members, tmp_path):
     assert "An ensemble that averages the class probabilities of 2 networks" in card
 
 
+def test_gradcam_of_an_ensemble_averages_its_members(members, tmp_path):
+    from sports_classifier.explain import gradcam
+
+    data, a, b = members
+    ens = Classifier.from_pretrained(combine([a, b], tmp_path / "ens", data_dir=data, progress=False),
+                                     runtime="keras")
+    image = sorted(data.rglob("*.jpg"))[0]
+    heat, index, prob = gradcam(ens, image)
+    assert heat.shape == (5, 5)  # tiny_cnn maps: 4x4 at 32 px, 5x5 at 40 px -> the larger
+    assert 0 <= heat.min() and heat.max() == pytest.approx(1.0)
+    probs = ens.predict_proba(image)[0]
+    assert index == int(np.argmax(probs)) and prob == pytest.approx(float(probs[index]), abs=1e-5)
+
+
 def test_ensemble_rejects_mismatched_members(members, tmp_path):
     from conftest import make_dataset
 

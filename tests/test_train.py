@@ -62,3 +62,17 @@ def test_fine_tune_top_trains_only_the_top_convolution(synthetic_dataset, tmp_pa
                          fine_tune_epochs=1, batch_size=8)
     result = train(config, synthetic_dataset, tmp_path / "top", cache_dir=tmp_path / "cache", progress=False)
     assert list(result.history["stage"].unique()) == ["head", "fine_tune"]
+
+
+def test_keras_application_backbones_expose_their_stages_for_fine_tuning():
+    """ResNet50 sits flat behind its caffe preprocessing layer, so its stages can be split."""
+    from sports_classifier.model import build_classifier, split_layer, stage_outputs, trunk
+
+    model = build_classifier("resnet50", 3, weights="none")
+    assert stage_outputs(model, "resnet50")[-2:] == ["conv4_block6_out", "conv5_block3_out"]
+    assert split_layer(model, "resnet50", 0, top=True) is None  # no top convolution after conv5
+    split = split_layer(model, "resnet50", 1)
+    assert trunk(model, split).output.shape[1:] == (14, 14, 1024)
+    x = np.full((1, 224, 224, 3), 128.0, np.float32)
+    caffe = model.get_layer("backbone").get_layer("caffe_preprocess")(x).numpy()[0, 0, 0]
+    np.testing.assert_allclose(caffe, [128 - 103.939, 128 - 116.779, 128 - 123.68], atol=1e-4)
