@@ -40,14 +40,26 @@ def front_matter(config: dict, metrics: dict) -> str:
 
 
 def _metrics_table(metrics: dict) -> str:
-    rows = ["| split | images | accuracy | top-5 | macro F1 | loss |", "|---|---|---|---|---|---|"]
+    rows = ["| split | images | accuracy | top-5 | macro F1 | loss | measured with |",
+            "|---|---|---|---|---|---|---|"]
     for split, m in metrics.items():
         if isinstance(m, dict) and "accuracy" in m:
             rows.append(
                 f"| {split} | {m.get('n', '')} | {m['accuracy']:.2%} | {m.get('top5_accuracy', 0):.2%} "
-                f"| {m.get('macro_f1', 0):.4f} | {m.get('loss', float('nan')):.4f} |"
+                f"| {m.get('macro_f1', 0):.4f} | {m.get('loss', float('nan')):.4f} | {m.get('engine', '')} |"
             )
     return "\n".join(rows) if len(rows) > 2 else "_No metrics recorded yet: run `sports-classifier evaluate`._"
+
+
+FULL_TRAIN_IMAGES = 13492
+
+
+def _data_line(data: dict) -> str:
+    n = data.get("train_images", "?")
+    subset = (f", a subset of the dataset's {FULL_TRAIN_IMAGES:,} training images"
+              if isinstance(n, int) and n < FULL_TRAIN_IMAGES else "")
+    return (f"{n} training images of `{data.get('dataset', '?')}` ({data.get('description', '')}{subset}), "
+            f"{data.get('valid_images', '?')} validation images")
 
 
 def _recipe(training: dict | None) -> str:
@@ -61,14 +73,12 @@ def _recipe(training: dict | None) -> str:
             blocks.append(f"- **{name}**: {options}")
         data = training.get("data")
         if isinstance(data, dict):
-            blocks.insert(0, f"Data: {data.get('train_images', '?')} training images "
-                          f"({data.get('description', '')}), {data.get('valid_images', '?')} validation images.\n")
+            blocks.insert(0, f"Data: {_data_line(data)}.\n")
         return "\n".join(blocks)
     lines = [f"- `{k}`: `{v}`" for k, v in training.items() if k not in ("data", "run")]
     data = training.get("data")
     if isinstance(data, dict):
-        lines.insert(0, f"- data: {data.get('train_images', '?')} training images "
-                     f"({data.get('description', '')}), {data.get('valid_images', '?')} validation images")
+        lines.insert(0, f"- data: {_data_line(data)}")
     return "\n".join(lines)
 
 
@@ -113,8 +123,10 @@ Trained with the `sports_classifier` package (Keras 3). {'An ONNX export serves 
 
 {_metrics_table(metrics)}
 
-Measured by `sports-classifier evaluate`; the `valid` split has only 5 images per class, so
-one image is 0.2 points of accuracy.
+Measured when the bundle was made (`sports-classifier evaluate` gives the same figures with the
+same engine; an int8 model added later can differ by an image or two: check it with
+`evaluate --runtime onnx-int8`). The `valid` split has only 5 images per class, so one image is
+0.2 points of accuracy.
 
 ## Usage
 
@@ -136,7 +148,7 @@ Input: any RGB/grayscale/RGBA photo; it is converted to RGB and resized (bilinea
 
 {_recipe(training)}
 
-To retrain on the full dataset (13,492 training images), download it from Kaggle and
+To retrain on the full dataset ({FULL_TRAIN_IMAGES:,} training images), download it from Kaggle and
 {retrain}.
 
 ## Labels

@@ -187,7 +187,10 @@ def quantize_int8(source: str | Path, dest: str | Path, calibration_paths: list[
                 self.start = 0
 
         try:
-            quant_pre_process(str(source), str(prepared))  # shape inference + graph clean-up
+            try:  # shape inference + graph clean-up
+                quant_pre_process(str(source), str(prepared))
+            except Exception:  # symbolic inference gives up on some graphs (an ensemble's Resize)
+                quant_pre_process(str(source), str(prepared), skip_symbolic_shape=True)
             # The head (dense layer, softmax) stays float: it costs nothing, and a quantised
             # softmax would round probabilities to steps of 1/255.
             head = [n.name for n in onnx.load(str(prepared)).graph.node if n.op_type in FLOAT_OPS]

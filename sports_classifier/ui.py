@@ -222,7 +222,7 @@ def record_threshold(path: str | Path, config, choice: dict, *, model: str) -> d
     data.setdefault("ood_thresholds", {})
     data["ood_thresholds"][model_key(config)] = {
         "model": model,
-        "backbone": config.backbone,
+        "backbone": config.architecture,
         "classes": config.num_classes,
         "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         **choice,
@@ -847,16 +847,18 @@ training photos, 500 validation and 500 test photos, 224x224 px.
 {models}
 
 Each model is an ImageNet backbone (EfficientNet-Lite, EfficientNet or ResNet50) with a
-global-average-pooling + dropout + softmax head trained by transfer learning with Keras 3,
-saved as a self-describing bundle (config, weights, ONNX export, metrics, curves, model card)
-and served here through ONNX Runtime when the bundle has an ONNX export. Every number in the
-**Compare** tab is read from the bundles' own files.
+global-average-pooling + dropout + softmax head trained by transfer learning with Keras 3, or an
+ensemble that averages several such networks inside one (different backbones make different
+mistakes), saved as a self-describing bundle (config, weights, ONNX export, metrics, curves,
+model card) and served here through ONNX Runtime when the bundle has an ONNX export. Every
+number in the **Compare** tab is read from the bundles' own files.
 
 A photo is flagged as probably **not one of the sports** when the model's top probability is
 under a threshold chosen for that model on the validation images against a set of non-sport
 photos (`scripts/choose_threshold.py`; stored in `sports_classifier/ui_defaults.json`).
 **Explain** draws a Grad-CAM heatmap: the gradient of the top class's score with respect to the
-backbone's last feature map, averaged per channel, weights that map.
+backbone's last feature map, averaged per channel, weights that map (for an ensemble, the
+average of its members' maps).
 
 ### Train your own
 
