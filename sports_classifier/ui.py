@@ -833,7 +833,8 @@ def about_markdown(registry: ModelRegistry) -> str:
             lines.append(f"- **{spec.name}** (`{spec.location}`): cannot read the bundle: {exc}")
             continue
         acc = f", validation accuracy {metrics['accuracy']:.1%}" if "accuracy" in metrics else ""
-        lines.append(f"- **{spec.name}**: {cfg.architecture} at {cfg.image_size} px, {cfg.num_classes} classes{acc}; "
+        arch = cfg.architecture if cfg.is_ensemble else f"`{cfg.backbone}`"
+        lines.append(f"- **{spec.name}**: {arch} at {cfg.image_size} px, {cfg.num_classes} classes{acc}; "
                      "model card below.")
     models = "\n".join(lines) or "_No models configured._"
     return f"""## Sports classifier
