@@ -31,6 +31,7 @@ CONCURRENCY = 2
 QUEUE_SIZE = 64
 GRID_SIZE = 20
 TITLE = "Sports classifier"
+CACHE_CLEANUP = (3600, 3600)  # (how often, how old) in seconds: gr.Blocks(delete_cache=...)
 CSS = """
 .result-note {min-height: 2.5em; font-size: 0.9em}
 """
@@ -161,7 +162,8 @@ def build_demo(registry: ui.ModelRegistry) -> gr.Blocks:
 
     # -- layout --
 
-    with gr.Blocks(title=TITLE, analytics_enabled=False, fill_width=True) as demo:
+    # Uploads and returned files pile up in Gradio's cache: every hour, drop those over an hour old.
+    with gr.Blocks(title=TITLE, analytics_enabled=False, fill_width=True, delete_cache=CACHE_CLEANUP) as demo:
         gr.Markdown(f"# {TITLE}\nWhich of 100 sports does a photo show? Upload, paste or take a photo.")
         status = gr.Markdown(ui.status_markdown(registry), elem_id="model-status")
         timer = gr.Timer(2.0, active=bool(names))
