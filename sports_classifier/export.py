@@ -131,6 +131,25 @@ def halve_weights(source: str | Path, dest: str | Path) -> int:
     return halved
 
 
+def float_head(graph) -> list[str]:
+    """Names of the nodes to leave in float32: the dense layers and softmax (``FLOAT_OPS``) and
+    every node downstream of a softmax."""
+    consumers: dict[str, list] = {}
+    for node in graph.node:
+        for name in node.input:
+            consumers.setdefault(name, []).append(node)
+    keep = {n.name for n in graph.node if n.op_type in FLOAT_OPS}
+    todo = [n for n in graph.node if n.op_type == "Softmax"]
+    while todo:
+        node = todo.pop()
+        for output in node.output:
+            for after in consumers.get(output, []):
+                if after.name not in keep:
+                    keep.add(after.name)
+                    todo.append(after)
+    return sorted(keep)
+
+
 def calibration_files(folder: str | Path, n: int = CALIBRATION_IMAGES) -> list[str]:
     """``n`` image files spread evenly over ``folder`` (its ``train/`` split if it has one)."""
     from .data import IMAGE_EXTENSIONS
@@ -187,13 +206,14 @@ def quantize_int8(source: str | Path, dest: str | Path, calibration_paths: list[
                 self.start = 0
 
         try:
-            try:  # shape inference + graph clean-up
-                quant_pre_process(str(source), str(prepared))
-            except Exception:  # symbolic inference gives up on some graphs (an ensemble's Resize)
-                quant_pre_process(str(source), str(prepared), skip_symbolic_shape=True)
-            # The head (dense layer, softmax) stays float: it costs nothing, and a quantised
-            # softmax would round probabilities to steps of 1/255.
-            head = [n.name for n in onnx.load(str(prepared)).graph.node if n.op_type in FLOAT_OPS]
+            # Graph clean-up and ONNX shape inference. ONNX Runtime's symbolic shape inference
+            # is skipped: ONNX's own covers these networks, and the symbolic one gives up on an
+            # ensemble's Resize, leaving a copy of the model in the working folder when it does.
+            quant_pre_process(str(source), str(prepared), skip_symbolic_shape=True)
+            # The head (dense layer, softmax, and whatever follows the softmax, such as an
+            # ensemble's average) stays float: it costs nothing, and quantised probabilities
+            # would move in steps of 1/255.
+            head = float_head(onnx.load(str(prepared)).graph)
             quantize_static(
                 str(prepared), str(out), Reader(), quant_format=QuantFormat.QDQ, per_channel=True,
                 activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8,

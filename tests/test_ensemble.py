@@ -74,6 +74,19 @@ def test_gradcam_of_an_ensemble_averages_its_members(members, tmp_path):
     assert index == int(np.argmax(probs)) and prob == pytest.approx(float(probs[index]), abs=1e-5)
 
 
+def test_int8_ensemble_keeps_its_average_in_float(members, tmp_path):
+    """Quantising the average of the members' softmax outputs would round the probabilities to
+    steps of 1/255 (and zero the runners-up): everything after a softmax stays float32."""
+    from sports_classifier.export import export_bundle
+
+    data, a, b = members
+    out = combine([a, b], tmp_path / "ens", data_dir=data, progress=False)
+    export_bundle(out, formats=["onnx-int8"], calibration=data, calibration_images=8)
+    probs = Classifier.from_pretrained(out, runtime="onnx-int8").predict_proba(sorted(data.rglob("*.jpg"))[:6])
+    np.testing.assert_allclose(probs.sum(axis=1), 1.0, atol=1e-5)
+    assert np.abs(probs * 255 - np.round(probs * 255)).max() > 1e-3
+
+
 def test_ensemble_rejects_mismatched_members(members, tmp_path):
     from conftest import make_dataset
 
