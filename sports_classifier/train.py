@@ -58,11 +58,11 @@ def _one_hot(y: np.ndarray, n: int) -> np.ndarray:
 class Checkpoints:
     """Crash-safe training state beside the output bundle (``<out>.checkpoint/``).
 
-    Within a stage, Keras' BackupAndRestore saves the weights and optimizer after every epoch;
-    ``_stage_state`` saves what BackupAndRestore does not (EarlyStopping / ReduceLROnPlateau
-    counters and best weights, the per-epoch history), so a resumed run continues exactly where
-    the killed one stopped. A finished stage leaves the full model's weights and its history.
-    The folder is removed once the bundle is written.
+    Within a stage, ``_epoch_checkpoint`` saves after every epoch, as one unit, everything a
+    resumed run needs to continue exactly where the killed one stopped: weights and optimizer,
+    EarlyStopping / ReduceLROnPlateau counters and best weights, dropout's random state and the
+    per-epoch history. A finished stage leaves the full model's weights and its history. The
+    folder is removed once the bundle is written.
     """
 
     def __init__(self, out_dir: Path, config: TrainConfig, *, resume: bool):
@@ -115,12 +115,10 @@ class Checkpoints:
             monitor="val_loss", factor=config.reduce_lr_factor, patience=config.reduce_lr_patience,
             min_lr=1e-6,
         )
-        # Order matters: BackupAndRestore restores first; _stage_state restores the counters after
-        # EarlyStopping/ReduceLROnPlateau have reset them, and saves after they have updated.
-        return [
-            keras.callbacks.BackupAndRestore(str(self.dir / stage), delete_checkpoint=False),
-            early, plateau, _stage_state(self.dir, stage, early, plateau),
-        ]
+        # Order matters: the checkpoint restores the counters after EarlyStopping and
+        # ReduceLROnPlateau have reset them (on_train_begin), and saves after they have updated
+        # them (on_epoch_end).
+        return [early, plateau, _epoch_checkpoint(self.dir, stage, early, plateau)]
 
     def remove(self) -> None:
         import shutil
@@ -128,55 +126,89 @@ class Checkpoints:
         shutil.rmtree(self.dir, ignore_errors=True)
 
 
-def _stage_state(folder: Path, stage: str, early, plateau):
-    """A ``StageState`` callback (defined here so that importing this module stays Keras-free)."""
-    import keras
+def _epoch_checkpoint(folder: Path, stage: str, early, plateau):
+    """An ``EpochCheckpoint`` callback (defined here so that importing this module stays Keras-free).
 
-    class StageState(keras.callbacks.Callback):
-        def __init__(self, folder: Path, stage: str, early, plateau):
+    Each epoch is written to its own folder, then a one-line pointer file (``<stage>/latest``) is
+    replaced atomically: a kill at any instant leaves the previous epoch's state or this one's,
+    never a mix (Keras' BackupAndRestore writes weights and epoch number in two steps, and our
+    counters in a third).
+    """
+    import shutil
+
+    import keras
+    import pandas as pd
+
+    class EpochCheckpoint(keras.callbacks.Callback):
+        def __init__(self):
             super().__init__()
-            self.state = folder / f"{stage}.state.npz"
+            self.root = folder / stage
+            self.pointer = self.root / "latest"
             self.csv = folder / f"{stage}.history.csv"
-            self.early, self.plateau = early, plateau
+            self.rows: list[dict] = []
 
         def on_train_begin(self, logs=None):
-            if not self.state.is_file():
+            if not self.pointer.is_file():
                 return
-            with np.load(self.state, allow_pickle=False) as z:
-                self.early.wait, self.early.best = int(z["early_wait"]), float(z["early_best"])
-                self.early.best_epoch = int(z["early_best_epoch"])
-                self.plateau.wait, self.plateau.best = int(z["plateau_wait"]), float(z["plateau_best"])
-                self.plateau.cooldown_counter = int(z["plateau_cooldown"])
+            saved = self.root / self.pointer.read_text().strip()
+            if self.model.optimizer is not None and not self.model.optimizer.built:
+                self.model.optimizer.build(self.model.trainable_variables)  # its slots are saved too
+            self.model.load_weights(saved / "model.weights.h5")
+            with np.load(saved / "state.npz", allow_pickle=False) as z:
+                early.wait, early.best = int(z["early_wait"]), float(z["early_best"])
+                early.best_epoch = int(z["early_best_epoch"])
+                plateau.wait, plateau.best = int(z["plateau_wait"]), float(z["plateau_best"])
+                plateau.cooldown_counter = int(z["plateau_cooldown"])
                 n = int(z["n_best"])
                 if n:
-                    self.early.best_weights = [z[f"best_{i}"] for i in range(n)]
+                    early.best_weights = [z[f"best_{i}"] for i in range(n)]
                 for i, gen in enumerate(self._seed_generators()):
                     gen.state.assign(z[f"seed_{i}"])
+                # Continue after the saved epoch (as BackupAndRestore does), or not at all if
+                # EarlyStopping had ended the stage there.
+                self.model._initial_epoch = self.params["epochs"] if int(z["stopped"]) else int(z["epoch"])
+            self.rows = pd.read_csv(saved / "history.csv").to_dict("records")
+            self._write_history()
 
         def _seed_generators(self):
-            # Dropout's random stream is not part of the weights BackupAndRestore saves; without
-            # it a resumed run would drop other units than the uninterrupted one.
+            # Dropout's random stream is not part of the weights; without it a resumed run
+            # would drop other units than the uninterrupted one.
             return [layer.seed_generator for layer in self.model._flatten_layers(include_self=False)
                     if getattr(layer, "seed_generator", None) is not None]
 
         def on_epoch_end(self, epoch, logs=None):
-            import pandas as pd
+            self.rows.append({k: float(v) for k, v in (logs or {}).items()})
+            name = f"epoch-{epoch + 1:04d}"
+            tmp, final = self.root / f".{name}.tmp", self.root / name
+            for path in (tmp, final):  # left by a run killed mid-save
+                shutil.rmtree(path, ignore_errors=True)
+            tmp.mkdir(parents=True)
+            self.model.save_weights(tmp / "model.weights.h5")
+            best = early.best_weights or []
+            np.savez(
+                tmp / "state.npz", epoch=epoch + 1, stopped=int(bool(self.model.stop_training)),
+                early_wait=early.wait, early_best=early.best,
+                early_best_epoch=early.best_epoch, plateau_wait=plateau.wait, plateau_best=plateau.best,
+                plateau_cooldown=plateau.cooldown_counter, n_best=len(best),
+                **{f"best_{i}": w for i, w in enumerate(best)},
+                **{f"seed_{i}": np.asarray(g.state) for i, g in enumerate(self._seed_generators())},
+            )
+            pd.DataFrame(self.rows).to_csv(tmp / "history.csv", index=False)
+            os.replace(tmp, final)
+            pointer_tmp = self.root / ".latest.tmp"
+            pointer_tmp.write_text(name)
+            os.replace(pointer_tmp, self.pointer)  # the commit point
+            self._write_history()
+            for old in self.root.glob("epoch-*"):
+                if old.name != name:
+                    shutil.rmtree(old, ignore_errors=True)
 
-            row = pd.DataFrame([{k: float(v) for k, v in (logs or {}).items()}])
-            row.to_csv(self.csv, mode="a", header=not self.csv.is_file(), index=False)
-            best = self.early.best_weights or []
-            tmp = self.state.with_name(f".{self.state.name}")
-            with open(tmp, "wb") as fh:
-                np.savez(
-                    fh, early_wait=self.early.wait, early_best=self.early.best,
-                    early_best_epoch=self.early.best_epoch, plateau_wait=self.plateau.wait,
-                    plateau_best=self.plateau.best, plateau_cooldown=self.plateau.cooldown_counter,
-                    n_best=len(best), **{f"best_{i}": w for i, w in enumerate(best)},
-                    **{f"seed_{i}": np.asarray(g.state) for i, g in enumerate(self._seed_generators())},
-                )
-            os.replace(tmp, self.state)
+        def _write_history(self):
+            tmp = self.csv.with_name(f".{self.csv.name}")
+            pd.DataFrame(self.rows).to_csv(tmp, index=False)
+            os.replace(tmp, self.csv)
 
-    return StageState(folder, stage, early, plateau)
+    return EpochCheckpoint()
 
 
 def _view_batches(views: list[np.ndarray], y: np.ndarray, batch_size: int, seed: int):
