@@ -57,14 +57,14 @@ def build_ensemble(members, num_classes: int, *, image_size: int) -> keras.Model
     outputs = []
     for i, member in enumerate(members):
         size = member["image_size"]
-        # Inference only: no dropout, and BatchNorm in inference mode (a doubly nested model
-        # otherwise exports its training branch to ONNX).
         net = build_classifier(member["backbone"], num_classes, image_size=size, dropout=0.0,
                                weights=None, tta_flip=member.get("tta_flip", False))
         net.name = member_name(i)
         x = inputs if size == image_size else keras.layers.Resizing(
             size, size, interpolation="bilinear", name=f"resize_{i}")(inputs)
-        outputs.append(net(x, training=False))  # BatchNorm in inference mode, whatever the caller
+        # Inference only: no dropout, and BatchNorm fixed in inference mode (otherwise the ONNX
+        # export of a model nested twice traces its training branch).
+        outputs.append(net(x, training=False))
     return keras.Model(inputs, keras.layers.Average(name="ensemble_average")(outputs),
                        name="sports_classifier_ensemble")
 
