@@ -16,6 +16,7 @@ import functools
 import hashlib
 import shutil
 import tempfile
+import time
 from pathlib import Path
 
 import gradio as gr
@@ -32,6 +33,8 @@ QUEUE_SIZE = 64
 GRID_SIZE = 20
 TITLE = "Sports classifier"
 CACHE_CLEANUP = (3600, 3600)  # (how often, how old) in seconds: gr.Blocks(delete_cache=...)
+GRIDS = Path(tempfile.gettempdir()) / "sports-classifier-grids"
+BATCHES = Path(tempfile.gettempdir()) / "sports-classifier-batches"
 CSS = """
 .result-note {min-height: 2.5em; font-size: 0.9em}
 """
@@ -56,6 +59,20 @@ def _photo_path(image):
     path: its decompression-bomb guard and readable errors, and 16-bit / RGBA / CMYK photos
     converted exactly as in training."""
     return image.get("path") if isinstance(image, dict) else image
+
+
+def _prune(folder: Path, max_age: float = CACHE_CLEANUP[1]) -> None:
+    """Delete what the app wrote into ``folder`` more than ``max_age`` seconds ago. Gradio serves
+    its own copy of a returned file, so only the last hour's grids and CSVs are kept."""
+    if not folder.is_dir():
+        return
+    cutoff = time.time() - max_age
+    for path in folder.iterdir():
+        try:
+            if path.stat().st_mtime < cutoff:
+                shutil.rmtree(path) if path.is_dir() else path.unlink()
+        except OSError:  # another request pruned it first
+            pass
 
 
 def _servable(items: list[tuple[str, str]]) -> list[tuple[str, str]]:
@@ -140,8 +157,9 @@ def build_demo(registry: ui.ModelRegistry) -> gr.Blocks:
 
     @_handler
     def on_grid(model, sport, seed):
+        _prune(GRIDS)
         grid = ui.example_grid(registry, model, ui.list_examples(EXAMPLES, sport), n=GRID_SIZE, seed=seed,
-                               out_dir=Path(tempfile.gettempdir()) / "sports-classifier-grids")
+                               out_dir=GRIDS)
         return grid["image"], grid["summary"], seed + 1
 
     def on_compare():
@@ -153,7 +171,10 @@ def build_demo(registry: ui.ModelRegistry) -> gr.Blocks:
 
     @_handler
     def on_batch(files, selected):
-        frame, csv_path = ui.batch_predict(registry, files, selected)
+        _prune(BATCHES)
+        BATCHES.mkdir(parents=True, exist_ok=True)
+        frame, csv_path = ui.batch_predict(registry, files, selected,
+                                           out_dir=tempfile.mkdtemp(prefix="batch-", dir=BATCHES))
         return frame, gr.DownloadButton(value=csv_path, visible=True)
 
     def on_status():
