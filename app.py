@@ -1,4 +1,4 @@
-"""Sports classifier: the Gradio app (composition only; the handlers live in sports_classifier.ui).
+"""Sports classifier: the Gradio app (composition only; the handlers live in sports_classifier.app).
 
     python app.py                                  # the bundled models in models/, offline
     python app.py --models models/a,hf:user/repo@rev --host 0.0.0.0 --port 7860
@@ -21,7 +21,11 @@ from pathlib import Path
 
 import gradio as gr
 
-from sports_classifier import ui
+from sports_classifier.app import about, batch, compare, examples
+from sports_classifier.app import predict as predict_tab
+from sports_classifier.app.registry import ModelRegistry
+from sports_classifier.errors import UserInputError
+from sports_classifier.hub import MODELS_ENV, served_models
 
 ROOT = Path(__file__).resolve().parent
 EXAMPLES = ROOT / "examples"
@@ -47,7 +51,7 @@ def _handler(fn):
     def wrapped(*args, **kwargs):
         try:
             return fn(*args, **kwargs)
-        except ui.UserInputError as exc:
+        except UserInputError as exc:
             raise gr.Error(str(exc)) from None
 
     return wrapped
@@ -92,15 +96,15 @@ def _servable(items: list[tuple[str, str]]) -> list[tuple[str, str]]:
     return out
 
 
-def allowed_paths(registry: ui.ModelRegistry) -> list[str]:
+def allowed_paths(registry: ModelRegistry) -> list[str]:
     """Only the example images and the local bundles' pictures (for the model cards)."""
-    return ([str(EXAMPLES)] if EXAMPLES.is_dir() else []) + ui.picture_files(registry)
+    return ([str(EXAMPLES)] if EXAMPLES.is_dir() else []) + about.picture_files(registry)
 
 
-def build_demo(registry: ui.ModelRegistry) -> gr.Blocks:
+def build_demo(registry: ModelRegistry) -> gr.Blocks:
     names = registry.names
     default_models = names if len(names) <= 3 else names[:1]
-    sports = ui.example_sports(EXAMPLES)
+    sports = examples.example_sports(EXAMPLES)
     first = names[0] if names else None
 
     def slots(prefix: str):
@@ -108,12 +112,12 @@ def build_demo(registry: ui.ModelRegistry) -> gr.Blocks:
         with gr.Row(equal_height=False):
             for name in names:
                 with gr.Column(min_width=220):
-                    labels.append(gr.Label(label=name, num_top_classes=ui.TOP_K, visible=name in default_models,
+                    labels.append(gr.Label(label=name, num_top_classes=predict_tab.TOP_K, visible=name in default_models,
                                            elem_id=f"{prefix}-label-{len(labels)}"))
                     notes.append(gr.Markdown(elem_classes="result-note", visible=name in default_models))
         return labels, notes
 
-    def slot_values(results: list[ui.ModelResult], selected: list[str]):
+    def slot_values(results: list[predict_tab.ModelResult], selected: list[str]):
         by_name = {r.name: r for r in results}
         labels, notes = [], []
         for name in names:
@@ -129,64 +133,64 @@ def build_demo(registry: ui.ModelRegistry) -> gr.Blocks:
     def on_predict(image, selected):
         image = _photo_path(image)
         if image is None:
-            return slot_values([], selected or []) + [ui.status_markdown(registry)]
-        results = ui.predict(registry, image, selected)
-        return slot_values(results, selected) + [ui.status_markdown(registry)]
+            return slot_values([], selected or []) + [predict_tab.status_markdown(registry)]
+        results = predict_tab.predict(registry, image, selected)
+        return slot_values(results, selected) + [predict_tab.status_markdown(registry)]
 
     @_handler
     def on_explain(image, model):
-        return ui.explain(registry, _photo_path(image), model)
+        return predict_tab.explain(registry, _photo_path(image), model)
 
     def visible_slots(selected):
         return [gr.Label(visible=n in selected) for n in names] + [gr.Markdown(visible=n in selected) for n in names]
 
     def on_filter(sport):
-        examples = ui.list_examples(EXAMPLES, sport)
-        return gr.Gallery(value=ui.gallery_items(examples, one_per_class=sport in (None, ui.ALL_SPORTS)),
+        found = examples.list_examples(EXAMPLES, sport)
+        return gr.Gallery(value=examples.gallery_items(found, one_per_class=sport in (None, examples.ALL_SPORTS)),
                           selected_index=None)
 
     @_handler
     def on_example(sport, selected, evt: gr.SelectData):
-        examples = ui.list_examples(EXAMPLES, sport)
-        if sport in (None, ui.ALL_SPORTS):
-            examples = [ui.Example(p, c) for p, c in ui.gallery_items(examples, one_per_class=True)]
-        example = examples[evt.index]
+        found = examples.list_examples(EXAMPLES, sport)
+        if sport in (None, examples.ALL_SPORTS):
+            found = [examples.Example(p, c) for p, c in examples.gallery_items(found, one_per_class=True)]
+        example = found[evt.index]
         selected = selected or names[:1]  # the models ticked on the Predict tab
-        results = ui.predict(registry, example.path, selected)
+        results = predict_tab.predict(registry, example.path, selected)
         return [example.path, f"True sport: **{example.label}**"] + slot_values(results, selected)
 
     @_handler
     def on_grid(model, sport, seed):
         _prune(GRIDS)
-        grid = ui.example_grid(registry, model, ui.list_examples(EXAMPLES, sport), n=GRID_SIZE, seed=seed,
+        grid = examples.example_grid(registry, model, examples.list_examples(EXAMPLES, sport), n=GRID_SIZE, seed=seed,
                                out_dir=GRIDS)
         return grid["image"], grid["summary"], seed + 1
 
     def on_compare():
         pictures = []
         for filename in ("curves.png", "confusion_matrix.png"):
-            found = dict((caption, path) for path, caption in _servable(ui.bundle_pictures(registry, filename)))
+            found = dict((caption, path) for path, caption in _servable(compare.bundle_pictures(registry, filename)))
             pictures += [found.get(name) for name in names]
-        return [ui.compare_table(registry), *pictures, ui.disagreement_table(registry), ui.status_markdown(registry)]
+        return [compare.compare_table(registry), *pictures, compare.disagreement_table(registry), predict_tab.status_markdown(registry)]
 
     @_handler
     def on_batch(files, selected):
         _prune(BATCHES)
         BATCHES.mkdir(parents=True, exist_ok=True)
-        frame, csv_path = ui.batch_predict(registry, files, selected,
+        frame, csv_path = batch.batch_predict(registry, files, selected,
                                            out_dir=tempfile.mkdtemp(prefix="batch-", dir=BATCHES))
         return frame, gr.DownloadButton(value=csv_path, visible=True)
 
     def on_status():
         pending = any(registry.loaded(n) is None for n in names)
-        return ui.status_markdown(registry), gr.Timer(active=pending)
+        return predict_tab.status_markdown(registry), gr.Timer(active=pending)
 
     # -- layout --
 
     # Uploads and returned files pile up in Gradio's cache: every hour, drop those over an hour old.
     with gr.Blocks(title=TITLE, analytics_enabled=False, fill_width=True, delete_cache=CACHE_CLEANUP) as demo:
         gr.Markdown(f"# {TITLE}\nWhich of 100 sports does a photo show? Upload, paste or take a photo.")
-        status = gr.Markdown(ui.status_markdown(registry), elem_id="model-status")
+        status = gr.Markdown(predict_tab.status_markdown(registry), elem_id="model-status")
         timer = gr.Timer(2.0, active=bool(names))
 
         with gr.Tabs():
@@ -198,23 +202,23 @@ def build_demo(registry: ui.ModelRegistry) -> gr.Blocks:
                         chosen = gr.CheckboxGroup(names, value=default_models, label="Models")
                         with gr.Row():
                             predict_btn = gr.Button("Predict", variant="primary", elem_id="predict-button")
-                            explain_btn = gr.Button("Explain (Grad-CAM)", elem_id="explain-button")
+                            explain_btn = gr.Button("Explain", elem_id="explain-button")
                         explain_model = gr.Dropdown(names, value=first, label="Model to explain")
                         if EXAMPLES.is_dir():
-                            picks = [e.path for e in ui.list_examples(EXAMPLES)][::40][:5]
+                            picks = [e.path for e in examples.list_examples(EXAMPLES)][::40][:5]
                             gr.Examples(picks, inputs=image, label="Try one", cache_examples=False)
                     with gr.Column(scale=3):
                         labels, notes = slots("predict")
-                        heatmap = gr.Image(label="Grad-CAM heatmap", interactive=False, height=340,
+                        heatmap = gr.Image(label="Class activation map", interactive=False, height=340,
                                            elem_id="heatmap")
                         heat_caption = gr.Markdown()
 
             with gr.Tab("Examples", id="examples"):
                 with gr.Row():
                     with gr.Column(scale=3):
-                        sport = gr.Dropdown([ui.ALL_SPORTS] + sports, value=ui.ALL_SPORTS, label="Sport",
+                        sport = gr.Dropdown([examples.ALL_SPORTS] + sports, value=examples.ALL_SPORTS, label="Sport",
                                             info="All sports: one photo each; pick a sport to see all its photos")
-                        gallery = gr.Gallery(ui.gallery_items(ui.list_examples(EXAMPLES), one_per_class=True),
+                        gallery = gr.Gallery(examples.gallery_items(examples.list_examples(EXAMPLES), one_per_class=True),
                                              label="Examples (click one to predict it)", columns=6, height=480,
                                              allow_preview=False, elem_id="examples-gallery")
                     with gr.Column(scale=2):
@@ -235,7 +239,7 @@ def build_demo(registry: ui.ModelRegistry) -> gr.Blocks:
                 refresh_btn = gr.Button("Refresh", size="sm")
                 metrics = gr.Dataframe(label="Measured metrics (validation split)", interactive=False,
                                        elem_id="compare-table")
-                gr.Markdown(ui.SPEED_NOTE)
+                gr.Markdown(compare.SPEED_NOTE)
                 curves, confusion = [], []
                 for name in names:
                     with gr.Row(equal_height=True):
@@ -257,11 +261,11 @@ def build_demo(registry: ui.ModelRegistry) -> gr.Blocks:
                 download = gr.DownloadButton("Download CSV", visible=False)
 
             with gr.Tab("About", id="about"):
-                gr.Markdown(ui.about_markdown(registry))
-                for spec in registry.specs:
-                    if not spec.hub:
-                        with gr.Accordion(f"Model card: {spec.name}", open=False):
-                            gr.Markdown(ui.model_card_markdown(spec.location))
+                gr.Markdown(about.about_markdown(registry))
+                for source in registry.sources:
+                    if not source.hub:
+                        with gr.Accordion(f"Model card: {source.name}", open=False):
+                            gr.Markdown(about.model_card_markdown(source.location))
 
         # -- events --
         predict_outputs = labels + notes + [status]
@@ -272,7 +276,7 @@ def build_demo(registry: ui.ModelRegistry) -> gr.Blocks:
                      show_progress="hidden", queue=False)
         chosen.change(visible_slots, chosen, labels + notes, api_visibility="private")
         explain_btn.click(on_explain, [image, explain_model], [heatmap, heat_caption], api_name="explain",
-                          concurrency_limit=1, concurrency_id="keras", preprocess=False)
+                          concurrency_limit=1, concurrency_id="explain", preprocess=False)
         sport.change(on_filter, sport, gallery, api_visibility="private")
         gallery.select(on_example, [sport, chosen], [chosen_example, true_label] + ex_labels + ex_notes,
                        api_visibility="private")
@@ -291,21 +295,21 @@ def build_demo(registry: ui.ModelRegistry) -> gr.Blocks:
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description="Serve the sports classifier app.")
     parser.add_argument("--models", help=f"comma-separated bundle folders and hf:user/repo[@rev] "
-                        f"(default: ${ui.MODELS_ENV}, else every bundle in models/, models/DEFAULT first)")
+                        f"(default: ${MODELS_ENV}, else every bundle in models/, models/DEFAULT first)")
     parser.add_argument("--host", help="address to listen on (default $GRADIO_SERVER_NAME or 127.0.0.1)")
     parser.add_argument("--port", type=int, help="port (default $GRADIO_SERVER_PORT or 7860)")
     parser.add_argument("--share", choices=("no", "yes"), default="no", help="a public gradio.live link")
     return parser.parse_args(argv)
 
 
-def make_registry(models: str | None = None) -> ui.ModelRegistry:
+def make_registry(models: str | None = None) -> ModelRegistry:
     """--models (relative to the working folder), else $SPORTS_CLASSIFIER_MODELS, else models/."""
     if models:
-        return ui.ModelRegistry(ui.resolve_specs(models, root=Path.cwd()))
-    return ui.ModelRegistry(ui.resolve_specs(root=ROOT))
+        return ModelRegistry(served_models(models, root=Path.cwd()))
+    return ModelRegistry(served_models(root=ROOT))
 
 
-def launch(demo: gr.Blocks, registry: ui.ModelRegistry, args: argparse.Namespace) -> None:
+def launch(demo: gr.Blocks, registry: ModelRegistry, args: argparse.Namespace) -> None:
     demo.launch(
         server_name=args.host, server_port=args.port, share=args.share == "yes",
         max_file_size=MAX_FILE_SIZE, allowed_paths=allowed_paths(registry), ssr_mode=False,

@@ -30,9 +30,6 @@ from pathlib import Path
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 os.environ.setdefault("KERAS_BACKEND", "tensorflow")
 
-REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))
-
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
 import torch.nn.functional as F  # noqa: E402
@@ -40,7 +37,7 @@ from torch import nn  # noqa: E402
 
 import keras  # noqa: E402
 
-from sports_classifier import efficientnet_lite as lite  # noqa: E402
+from sports_classifier.models import efficientnet_lite as lite  # noqa: E402
 
 TOLERANCE = 1e-3
 PACKAGES = {  # variant -> (module of the PyPI package, class with get_model_file_path())

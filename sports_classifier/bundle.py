@@ -26,7 +26,6 @@ import tempfile
 from pathlib import Path
 from typing import Callable
 
-from .backbones import get_backbone
 from .config import ModelConfig
 from .errors import BundleError, ConfigError, UnknownBackboneError
 
@@ -154,6 +153,8 @@ def read_config(path: str | Path) -> ModelConfig:
         config = ModelConfig.from_dict(data)
     except ConfigError as exc:
         raise BundleError(f"{cfg}: {exc}") from None
+    from .models.registry import get_backbone  # names only: no Keras import
+
     try:  # the network is rebuilt from the registry by name, never from code in the bundle
         for name in config.backbones:
             get_backbone(name)
@@ -163,6 +164,25 @@ def read_config(path: str | Path) -> ModelConfig:
             "the bundle was written by another version or was modified"
         ) from None
     return config
+
+
+def update_config(path: str | Path, **changes) -> ModelConfig:
+    """Change fields of a bundle's config.json that no checksum covers (the out-of-distribution
+    threshold), atomically, and rewrite the model card to match."""
+    from .card import render_model_card
+
+    path = Path(path)
+    config = read_config(path).replace(**changes)
+    _replace_file(path / CONFIG, json.dumps(config.to_dict(), indent=2, ensure_ascii=False) + "\n")
+    present = sorted(p.name for p in path.iterdir())
+    _replace_file(path / CARD, render_model_card(config.to_dict(), read_metrics(path), files=present))
+    return config
+
+
+def _replace_file(path: Path, text: str) -> None:
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    tmp.write_text(text, encoding="utf-8")
+    os.replace(tmp, path)
 
 
 def verified_file(path: str | Path, config: ModelConfig, name: str) -> Path:
@@ -187,7 +207,7 @@ def has_onnx(path: str | Path, config: ModelConfig) -> bool:
 
 def load_keras_model(path: str | Path, config: ModelConfig):
     """Rebuild the network from the config (no download) and load the verified weights."""
-    from .model import build_network
+    from .models.network import build_network
 
     weights = verified_file(path, config, WEIGHTS)
     model = build_network(config)

@@ -1,13 +1,16 @@
-"""``Classifier``: load a bundle (local folder or Hub repo), predict, evaluate, save, push.
+"""``Classifier``: the one way to serve a model. Load a bundle (local folder or Hub repo),
+classify images, explain a prediction, evaluate, save, push.
 
-Serving goes through ONNX Runtime when the bundle carries ``model.onnx`` and onnxruntime is
-installed (no TensorFlow import at all), else through Keras.
+Serving goes through ONNX Runtime when the bundle carries an ONNX model and onnxruntime is
+installed (no TensorFlow import at all; the int8 model first when present), else through Keras.
+The app, the CLI, batch prediction and the benchmark all call this class; none of them touches
+the engine underneath.
 """
 
 from __future__ import annotations
 
-import re
 import tempfile
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Sequence
 
@@ -15,54 +18,102 @@ import numpy as np
 
 from . import bundle
 from .config import ModelConfig
-from .errors import BundleError, DatasetLayoutError
+from .errors import BundleError, DatasetLayoutError, ImageDecodeError, UserInputError
 from .images import ImageInput
+from .runtime import RUNTIMES
 
-Prediction = list[tuple[str, float]]
-_REPO_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
-RUNTIMES = ("auto", "onnx", "keras", "onnx-int8")
+TopK = list[tuple[str, float]]
+
+
+@dataclass(frozen=True)
+class Prediction:
+    """What a model says about one image.
+
+    ``top``: the most likely ``(label, probability)`` pairs, best first; ``ood``: True when the
+    top probability is under the bundle's out-of-distribution threshold (the photo probably
+    shows none of the sports; False when the bundle has no threshold); ``error``: why the image
+    could not be read (then ``top`` is empty).
+    """
+
+    source: str
+    top: TopK
+    ood: bool = False
+    error: str | None = None
+
+    @property
+    def label(self) -> str | None:
+        return self.top[0][0] if self.top else None
+
+    @property
+    def probability(self) -> float | None:
+        return self.top[0][1] if self.top else None
+
+    @property
+    def ok(self) -> bool:
+        return self.error is None
 
 
 class Classifier:
     """A trained sports classifier.
 
-    >>> clf = Classifier.from_pretrained("models/lite0-finetuned")
+    >>> clf = Classifier.from_pretrained("models/lite0")
+    >>> clf.classify("photo.jpg").label
+    'basketball'
     >>> clf.predict("photo.jpg", top_k=3)
     [('basketball', 0.98), ('volleyball', 0.01), ('netball', 0.004)]
     """
 
-    def __init__(self, config: ModelConfig, path: Path, *, runtime: str = "auto"):
+    def __init__(self, config: ModelConfig, path: Path, *, runtime: str = "auto", threads: int | None = None):
         if runtime not in RUNTIMES:
-            raise ValueError(f"runtime must be one of {RUNTIMES}, got {runtime!r}")
+            raise UserInputError(f"runtime must be one of {RUNTIMES}, got {runtime!r}")
         self.config = config
         self.path = Path(path)
         self._keras_model = None
-        self.engine = self._make_engine(runtime)
+        self._threads = threads
+        self._engine = self._make_engine(runtime)
 
     # -- loading ---------------------------------------------------------------------------
 
     @classmethod
-    def from_pretrained(cls, name_or_path: str | Path, *, runtime: str = "auto",
-                        revision: str | None = None, cache_dir: str | Path | None = None,
-                        token: str | bool | None = None, local_files_only: bool = False) -> "Classifier":
-        """Load a bundle from a local folder, or from the Hub when given a ``user/repo`` id
-        that is not a local folder."""
-        path = Path(name_or_path)
-        if not path.exists() and _REPO_ID.match(str(name_or_path)) and not str(name_or_path).startswith((".", "/")):
-            return cls.from_hub(str(name_or_path), revision=revision, cache_dir=cache_dir, token=token,
-                                local_files_only=local_files_only, runtime=runtime)
-        return cls(bundle.read_config(path), path, runtime=runtime)
+    def from_pretrained(cls, source: str | Path, *, runtime: str = "auto", revision: str | None = None,
+                        cache_dir: str | Path | None = None, token: str | bool | None = None,
+                        local_files_only: bool = False, threads: int | None = None) -> "Classifier":
+        """Load a model from a bundle folder, ``hf:user/repo[@rev]``, or a ``user/repo`` Hub id
+        that is not a local folder.
+
+        Args:
+            source: where the bundle is (see ``hub.parse_model_source``).
+            runtime: ``auto`` (int8 ONNX, then float ONNX, then Keras), ``onnx-int8``, ``onnx`` or ``keras``.
+            revision, cache_dir, token, local_files_only: for Hub sources, as in huggingface_hub.
+            threads: ONNX Runtime threads (default: the physical cores).
+
+        Raises:
+            BundleError: the folder is not a usable bundle (missing, corrupt or tampered files).
+            HubError: the Hub could not be reached or refused the download.
+        """
+        from .hub import parse_model_source
+
+        parsed = parse_model_source(str(source)) if not isinstance(source, Path) else None
+        if parsed is not None and parsed.hub:
+            return cls.from_hub(parsed.location, revision=revision or parsed.revision, cache_dir=cache_dir,
+                                token=token, local_files_only=local_files_only, runtime=runtime, threads=threads)
+        return cls(bundle.read_config(source), Path(source), runtime=runtime, threads=threads)
 
     @classmethod
     def from_hub(cls, repo_id: str, *, revision: str | None = None, cache_dir: str | Path | None = None,
                  token: str | bool | None = None, local_files_only: bool = False,
-                 runtime: str = "auto") -> "Classifier":
-        """Download a bundle from the Hugging Face Hub (into its standard cache) and load it."""
+                 runtime: str = "auto", threads: int | None = None) -> "Classifier":
+        """Download a bundle from the Hugging Face Hub (into its standard cache) and load it.
+
+        Raises:
+            HubError: the Hub could not be reached, the repo or revision does not exist, or access was refused.
+            BundleError: the repo is not a sports_classifier bundle.
+        """
         from .hub import download_bundle
 
         path = download_bundle(repo_id, revision=revision, cache_dir=cache_dir, token=token,
                                local_files_only=local_files_only)
-        return cls(bundle.read_config(path), path, runtime=runtime)
+        return cls(bundle.read_config(path), path, runtime=runtime, threads=threads)
 
     def _make_engine(self, runtime: str):
         from .runtime import KerasEngine, onnxruntime_available
@@ -87,11 +138,15 @@ class Classifier:
         if not (self.path / name).is_file():
             hint = " --format onnx-int8" if name == bundle.ONNX_INT8 else ""
             raise BundleError(f"{self.path} has no {name}; run `sports-classifier export{hint}`")
-        engine = OnnxEngine(bundle.verified_file(self.path, self.config, name))
-        outputs = engine.session.get_outputs()[0].shape[-1]
+        engine = OnnxEngine(bundle.verified_file(self.path, self.config, name), threads=self._threads)
+        outputs = engine.output_shape[-1]
         if isinstance(outputs, int) and outputs != self.config.num_classes:
             raise BundleError(f"{name} has {outputs} outputs but {bundle.CONFIG} lists "
                               f"{self.config.num_classes} labels")
+        size = engine.input_shape[1:3]
+        if all(isinstance(s, int) for s in size) and tuple(size) != (self.config.image_size,) * 2:
+            raise BundleError(f"{name} takes {size[0]}x{size[1]} images but {bundle.CONFIG} says "
+                              f"{self.config.image_size}; the bundle is inconsistent")
         if name == bundle.ONNX_INT8:
             engine.name = "onnxruntime-int8"
         return engine
@@ -103,7 +158,7 @@ class Classifier:
             self._keras_model = bundle.load_keras_model(self.path, self.config)
         return self._keras_model
 
-    # -- inference ---------------------------------------------------------------------------
+    # -- what it is --------------------------------------------------------------------------
 
     @property
     def labels(self) -> list[str]:
@@ -111,13 +166,50 @@ class Classifier:
 
     @property
     def runtime(self) -> str:
-        return self.engine.name
+        """The engine serving this model: ``onnxruntime-int8``, ``onnxruntime`` or ``keras``."""
+        return self._engine.name
+
+    @property
+    def threads(self) -> int | None:
+        """ONNX Runtime threads (None for Keras)."""
+        return getattr(self._engine, "threads", None)
+
+    @property
+    def ood_threshold(self) -> float | None:
+        """Top probability under which a photo is called out of distribution (None: not chosen)."""
+        choice = self.config.out_of_distribution
+        return None if not choice else float(choice["threshold"])
+
+    # -- inference ---------------------------------------------------------------------------
+
+    def run_network(self, pixels: np.ndarray) -> np.ndarray:
+        """The network on already preprocessed pixels (``images.preprocess_batch``): probabilities.
+        For benchmarks that time the network apart from decoding."""
+        return self._engine(pixels)
 
     def predict_proba(self, images: ImageInput | Sequence[ImageInput]) -> np.ndarray:
-        """Class probabilities, shape ``(n_images, n_classes)``."""
+        """Class probabilities, shape ``(n_images, n_classes)``. Unreadable images raise
+        ``ImageDecodeError`` naming the image."""
         from .runtime import predict_sources  # decodes the next batch while this one runs
 
-        return predict_sources(self.engine, _as_list(images), self.config.image_size)
+        return predict_sources(self._engine, _as_list(images), self.config.image_size)
+
+    def classify(self, images: ImageInput | Sequence[ImageInput], *, top_k: int = 5) -> Prediction | list[Prediction]:
+        """One ``Prediction`` per image (a list for a list of images).
+
+        Args:
+            images: a path, bytes, PIL image or HxWx3 array, or a list of them.
+            top_k: how many labels each prediction keeps.
+
+        Raises:
+            ImageDecodeError: an image cannot be read (use ``predict_files`` to skip such files).
+        """
+        _check_top_k(top_k)
+        many = _is_many(images)
+        sources = _as_list(images)
+        probs = self.predict_proba(sources)
+        results = [self._prediction(_describe(s), p, top_k) for s, p in zip(sources, probs)]
+        return results if many else results[0]
 
     def predict(self, images: ImageInput | Sequence[ImageInput], top_k: int = 5):
         """Top-k ``(label, probability)`` pairs, most likely first.
@@ -125,21 +217,96 @@ class Classifier:
         One image (path, bytes, PIL image or HxWx3 array) -> one list of pairs; a list of
         images -> a list of such lists. Unreadable images raise ``ImageDecodeError``.
         """
-        if not isinstance(top_k, int) or top_k < 1:
-            raise ValueError(f"top_k must be a positive integer, got {top_k!r}")
-        probs = self.predict_proba(images)
-        results = [self._top(p, top_k) for p in probs]
-        return results if _is_many(images) else results[0]
+        results = self.classify(images, top_k=top_k)
+        return [r.top for r in results] if isinstance(results, list) else results.top
 
-    def _top(self, p: np.ndarray, k: int) -> Prediction:
-        order = np.argsort(-p, kind="stable")[: min(k, len(p))]
-        return [(self.config.labels[i], float(p[i])) for i in order]
+    def score_files(self, paths: Sequence[str | Path], *, batch_size: int = 32, progress: bool = False,
+                    desc: str = "predict") -> tuple[np.ndarray, np.ndarray, list[tuple[str, str]]]:
+        """Probabilities for image files that can be read: (probabilities, their row in ``paths``,
+        skipped (path, reason) pairs). The next batch is decoded while one runs."""
+        from .runtime import predict_files
+
+        return predict_files(self._engine, [str(p) for p in paths], self.config.image_size,
+                             batch_size=batch_size, progress=progress, desc=desc)
+
+    def predict_files(self, paths: Sequence[str | Path], *, top_k: int = 5, batch_size: int = 32,
+                      skip_errors: bool = True, progress: bool = False, desc: str = "predict") -> list[Prediction]:
+        """Predictions for image files, in order, decoding the next batch while one runs.
+
+        With ``skip_errors`` an unreadable file gives a ``Prediction`` whose ``error`` says why
+        and the others still run; without it the first such file raises ``ImageDecodeError``.
+        """
+        _check_top_k(top_k)
+        paths = [str(p) for p in paths]
+        probs, rows, skipped = self.score_files(paths, batch_size=batch_size, progress=progress, desc=desc)
+        if skipped and not skip_errors:
+            path, reason = skipped[0]
+            raise ImageDecodeError(reason)
+        out: list[Prediction | None] = [None] * len(paths)
+        for row, p in zip(rows, probs):
+            out[row] = self._prediction(paths[row], p, top_k)
+        errors = dict(skipped)
+        for i, path in enumerate(paths):
+            if out[i] is None:
+                out[i] = Prediction(path, [], error=errors.get(path, "not readable as an image"))
+        return out  # type: ignore[return-value]
+
+    def _prediction(self, source: str, p: np.ndarray, top_k: int) -> Prediction:
+        order = np.argsort(-p, kind="stable")[: min(top_k, len(p))]
+        top = [(self.config.labels[i], float(p[i])) for i in order]
+        threshold = self.ood_threshold
+        return Prediction(source, top, ood=threshold is not None and top[0][1] < threshold)
+
+    def explain(self, image: ImageInput, *, label: str | None = None):
+        """Where in the photo the model saw its answer: (overlay as a PIL image, label, probability).
+
+        The ``heat_map`` of ``label`` (default: the top class) blended over the photo.
+
+        Raises:
+            ImageDecodeError: the image cannot be read.
+            UserInputError: ``label`` is not one of this model's classes.
+        """
+        from .explain import overlay
+        from .images import load_rgb
+
+        rgb = load_rgb(image)
+        heat, label, prob = self.heat_map(rgb, label=label)
+        return overlay(rgb, heat), label, prob
+
+    def heat_map(self, image: ImageInput, *, label: str | None = None) -> tuple[np.ndarray, str, float]:
+        """The class-activation map of ``label`` (default: the top class): (h x w array in
+        [0, 1] at the feature map's resolution, label, its probability).
+
+        Computed in NumPy from the ONNX model's class-map outputs (no TensorFlow, one forward
+        pass), or with Keras Grad-CAM for a bundle served through Keras or exported before
+        class maps existed. For this head both give the same map.
+        """
+        from .explain import heat_map
+        from .images import load_rgb, to_model_input
+
+        if label is not None and label not in self.config.labels:
+            raise UserInputError(f"{label!r} is not one of this model's {self.config.num_classes} classes")
+        rgb = load_rgb(image)
+        index = None if label is None else self.config.labels.index(label)
+        if getattr(self._engine, "extra_outputs", None):
+            outputs = list(self._engine.run_all(to_model_input(rgb, self.config.image_size)[None]).values())
+            probs = outputs[0][0]
+            index = int(np.argmax(probs)) if index is None else index
+            heat, prob = heat_map([maps[0] for maps in outputs[1:]], index), float(probs[index])
+        else:
+            from .models.gradcam import gradcam  # imports TensorFlow
+
+            heat, index, prob = gradcam(self, rgb, class_index=index)
+        return heat, self.config.labels[index], prob
 
     def evaluate(self, data_dir: str | Path, split: str = "valid", *, progress: bool = False) -> dict:
-        """Accuracy, top-5, macro F1, loss, per-class scores and confusion matrix on a split."""
-        from .data import discover
+        """Accuracy, top-5, macro F1, loss, per-class scores and confusion matrix on a split.
+
+        Raises:
+            DatasetLayoutError: the folder is not in the Kaggle layout, or names classes this model lacks.
+        """
+        from .datasets import discover
         from .metrics import classification_metrics
-        from .runtime import predict_files
 
         dataset = discover(data_dir)
         unknown = sorted(set(dataset.labels) - set(self.labels))
@@ -152,11 +319,14 @@ class Classifier:
             raise DatasetLayoutError(f"split {split!r} of {data_dir} holds no images")
         index = {label: i for i, label in enumerate(self.labels)}
         y = frame["label"].map(index).to_numpy()
-        probs, rows, skipped = predict_files(self.engine, frame["filepath"].tolist(),
-                                             self.config.image_size, progress=progress, desc=f"evaluate {split}")
+        probs, rows, skipped = self.score_files(frame["filepath"].tolist(), progress=progress,
+                                                desc=f"evaluate {split}")
+        if not len(rows):
+            raise DatasetLayoutError(f"none of the {len(frame)} images of split {split!r} in {data_dir} "
+                                     f"could be read (first: {skipped[0][1]})")
         metrics = classification_metrics(y[rows], probs, self.labels)
         metrics["skipped"] = len(skipped)
-        metrics["engine"] = self.engine.name
+        metrics["engine"] = self.runtime
         return metrics
 
     # -- saving ------------------------------------------------------------------------------
@@ -177,7 +347,11 @@ class Classifier:
 
     def push_to_hub(self, repo_id: str, *, private: bool | None = None, token: str | bool | None = None,
                     revision: str | None = None, commit_message: str | None = None) -> str:
-        """Upload this bundle to the Hub in one commit (creating the repo if needed)."""
+        """Upload this bundle to the Hub in one commit (creating the repo if needed).
+
+        Raises:
+            HubError: no token, no permission, or the Hub could not be reached.
+        """
         from .hub import upload_bundle
 
         with tempfile.TemporaryDirectory() as tmp:
@@ -190,6 +364,15 @@ class Classifier:
                 f"runtime={self.runtime!r}, path={str(self.path)!r})")
 
 
+def _check_top_k(top_k) -> None:
+    if not isinstance(top_k, int) or isinstance(top_k, bool) or top_k < 1:
+        raise UserInputError(f"top_k must be a positive integer, got {top_k!r}")
+
+
+def _describe(source) -> str:
+    return str(source) if isinstance(source, (str, Path)) else f"<{type(source).__name__}>"
+
+
 def _is_many(images) -> bool:
     return isinstance(images, (list, tuple))
 
@@ -197,6 +380,6 @@ def _is_many(images) -> bool:
 def _as_list(images) -> list:
     if _is_many(images):
         if len(images) == 0:
-            raise ValueError("no images given")
+            raise UserInputError("no images given")
         return list(images)
     return [images]

@@ -15,33 +15,20 @@ import sys
 import time
 from pathlib import Path
 
-from . import __version__
-from .errors import SportsClassifierError
-
-DEFAULT_MODEL_ENV = "SPORTS_CLASSIFIER_MODEL"
-
-
-def default_model() -> str:
-    """The bundled default model: $SPORTS_CLASSIFIER_MODEL, else models/<first of
-    models/DEFAULT> found in the working folder or beside the package source."""
-    if os.environ.get(DEFAULT_MODEL_ENV):
-        return os.environ[DEFAULT_MODEL_ENV]
-    for root in (Path.cwd(), Path(__file__).resolve().parent.parent):
-        marker = root / "models" / "DEFAULT"
-        if marker.is_file():
-            return str(root / "models" / marker.read_text().strip())
-    return "models/default"
-
+from .errors import SportsClassifierError, UserInputError
+from .hub import default_model
+from .runtime import RUNTIMES
+from .version import __version__
 
 def _train_recipe(args):
     """The TrainConfig (or ensemble recipe) that --preset / --config and the flags describe."""
     from .config import TrainConfig
-    from .presets import EnsembleRecipe, load_preset, load_recipe
+    from .training.recipes import EnsembleRecipe, named_recipe, load_recipe
 
-    if args.preset and args.config:
-        raise SportsClassifierError("give --preset or --config, not both")
-    if args.preset:
-        recipe = load_preset(args.preset)
+    if args.recipe and args.config:
+        raise UserInputError("give --recipe or --config, not both")
+    if args.recipe:
+        recipe = named_recipe(args.recipe)
     elif args.config:
         recipe = load_recipe(args.config)
     else:
@@ -61,18 +48,18 @@ def _train_recipe(args):
     overrides = {k: v for k, v in overrides.items() if v is not None}
     if isinstance(recipe, EnsembleRecipe):
         if overrides:
-            raise SportsClassifierError(
+            raise UserInputError(
                 f"an ensemble recipe takes no training options (got {', '.join(sorted(overrides))}); "
-                "change its members' presets instead")
+                "change its members' recipes instead")
         return recipe
     return recipe.replace(**overrides)
 
 
 def cmd_train(args) -> int:
     from .bundle import read_metrics
-    from .ensemble import members_folder, train_ensemble
-    from .presets import EnsembleRecipe
-    from .train import train
+    from .training.ensemble import members_folder, train_ensemble
+    from .training.recipes import EnsembleRecipe
+    from .training.loop import train
 
     recipe = _train_recipe(args)
     if isinstance(recipe, EnsembleRecipe):
@@ -94,7 +81,7 @@ def cmd_train(args) -> int:
 
 def cmd_ensemble(args) -> int:
     from .bundle import read_metrics
-    from .ensemble import combine
+    from .training.ensemble import combine
 
     out = combine(args.models, args.out, data_dir=args.data, split=args.split, image_size=args.image_size,
                   progress=not args.quiet)
@@ -112,6 +99,8 @@ def _print_valid(metrics: dict, split: str = "valid") -> None:
 def _load(args):
     from .classifier import Classifier
 
+    if not args.model:
+        raise UserInputError("no --model given and no bundled default model (models/DEFAULT) found")
     return Classifier.from_pretrained(args.model, runtime=args.runtime, revision=getattr(args, "revision", None))
 
 
@@ -131,29 +120,40 @@ def cmd_evaluate(args) -> int:
 
 
 def cmd_predict(args) -> int:
-    from .errors import ImageDecodeError
-
     clf = _load(args)
     failed = 0
     results = []
-    for image in args.images:
-        try:
-            pairs = clf.predict(image, top_k=args.top_k)
-        except ImageDecodeError as exc:
+    for p in clf.predict_files(args.images, top_k=args.top_k):
+        if not p.ok:
             failed += 1
-            print(f"error: {one_line(exc)}", file=sys.stderr)
+            print(f"error: {one_line(p.error)}", file=sys.stderr)
             continue
         if args.json:
-            results.append({"image": image, "predictions": [{"label": l, "probability": p} for l, p in pairs]})
+            results.append({"image": p.source, "ood": p.ood,
+                            "predictions": [{"label": l, "probability": prob} for l, prob in p.top]})
         else:
-            print(f"{image}: " + ", ".join(f"{l} {p:.1%}" for l, p in pairs))
+            note = "  (probably none of the sports)" if p.ood else ""
+            print(f"{printable(p.source)}: " + ", ".join(f"{printable(l)} {prob:.1%}" for l, prob in p.top) + note)
     if args.json:
         print(json.dumps(results))
     return 1 if failed else 0
 
 
+def cmd_threshold(args) -> int:
+    from .ood import choose_threshold_for, write_threshold
+
+    clf = _load(args)
+    choice = choose_threshold_for(clf, args.data, split=args.split, max_false_flag=args.max_false_flag,
+                                  progress=not args.quiet)
+    print(choice["justification"])
+    if args.write:
+        write_threshold(clf.path, choice)
+        print(f"written to {clf.path}/config.json (out_of_distribution)")
+    return 0
+
+
 def cmd_export(args) -> int:
-    from .export import export_bundle
+    from .training.export import export_bundle
 
     report = export_bundle(args.model, formats=args.format, calibration=args.calibration,
                            calibration_images=args.calibration_images, drop_float_onnx=args.drop_float_onnx)
@@ -181,7 +181,7 @@ def cmd_bench(args) -> int:
 
 
 def cmd_space(args) -> int:
-    from .space import prepare_space, push_space
+    from .app.space import prepare_space, push_space
 
     include = args.include if args.include is not None else [p for p in ("examples",) if Path(p).is_dir()]
     folder = prepare_space(args.out, model_repos=args.models, title=args.title, app_file=args.app_file,
@@ -200,18 +200,20 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     parser.add_argument("--debug", action="store_true", help="show tracebacks on errors")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    from .presets import available as available_presets
+    from .models.registry import available_backbones
+    from .training.recipes import available as available_recipes
 
     p = sub.add_parser("train", help="train a model and write its bundle",
                        description="Train a classifier (frozen backbone + head, then the top convolution "
                        "or the last stages fine-tuned) and write a bundle with metrics, curves and a model card. "
-                       "An ensemble preset trains each member into OUT.members/ and averages them.")
+                       "An ensemble recipe trains each member into OUT.members/ and averages them.")
     p.add_argument("--data", required=True, help="dataset folder with train/ and valid/ (Kaggle layout)")
     p.add_argument("--out", required=True, help="output bundle folder")
-    p.add_argument("--preset", help=f"named recipe: {', '.join(available_presets()) or 'none'}")
+    p.add_argument("--recipe", "--preset", dest="recipe",
+                   help=f"named recipe: {', '.join(available_recipes()) or 'none'}")
     p.add_argument("--config", help="a TrainConfig (or ensemble recipe) JSON file")
-    p.add_argument("--backbone", help="efficientnet_lite0 (default), efficientnet_lite1, efficientnet_lite2, "
-                   "efficientnet_b0, resnet50, tiny_cnn")
+    # Checked by the registry, not by argparse: its error names the choices in one `error:` line.
+    p.add_argument("--backbone", help=f"one of {', '.join(available_backbones())} (default efficientnet_lite0)")
     p.add_argument("--weights", help="imagenet (default), none, or a path to a weights file")
     p.add_argument("--mode", choices=("cached", "end_to_end"), help="cached (default, fast on CPU) or end_to_end")
     p.add_argument("--image-size", type=int)
@@ -240,7 +242,7 @@ def build_parser() -> argparse.ArgumentParser:
     def model_arg(p):
         p.add_argument("--model", default=default_model(),
                        help="bundle folder or Hub repo id (default: the bundled default model)")
-        p.add_argument("--runtime", choices=("auto", "onnx", "keras", "onnx-int8"), default="auto",
+        p.add_argument("--runtime", choices=RUNTIMES, default="auto",
                        help="inference engine (auto: ONNX Runtime when the bundle has model.onnx; "
                             "model.int8.onnx first when the bundle carries one)")
         p.add_argument("--revision", help="Hub branch, tag or commit (when --model is a repo id)")
@@ -258,6 +260,19 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true")
     p.add_argument("images", nargs="+", metavar="IMAGE")
     p.set_defaults(func=cmd_predict)
+
+    p = sub.add_parser("threshold", help="choose a model's out-of-distribution threshold",
+                       description="Choose the top-probability threshold under which a photo is called "
+                       "'probably none of the sports', on a split's images against non-sport photos that ship "
+                       "with scikit-image and matplotlib, and (with --write) store it in the bundle's config.json.")
+    model_arg(p)
+    p.add_argument("--data", required=True, help="dataset folder holding the split")
+    p.add_argument("--split", default="valid")
+    p.add_argument("--max-false-flag", type=float, default=0.05,
+                   help="most of the split's images the threshold may flag (default 0.05)")
+    p.add_argument("--write", action="store_true", help="store it in the bundle (else only print it)")
+    p.add_argument("--quiet", action="store_true", help="no progress bars")
+    p.set_defaults(func=cmd_threshold)
 
     p = sub.add_parser("ensemble", help="average trained bundles into one ensemble bundle",
                        description="Average the class probabilities of several trained bundles inside "
@@ -326,13 +341,20 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130
-    except (SportsClassifierError, FileNotFoundError, ValueError, OSError) as exc:
+    except (SportsClassifierError, OSError) as exc:  # anything else is a bug: its traceback shows
         if debug:
             raise
         print(f"error: {one_line(exc)}", file=sys.stderr)
         return 1
 
 
-def one_line(exc: BaseException) -> str:
-    """The message on one line: some carry a server's or Keras' multi-line text."""
-    return " ".join(line.strip() for line in str(exc).splitlines() if line.strip())
+def one_line(exc: BaseException | str) -> str:
+    """The message on one line (some carry a server's or Keras' multi-line text), with
+    terminal control characters made visible."""
+    return printable(" ".join(line.strip() for line in str(exc).splitlines() if line.strip()))
+
+
+def printable(text: str) -> str:
+    """``text`` with control characters (terminal escapes, newlines) written as escapes: labels
+    and file names come from bundles and folders a user may not have written."""
+    return "".join(c if c.isprintable() else c.encode("unicode_escape").decode("ascii") for c in str(text))

@@ -145,8 +145,11 @@ class ModelConfig(_Config):
     training: dict | None = None
     created: str = ""
     # backbone == "ensemble": the networks whose probabilities the bundle averages, one
-    # {"backbone", "image_size", "tta_flip", "name"} each (see ensemble.py).
+    # {"backbone", "image_size", "tta_flip", "name"} each (see training/ensemble.py).
     members: tuple[dict, ...] = ()
+    # The top probability under which a photo is called out of distribution, with how it was
+    # chosen and what it achieves (ood.py); None: not chosen for this model.
+    out_of_distribution: dict | None = None
 
     def __post_init__(self) -> None:
         if self.format != BUNDLE_FORMAT:
@@ -167,6 +170,13 @@ class ModelConfig(_Config):
             raise ConfigError("an ensemble needs at least two members")
         for i, member in enumerate(self.members):
             _check_member(i, member)
+        ood = self.out_of_distribution
+        if ood is not None:
+            threshold = ood.get("threshold") if isinstance(ood, Mapping) else None
+            if (not isinstance(threshold, (int, float)) or isinstance(threshold, bool)
+                    or not 0.0 <= threshold <= 1.0):
+                raise ConfigError("out_of_distribution must be an object whose \"threshold\" is a "
+                                  f"probability in [0, 1], got {ood!r:.80}")
 
     @property
     def num_classes(self) -> int:

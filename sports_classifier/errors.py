@@ -45,3 +45,11 @@ class HubError(SportsClassifierError, RuntimeError):
 
 class ExportError(SportsClassifierError, RuntimeError):
     """Exporting a model to another format failed or changed its outputs."""
+
+
+class UserInputError(SportsClassifierError, ValueError):
+    """Something the person using the CLI or the app can fix (no image, no model chosen, a bad option)."""
+
+
+class ModelLoadError(SportsClassifierError, RuntimeError):
+    """A model could not be loaded (the message says why); the app reports it and serves the others."""

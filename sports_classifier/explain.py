@@ -1,83 +1,39 @@
-"""Grad-CAM: which regions of a photo raised the score of the class the model chose.
+"""Explanations without TensorFlow: a class-activation heat map from the ONNX model's class maps,
+blended over the photo.
 
-Selvaraju et al. (2017): take the gradient of the class score (before softmax) with respect to
-the backbone's last feature map, average it over the spatial positions to weight each channel,
-sum the weighted channels and keep the positive part. For this package's head (global average
-pooling + dense) the gradient is the dense weights over H*W, so Grad-CAM equals CAM here; the
-gradient is computed anyway so that any head works.
-
-Keras and TensorFlow are imported only when a heatmap is first asked for (seconds); the
-serving path of the app does not need them.
+For this package's head (global average pooling + dense), Grad-CAM of a class is the positive
+part of that class's dense weights applied at every position of the last feature map (CAM), up
+to a constant factor. ONNX exports carry those per-position class scores as extra outputs (one
+per member network, ``models.network.with_class_maps``), so a heat map costs one forward pass
+and a few NumPy operations. ``models.gradcam`` (Keras) is the reference the tests compare with.
 """
 
 from __future__ import annotations
 
-import threading
+from typing import Sequence
 
 import numpy as np
 from PIL import Image
 
-from .images import ImageInput, load_rgb, to_model_input
-
-_build_lock = threading.Lock()
 MAX_SIDE = 640  # the overlay is shown, not analysed: keep it light
 
 
-def _keras_model(classifier):
-    # Classifier.keras_model builds on first use; two requests must not build it twice.
-    with _build_lock:
-        return classifier.keras_model
-
-
-def gradcam(classifier, image: ImageInput, *, class_index: int | None = None) -> tuple[np.ndarray, int, float]:
-    """Grad-CAM heatmap for ``image``: (H x W array in [0, 1] at the feature map's resolution,
-    explained class index, its probability). Explains the top class unless ``class_index``.
-
-    With test-time flip averaging, the heatmap explains the unmirrored branch; for an ensemble
-    it is the average of the members' heatmaps (each at the largest member's resolution).
-
-    >>> heat, index, prob = gradcam(Classifier.from_pretrained("models/lite0"), "photo.jpg")
-    """
-    import tensorflow as tf
-
-    from .model import member_name
-
-    model = _keras_model(classifier)
-    config = classifier.config
-    x = tf.convert_to_tensor(to_model_input(load_rgb(image), config.image_size)[None])
-    probs = model(x, training=False).numpy()[0]
-    index = int(np.argmax(probs)) if class_index is None else int(class_index)
-    if not config.is_ensemble:
-        return _normalise(_class_map(model, x, index)), index, float(probs[index])
-    maps = []
-    for i, member in enumerate(config.members):
-        size = member["image_size"]
-        xi = x if size == config.image_size else tf.image.resize(x, (size, size), method="bilinear")
-        maps.append(_normalise(_class_map(model.get_layer(member_name(i)), xi, index)))
+def heat_map(class_maps: Sequence[np.ndarray], index: int) -> np.ndarray:
+    """The heat map of class ``index`` in [0, 1] from one ``(h, w, classes)`` class-map array per
+    member network: each member's positive part normalised, resized to the largest member's
+    resolution, averaged (as the Keras Grad-CAM does for ensembles)."""
+    maps = [_normalise(np.maximum(m[..., index], 0.0)) for m in class_maps]
     side = max(m.shape[0] for m in maps)
-    resized = [tf.image.resize(m[None, :, :, None], (side, side)).numpy()[0, :, :, 0] for m in maps]
-    return _normalise(np.mean(resized, axis=0)), index, float(probs[index])
+    maps = [m if m.shape[0] == side else _resize(m, side) for m in maps]
+    return _normalise(np.mean(maps, axis=0))
 
 
-def _class_map(net, x, index: int) -> np.ndarray:
-    """The positive part of the gradient-weighted feature map of one classifier network."""
-    import tensorflow as tf
-
-    from .model import BACKBONE, POOL, PREDICTIONS
-
-    backbone, pool, dense = net.get_layer(BACKBONE), net.get_layer(POOL), net.get_layer(PREDICTIONS)
-    with tf.GradientTape() as tape:
-        fmap = backbone(x, training=False)
-        tape.watch(fmap)
-        logits = tf.matmul(pool(fmap), dense.kernel) + dense.bias  # the class scores before softmax
-        score = logits[0, index]
-    grads = tape.gradient(score, fmap)[0]  # (h, w, channels)
-    weights = tf.reduce_mean(grads, axis=(0, 1))
-    return tf.nn.relu(tf.reduce_sum(fmap[0] * weights, axis=-1)).numpy()
+def _resize(heat: np.ndarray, side: int) -> np.ndarray:
+    return np.asarray(Image.fromarray(heat.astype(np.float32), mode="F").resize((side, side), Image.BILINEAR))
 
 
 def _normalise(cam: np.ndarray) -> np.ndarray:
-    top = float(cam.max())
+    top = float(cam.max()) if cam.size else 0.0
     return (cam / top if top > 0 else np.zeros_like(cam)).astype(np.float32)
 
 
@@ -100,10 +56,3 @@ def overlay(image: Image.Image, heatmap: np.ndarray, *, alpha: float = 0.45,
     colored = (colormaps[colormap](np.clip(heat, 0, 1))[..., :3] * 255).astype(np.float32)
     base = np.asarray(image, dtype=np.float32)
     return Image.fromarray(np.clip((1 - alpha) * base + alpha * colored, 0, 255).astype(np.uint8))
-
-
-def explain_image(classifier, image: ImageInput) -> tuple[Image.Image, str, float]:
-    """The overlay for the top class, its label and probability."""
-    rgb = load_rgb(image)
-    heat, index, prob = gradcam(classifier, rgb)
-    return overlay(rgb, heat), classifier.labels[index], prob

@@ -1,4 +1,8 @@
-"""The Hugging Face Hub: download a bundle into the standard cache, upload one in one commit.
+"""The Hugging Face Hub: where models come from, downloads into the standard cache, uploads.
+
+Model sources (one parser for the CLI, the app, a Space and ``Classifier.from_pretrained``):
+a bundle folder, ``hf:user/repo[@revision]``, or a bare ``user/repo[@revision]`` that is not a
+local folder; ``models/DEFAULT`` names the bundled default model.
 
 Downloads go through ``huggingface_hub.snapshot_download``, so everything its users expect
 holds: the shared cache (``HF_HOME`` / ``HF_HUB_CACHE``), ``HF_ENDPOINT`` mirrors,
@@ -10,12 +14,16 @@ usable bundle) whose message says what to do; a token never appears in a message
 from __future__ import annotations
 
 import json
+import os
 import re
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Mapping
 
-from . import __version__, bundle
+from . import bundle
+from .version import __version__
 from .config import BUNDLE_FORMAT
-from .errors import BundleError, HubError
+from .errors import BundleError, HubError, UserInputError
 
 LOGIN_HINT = "pass token=..., set HF_TOKEN, or run `hf auth login`"
 _TOKEN_LIKE = re.compile(r"hf_[A-Za-z0-9]{8,}")
@@ -51,6 +59,122 @@ def _network_errors() -> tuple[type[BaseException], ...]:
     from huggingface_hub.errors import OfflineModeIsEnabled
 
     return (httpx2.TransportError, OfflineModeIsEnabled)
+
+
+# -- model sources -------------------------------------------------------------------------------
+
+MODELS_ENV = "SPORTS_CLASSIFIER_MODELS"  # the app's models: comma-separated sources
+DEFAULT_MODEL_ENV = "SPORTS_CLASSIFIER_MODEL"  # the CLI's default --model
+HUB_PREFIX = "hf:"
+DEFAULT_MARKER = "DEFAULT"  # models/DEFAULT: the name of the bundled default model's folder
+_PACKAGE_ROOT = Path(__file__).resolve().parent.parent  # a source checkout: models/ beside the package
+
+
+@dataclass(frozen=True)
+class ModelSource:
+    """Where a model comes from: a local bundle folder, or a Hub repo at an optional revision."""
+
+    location: str  # folder path, or Hub repo id
+    hub: bool = False
+    revision: str | None = None
+    name: str = ""  # shown to people (the app's model names); unique within a list
+
+    @property
+    def text(self) -> str:
+        """The source as a user writes it (``hf:user/repo@rev`` or the folder)."""
+        if self.hub:
+            return HUB_PREFIX + self.location + (f"@{self.revision}" if self.revision else "")
+        return self.location
+
+
+def is_repo_id(text: str) -> bool:
+    """True when ``text`` is a valid Hub repo id of the ``user/name`` form (huggingface_hub's rules)."""
+    from huggingface_hub.utils import HFValidationError, validate_repo_id
+
+    if text.count("/") != 1:
+        return False
+    try:
+        validate_repo_id(text)
+    except HFValidationError:
+        return False
+    return True
+
+
+def parse_model_source(text: str, *, root: str | Path | None = None) -> ModelSource:
+    """Parse one model source. ``hf:user/repo@rev`` is always the Hub; a bare ``user/repo[@rev]``
+    is the Hub unless such a local folder exists; anything else is a folder (relative ones
+    resolve against ``root``, default the working folder). Raises ``UserInputError`` on a
+    malformed Hub id.
+
+    >>> parse_model_source("hf:me/sports@v1")
+    ModelSource(location='me/sports', hub=True, revision='v1', name='me/sports@v1')
+    """
+    raw = str(text).strip()
+    if not raw:
+        raise UserInputError("empty model source: give a bundle folder or hf:user/repo[@revision]")
+    explicit = raw.startswith(HUB_PREFIX)
+    body = raw[len(HUB_PREFIX):] if explicit else raw
+    repo, at, revision = body.partition("@")
+    path = Path(raw).expanduser()
+    if root is not None and not path.is_absolute():
+        path = Path(root) / path
+    looks_hub = not raw.startswith((".", "/", "~")) and is_repo_id(repo) and (not at or revision)
+    if explicit or (looks_hub and not path.exists()):
+        if not is_repo_id(repo) or (at and not revision):
+            raise UserInputError(f"bad Hub model {raw!r}: expected hf:user/repo or hf:user/repo@revision "
+                                 "(letters, digits, '-', '_', '.'; at most 96 characters)")
+        return ModelSource(repo, hub=True, revision=revision or None, name=repo + (f"@{revision}" if at else ""))
+    return ModelSource(str(path), name=path.name or raw)
+
+
+def parse_model_sources(text: str, *, root: str | Path | None = None) -> list[ModelSource]:
+    """Comma-separated sources (``models/a,hf:user/repo@rev``), with unique display names."""
+    sources = [parse_model_source(part, root=root) for part in text.split(",") if part.strip()]
+    seen: dict[str, int] = {}
+    out = []
+    for source in sources:
+        n = seen.get(source.name, 0)
+        seen[source.name] = n + 1
+        out.append(source if n == 0 else ModelSource(source.location, source.hub, source.revision,
+                                                      f"{source.name} ({n + 1})"))
+    return out
+
+
+def bundled_models(models_dir: str | Path) -> list[ModelSource]:
+    """Every bundle folder in ``models_dir``, the one named by ``models_dir/DEFAULT`` first."""
+    models_dir = Path(models_dir)
+    if not models_dir.is_dir():
+        return []
+    folders = sorted(p for p in models_dir.iterdir() if p.is_dir() and (p / bundle.CONFIG).is_file())
+    marker = models_dir / DEFAULT_MARKER
+    if marker.is_file():
+        first = marker.read_text().strip()
+        folders.sort(key=lambda p: p.name != first)  # stable: keeps the name order otherwise
+    return [ModelSource(str(p), name=p.name) for p in folders]
+
+
+def default_model(env: Mapping[str, str] | None = None) -> str | None:
+    """The CLI's default model: $SPORTS_CLASSIFIER_MODEL, else the folder models/DEFAULT names,
+    looked for in the working folder, then beside the package source; None when there is none."""
+    env = os.environ if env is None else env
+    if env.get(DEFAULT_MODEL_ENV):
+        return env[DEFAULT_MODEL_ENV]
+    for root in (Path.cwd(), _PACKAGE_ROOT):
+        found = bundled_models(root / "models")
+        if found:
+            return found[0].location
+    return None
+
+
+def served_models(cli_value: str | None = None, *, root: str | Path = ".",
+                  env: Mapping[str, str] | None = None) -> list[ModelSource]:
+    """The models an app serves: ``--models`` if given, else $SPORTS_CLASSIFIER_MODELS, else
+    every bundle in ``root/models`` (models/DEFAULT first)."""
+    env = os.environ if env is None else env
+    text = cli_value if cli_value else env.get(MODELS_ENV, "")
+    if text.strip():
+        return parse_model_sources(text, root=root)
+    return bundled_models(Path(root) / "models")
 
 
 # -- download ----------------------------------------------------------------------------------

@@ -9,15 +9,22 @@ stay in [0, 255]. No TensorFlow here: the serving path must not import it.
 from __future__ import annotations
 
 import io
+import logging
 import os
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterable, Sequence, Union
+from typing import Iterable, Iterator, Sequence, Union
 
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
 from .errors import ImageDecodeError
+
+log = logging.getLogger(__name__)
+
+# The file types the package reads as images: dataset discovery, folders given to the CLI, the app.
+IMAGE_EXTENSIONS = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff"})
 
 ImageInput = Union[str, os.PathLike, bytes, Image.Image, np.ndarray]
 
@@ -207,3 +214,42 @@ def try_preprocess_many(
     kept = [i for i, r in enumerate(results) if r is not None]
     array = np.stack([results[i] for i in kept]) if kept else np.zeros((0, size, size, 3), np.float32)
     return array, kept, sorted(failures)
+
+
+# ---------------------------------------------------------------------------------------------
+# Batches that skip unreadable files: the one decode loop for caching, evaluation and tf.data.
+
+@dataclass
+class SkippedImages:
+    """Counts unreadable images instead of crashing halfway through an epoch."""
+
+    items: list[tuple[str, str]] = field(default_factory=list)
+
+    def add(self, path: str, reason: str) -> None:
+        self.items.append((path, reason))
+
+    def warn(self, what: str) -> None:
+        if self.items:
+            log.warning(
+                "skipped %d unreadable image(s) in %s; first: %s", len(self.items), what, self.items[0][1]
+            )
+
+    def __len__(self) -> int:
+        return len(self.items)
+
+
+def iter_batches(
+    paths: Sequence[str], image_size: int, batch_size: int, *, skipped: SkippedImages | None = None
+) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+    """Yield ``(pixels, indices)``: decoded float32 batches and the positions they hold.
+
+    Unreadable files are left out of the batch and recorded in ``skipped``.
+    """
+    for start in range(0, len(paths), batch_size):
+        chunk = paths[start : start + batch_size]
+        pixels, kept, failures = try_preprocess_many(chunk, image_size)
+        for i, reason in failures:
+            if skipped is not None:
+                skipped.add(chunk[i], reason)
+        if len(kept):
+            yield pixels, np.asarray(kept, dtype=np.int64) + start

@@ -5,32 +5,15 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-import numpy as np
 import pytest
-from PIL import Image
+
+from helpers.datasets import make_dataset
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 os.environ.setdefault("KERAS_BACKEND", "tensorflow")
 
 ROOT = Path(__file__).resolve().parent.parent
 SHARED_DATA = ROOT.parent / "shared" / "data" / "sports100"
-CLASSES3 = ("archery", "basketball", "bowling")
-
-
-def make_dataset(root: Path, classes=("cats", "dogs", "owls"), per_class=(6, 3), size=32, seed=0) -> Path:
-    """Write a dataset in the Kaggle layout with coloured-noise JPEGs whose mean colour depends
-    on the class, so that even a tiny network can learn it."""
-    rng = np.random.default_rng(seed)
-    for split, n in zip(("train", "valid"), per_class):
-        for c, name in enumerate(classes):
-            folder = root / split / name
-            folder.mkdir(parents=True, exist_ok=True)
-            for i in range(n):
-                base = np.zeros(3)
-                base[c % 3] = 200
-                pixels = np.clip(base + rng.normal(0, 30, (size, size, 3)), 0, 255).astype(np.uint8)
-                Image.fromarray(pixels).save(folder / f"{i + 1}.jpg")
-    return root
 
 
 @pytest.fixture
@@ -50,7 +33,7 @@ def tiny_bundle(tmp_path_factory, cache_dir) -> Path:
     """A real bundle (weights, ONNX, metrics, pictures, card) of the tiny test backbone,
     trained for a few epochs on a synthetic 3-class dataset."""
     from sports_classifier.config import TrainConfig
-    from sports_classifier.train import train
+    from sports_classifier.training.loop import train
 
     data = make_dataset(tmp_path_factory.mktemp("tiny-data"), per_class=(8, 4))
     out = tmp_path_factory.mktemp("bundles") / "tiny"

@@ -1,0 +1,135 @@
+"""Predict tab: each chosen model's top-k for one photo, the time it took, the out-of-distribution
+note, and Explain (a class-activation map, computed without TensorFlow)."""
+
+from __future__ import annotations
+
+import os
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Sequence
+
+from ..errors import ImageDecodeError, UserInputError
+from .registry import ModelRegistry
+
+TOP_K = 5
+
+
+@dataclass
+class ModelResult:
+    """One model's answer for one image."""
+
+    name: str
+    confidences: dict[str, float] = field(default_factory=dict)  # top-k, for gr.Label
+    seconds: float | None = None
+    out_of_distribution: bool | None = None  # None: the model has no threshold
+    threshold: float | None = None
+    error: str | None = None
+
+    @property
+    def top(self) -> tuple[str, float] | None:
+        if not self.confidences:
+            return None
+        label = max(self.confidences, key=self.confidences.get)
+        return label, self.confidences[label]
+
+    @property
+    def note(self) -> str:
+        """A short markdown line: time taken, out-of-distribution warning, or the error."""
+        if self.error:
+            return f"**Error:** {self.error}"
+        parts = [f"{_ms(self.seconds)}"] if self.seconds is not None else []
+        if self.out_of_distribution:
+            top = self.top
+            parts.append(
+                f"⚠️ **This photo may not show any of the sports this model knows**: its top "
+                f"probability {top[1]:.0%} is under {self.threshold:.0%}, the threshold chosen on "
+                "the validation images for this model."
+            )
+        elif self.out_of_distribution is None:
+            parts.append("(no out-of-distribution threshold recorded for this model)")
+        return " · ".join(parts)
+
+
+def _ms(seconds: float) -> str:
+    ms = seconds * 1000
+    return f"{ms:.1f} ms" if ms < 10 else f"{ms:.0f} ms"
+
+
+def require_image(image):
+    if image is None:
+        raise UserInputError("no image: upload, paste or take a photo first")
+    if isinstance(image, (list, tuple)):
+        raise UserInputError("give one image here; use the Batch tab for several")
+    return image
+
+
+def decode_message(exc: Exception, source) -> str:
+    """The decode error with a file named by its name only: an upload's server-side path
+    (``/tmp/gradio/<hash>/photo.jpg``) means nothing to the person who sent it."""
+    text = str(exc)
+    if isinstance(source, (str, os.PathLike)):
+        text = text.replace(str(source), Path(source).name)
+    return text
+
+
+def predict(registry: ModelRegistry, image, model_names: Sequence[str] | None = None, *,
+            top_k: int = TOP_K) -> list[ModelResult]:
+    """Predict ``image`` (path, PIL image, array, bytes) with each named model (default: all).
+
+    Never raises for a model that fails: its ``ModelResult.error`` says why. Raises
+    ``UserInputError`` when there is no image, no model, or the image cannot be read.
+    """
+    from ..images import load_rgb
+
+    image = require_image(image)
+    names = list(registry.names if model_names is None else model_names)
+    if not names:
+        raise UserInputError("choose at least one model")
+    try:
+        rgb = load_rgb(image)  # decode once, share between models
+    except ImageDecodeError as exc:
+        raise UserInputError(f"cannot read this image: {decode_message(exc, image)}") from None
+    results = []
+    for name in names:
+        entry = registry.entry(name)
+        if not entry.ok:
+            results.append(ModelResult(name, error=f"model failed to load: {entry.error}"))
+            continue
+        clf = entry.classifier
+        start = time.perf_counter()
+        prediction = clf.classify(rgb, top_k=top_k)
+        seconds = time.perf_counter() - start
+        threshold = clf.ood_threshold
+        results.append(ModelResult(name, dict(prediction.top), seconds,
+                                   None if threshold is None else prediction.ood, threshold))
+    return results
+
+
+def status_markdown(registry: ModelRegistry) -> str:
+    if not len(registry):
+        return ("**No models.** Put a bundle folder in `models/`, or start the app with "
+                "`python app.py --models PATH` (or set $SPORTS_CLASSIFIER_MODELS).")
+    return "Models: " + " · ".join(f"**{n}**: {s}" for n, s in registry.status().items())
+
+
+def explain(registry: ModelRegistry, image, model_name: str | None = None):
+    """Class-activation overlay (PIL image) and a caption for ``image`` under one model."""
+    image = require_image(image)
+    name = model_name or (registry.names[0] if len(registry) else None)
+    if name is None:
+        raise UserInputError("no model to explain with")
+    clf = registry.get_or_user_error(name)
+    try:
+        overlay, label, prob = clf.explain(image)
+    except ImageDecodeError as exc:
+        raise UserInputError(f"cannot read this image: {decode_message(exc, image)}") from None
+    except ModuleNotFoundError as exc:  # a Keras-served bundle on the serving install
+        raise UserInputError(
+            f"this model has no ONNX export with class maps, and explaining it with Keras needs "
+            f"TensorFlow ({exc}): run `sports-classifier export --model BUNDLE`, or "
+            "pip install 'sports_classifier[train]' and restart the app"
+        ) from None
+    caption = (f"Class activation map of **{name}** for its top class **{label}** ({prob:.0%}): warm "
+               "colours mark the regions that raised that class's score most.")
+    return overlay, caption

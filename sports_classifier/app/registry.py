@@ -1,0 +1,177 @@
+"""The app's models: parsed up front from model sources, each loaded once on first use.
+
+A model that fails to load, or loads but cannot predict, keeps its error message (``status`` and
+``get`` report it) and is not retried; the others keep serving. Nothing here imports Gradio.
+
+>>> registry = ModelRegistry(served_models("models/lite0"))
+>>> registry.get("lite0").classify("photo.jpg").label
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterable
+
+import numpy as np
+
+from ..errors import ModelLoadError, UserInputError
+from ..hub import ModelSource
+
+log = logging.getLogger(__name__)
+
+LATENCY_RUNS = 5
+
+
+@dataclass
+class LoadedModel:
+    source: ModelSource
+    classifier: object = None  # sports_classifier.Classifier
+    error: str | None = None
+    load_seconds: float | None = None
+    latency_ms: float | None = None  # median single-image prediction measured at load
+
+    @property
+    def ok(self) -> bool:
+        return self.classifier is not None
+
+    @property
+    def name(self) -> str:
+        return self.source.name
+
+
+class ModelRegistry:
+    """The app's models, each loaded once on first use (thread-safe)."""
+
+    def __init__(self, sources: Iterable[ModelSource], *, runtime: str = "auto", measure_latency: bool = True):
+        self.sources = list(sources)
+        self._by_name = {s.name: s for s in self.sources}
+        self._loaded: dict[str, LoadedModel] = {}
+        self._locks = {s.name: threading.Lock() for s in self.sources}
+        self._runtime = runtime
+        self._measure_latency = measure_latency
+
+    @property
+    def names(self) -> list[str]:
+        return [s.name for s in self.sources]
+
+    def __len__(self) -> int:
+        return len(self.sources)
+
+    def source(self, name: str) -> ModelSource:
+        try:
+            return self._by_name[name]
+        except KeyError:
+            raise UserInputError(f"unknown model {name!r}; this app serves: {', '.join(self.names) or 'none'}") from None
+
+    def entry(self, name: str) -> LoadedModel:
+        """The load record of ``name``, loading it first if needed (never raises on a failed load)."""
+        source = self.source(name)
+        done = self._loaded.get(name)
+        if done is not None:
+            return done
+        with self._locks[name]:
+            done = self._loaded.get(name)
+            if done is None:
+                done = self._load(source)
+                self._loaded[name] = done
+        return done
+
+    def get(self, name: str):
+        """The loaded ``Classifier``; ``ModelLoadError`` if it could not be loaded."""
+        entry = self.entry(name)
+        if not entry.ok:
+            raise ModelLoadError(f"model {name} could not be loaded: {entry.error}")
+        return entry.classifier
+
+    def get_or_user_error(self, name: str | None):
+        """``get`` for handlers: a missing choice or a failed model is something to show the user."""
+        if not name:
+            raise UserInputError("choose a model")
+        try:
+            return self.get(name)
+        except ModelLoadError as exc:
+            raise UserInputError(str(exc)) from None
+
+    def loaded(self, name: str) -> LoadedModel | None:
+        """The load record if the model was already asked for, without loading it."""
+        self.source(name)
+        return self._loaded.get(name)
+
+    def ready(self) -> list[LoadedModel]:
+        """Every model, loaded (or failed), in the order given."""
+        return [self.entry(name) for name in self.names]
+
+    def status(self) -> dict[str, str]:
+        out = {}
+        for name in self.names:
+            entry = self._loaded.get(name)
+            if entry is None:
+                out[name] = "not loaded yet" if not self._locks[name].locked() else "loading"
+            elif entry.ok:
+                out[name] = f"ready ({entry.classifier.runtime}, loaded in {entry.load_seconds:.1f} s)"
+            else:
+                out[name] = f"failed to load: {entry.error}"
+        return out
+
+    def warm_up(self, *, background: bool = True) -> threading.Thread | None:
+        """Load every model (in a daemon thread by default), e.g. right after the server starts."""
+
+        def run():
+            for name in self.names:
+                self.entry(name)
+
+        if not background:
+            run()
+            return None
+        thread = threading.Thread(target=run, name="model-warm-up", daemon=True)
+        thread.start()
+        return thread
+
+    def _load(self, source: ModelSource) -> LoadedModel:
+        from ..classifier import Classifier
+
+        start = time.perf_counter()
+        try:
+            if source.hub:
+                clf = Classifier.from_hub(source.location, revision=source.revision, runtime=self._runtime)
+            else:
+                clf = Classifier.from_pretrained(Path(source.location), runtime=self._runtime)
+            seconds = time.perf_counter() - start
+            # One prediction proves the model serves (a network whose input disagrees with its
+            # config fails here, once, instead of on every request).
+            latency = _measure_latency(clf, runs=LATENCY_RUNS if self._measure_latency else 0)
+        except ModuleNotFoundError as exc:
+            msg = f"{exc}: install the missing package (pip install 'sports_classifier[train]' for Keras bundles)"
+            log.warning("model %s: %s", source.name, msg)
+            return LoadedModel(source, error=msg)
+        except Exception as exc:  # any failure is reported in the UI; other models keep serving
+            msg = f"{type(exc).__name__}: {exc}"
+            log.warning("model %s failed to load: %s", source.name, msg)
+            return LoadedModel(source, error=msg)
+        log.info("model %s ready (%s) in %.1f s", source.name, clf.runtime, seconds)
+        return LoadedModel(source, clf, load_seconds=seconds,
+                           latency_ms=latency if self._measure_latency else None)
+
+
+def _latency_image():
+    from PIL import Image
+
+    rng = np.random.default_rng(0)
+    return Image.fromarray(rng.integers(0, 256, (224, 224, 3), dtype=np.uint8))
+
+
+def _measure_latency(clf, runs: int = LATENCY_RUNS) -> float:
+    """Median milliseconds of one single-image prediction (224x224 RGB in, preprocessing
+    included), after one warm-up call (which also proves the model predicts)."""
+    image = _latency_image()
+    clf.predict_proba(image)
+    times = []
+    for _ in range(runs):
+        start = time.perf_counter()
+        clf.predict_proba(image)
+        times.append((time.perf_counter() - start) * 1000)
+    return float(np.median(times)) if times else 0.0

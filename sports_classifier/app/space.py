@@ -1,0 +1,225 @@
+"""A Hugging Face Space that serves published models: prepare its folder, push it.
+
+The Space runs the project's ``app.py`` (Gradio SDK) with ONNX Runtime, without TensorFlow.
+Which models it serves is the app's ``SPORTS_CLASSIFIER_MODELS`` convention (comma-separated
+``hf:user/repo@rev`` entries). The Space README's YAML has no key for environment variables,
+so the value is set where a real Space reads it: a Space *variable* (``push_space`` sets it
+through the Hub API; the owner can change it under Settings without a commit). The folder
+also records it in ``space_config.json`` and in the README text, and ``preload_from_hub``
+makes the Space download the models into its Hub cache at build time, so the app starts
+without waiting for them.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import tempfile
+from dataclasses import dataclass
+from importlib import metadata
+from pathlib import Path
+from typing import Sequence
+
+from .. import bundle
+from ..errors import ConfigError, HubError, UserInputError
+from ..hub import MODELS_ENV, parse_model_source
+
+SPACE_CONFIG = "space_config.json"
+PACKAGE = "sports_classifier"
+_COMMIT = re.compile(r"^[0-9a-f]{40}$")
+# Preloaded for a pinned model: what the app needs to serve it through ONNX Runtime. The rest of
+# the bundle (card, pictures) is fetched at start-up; listing a file the repo lacks could fail the build.
+_PRELOAD_FILES = (bundle.CONFIG, bundle.ONNX, bundle.METRICS)
+# Not shipped with the vendored package: converted ImageNet weights (tens of MB) serve training only.
+_VENDOR_SKIP = ("weights", "__pycache__", "*.pyc")
+
+
+@dataclass(frozen=True)
+class HubModel:
+    """A model repo the Space serves, optionally pinned to a branch, tag or commit."""
+
+    repo_id: str
+    revision: str | None = None
+
+    @classmethod
+    def parse(cls, text: str) -> "HubModel":
+        """``user/repo``, ``user/repo@rev`` or ``hf:user/repo@rev``."""
+        text = text.strip()
+        try:
+            source = parse_model_source(text if text.startswith("hf:") else "hf:" + text)
+        except UserInputError:
+            raise ConfigError(f"bad model repo {text!r}: expected user/repo or user/repo@revision") from None
+        return cls(source.location, source.revision)
+
+    @property
+    def spec(self) -> str:
+        """The entry of ``SPORTS_CLASSIFIER_MODELS`` for this model."""
+        return f"hf:{self.repo_id}" + (f"@{self.revision}" if self.revision else "")
+
+    @property
+    def preload(self) -> str | None:
+        """The ``preload_from_hub`` entry: the whole repo (default branch), or the serving files
+        at a commit. The Hub pins preloads by commit hash only, so a branch or tag pin is not
+        preloaded (it is downloaded when the app starts)."""
+        if self.revision is None:
+            return self.repo_id
+        if _COMMIT.match(self.revision):
+            return f"{self.repo_id} {','.join(_PRELOAD_FILES)} {self.revision}"
+        return None
+
+
+def space_readme(models: Sequence[HubModel], *, title: str, sdk_version: str, emoji: str = "🏅",
+                 license: str = "apache-2.0", python_version: str = "3.11") -> str:
+    """The Space's README.md: front matter (Spaces config) and a short description. Pure."""
+    from huggingface_hub import SpaceCardData
+
+    value = ",".join(m.spec for m in models)
+    data = SpaceCardData(
+        title=title, sdk="gradio", sdk_version=sdk_version, python_version=python_version,
+        app_file="app.py", license=license, models=list(dict.fromkeys(m.repo_id for m in models)),
+        tags=["image-classification", "sports", "onnx", PACKAGE],
+        emoji=emoji, colorFrom="green", colorTo="blue", pinned=False,
+        short_description="Recognise the sport in a photo (100 classes)",
+        preload_from_hub=[p for p in dict.fromkeys(m.preload for m in models) if p] or None,
+    )
+    listed = "\n".join(f"- [{m.repo_id}](https://huggingface.co/{m.repo_id})"
+                       + (f" at `{m.revision}`" if m.revision else "") for m in models)
+    return f"""---
+{data.to_yaml().strip()}
+---
+
+# {title}
+
+Recognises the sport in a photo among the 100 classes of the 100 Sports Image Classification
+dataset, with models trained by the `{PACKAGE}` package and served through ONNX Runtime.
+
+Models served:
+
+{listed}
+
+The app reads the models to serve from the `{MODELS_ENV}` variable (Settings -> Variables and
+secrets), comma-separated `hf:user/repo` or `hf:user/repo@revision` entries. This Space was
+deployed with:
+
+```
+{MODELS_ENV}={value}
+```
+
+(also recorded in `{SPACE_CONFIG}`). Change the variable to serve other models without a new
+commit; the Space restarts with them.
+"""
+
+
+def space_requirements(package: str | None, *, gradio_version: str) -> str:
+    """requirements.txt of the Space: no TensorFlow (serving is ONNX Runtime)."""
+    if package:
+        lines = [package, "onnxruntime"]
+    else:  # the package is vendored into the Space: install its runtime dependencies
+        lines = [r for r in (metadata.requires(PACKAGE) or []) if "extra ==" not in r]
+    lines.append(f"gradio=={gradio_version}")  # the version sdk_version runs, for local runs too
+    return "# The Space's dependencies (serving only: ONNX Runtime, no TensorFlow).\n" + "\n".join(lines) + "\n"
+
+
+def prepare_space(out_dir: str | Path, *, model_repos: Sequence[str], title: str = "Sports Classifier",
+                  app_file: str | Path = Path("app.py"), package: str | None = None,
+                  include: Sequence[str | Path] = ()) -> Path:
+    """Write a Gradio Space folder serving ``model_repos`` (``user/repo`` or ``user/repo@rev``).
+
+    The folder holds ``app.py`` (a copy of ``app_file``), ``requirements.txt``, the Space
+    ``README.md``, ``space_config.json`` and, unless ``package`` gives a requirement line
+    for ``sports_classifier`` (e.g. ``"sports_classifier @ git+https://github.com/u/r@v0.1"``),
+    a copy of the package's source so the Space needs no published package. ``include``
+    names more files or folders to copy (e.g. ``examples``). Written atomically.
+
+    >>> prepare_space("space", model_repos=["user/sports-lite0@v1"])
+    PosixPath('space')
+    """
+    models = [HubModel.parse(r) for r in model_repos]
+    if not models:
+        raise ConfigError("a Space needs at least one model repo (user/repo[@revision])")
+    app_file = Path(app_file)
+    if not app_file.is_file():
+        raise FileNotFoundError(f"app file not found: {app_file} (the Gradio app the Space runs)")
+    extras = [Path(p) for p in include]
+    for extra in extras:
+        if not extra.exists():
+            raise FileNotFoundError(f"cannot include {extra} in the Space: not found")
+    out = Path(out_dir).resolve()
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-", dir=out.parent))
+    try:
+        shutil.copyfile(app_file, tmp / "app.py")
+        if not package:
+            shutil.copytree(Path(__file__).resolve().parent, tmp / PACKAGE,
+                            ignore=shutil.ignore_patterns(*_VENDOR_SKIP))
+        for extra in extras:
+            if extra.is_dir():
+                shutil.copytree(extra, tmp / extra.name, ignore=shutil.ignore_patterns("__pycache__"))
+            else:
+                shutil.copyfile(extra, tmp / extra.name)
+        gradio_version = metadata.version("gradio")
+        (tmp / "requirements.txt").write_text(space_requirements(package, gradio_version=gradio_version))
+        (tmp / "README.md").write_text(space_readme(models, title=title, sdk_version=gradio_version),
+                                       encoding="utf-8")
+        config = {MODELS_ENV: ",".join(m.spec for m in models),
+                  "models": [{"repo_id": m.repo_id, "revision": m.revision} for m in models]}
+        (tmp / SPACE_CONFIG).write_text(json.dumps(config, indent=2) + "\n")
+        _replace_folder(tmp, out)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return out
+
+
+def _replace_folder(new: Path, dest: Path) -> None:
+    if dest.exists():
+        if not dest.is_dir() or (any(dest.iterdir()) and not (dest / SPACE_CONFIG).is_file()):
+            raise FileExistsError(f"{dest} exists and is not a Space folder made by prepare_space; "
+                                  "refusing to overwrite it (choose another folder)")
+        old = dest.with_name(f".{dest.name}.old-{os.getpid()}")
+        os.replace(dest, old)
+        os.replace(new, dest)
+        shutil.rmtree(old, ignore_errors=True)
+    else:
+        os.replace(new, dest)
+
+
+def push_space(folder: str | Path, space_id: str, *, token: str | bool | None = None,
+               private: bool | None = None) -> str:
+    """Upload a folder made by ``prepare_space`` to the Gradio Space ``space_id`` (created if
+    needed) in one commit, set its ``SPORTS_CLASSIFIER_MODELS`` variable, return its URL.
+
+    >>> push_space("space", "user/sports-classifier")
+    'https://huggingface.co/spaces/user/sports-classifier'
+    """
+    from huggingface_hub import HfApi, SpaceCard
+
+    from ..version import __version__
+    from ..hub import _require_token, _scrub, _upload_error
+
+    folder = Path(folder)
+    try:
+        card = SpaceCard.load(folder / "README.md")
+        config = json.loads((folder / SPACE_CONFIG).read_text())
+    except (OSError, ValueError) as exc:
+        raise ConfigError(f"{folder} is not a Space folder made by prepare_space ({exc})") from None
+    if card.data.sdk != "gradio" or not (folder / (card.data.app_file or "app.py")).is_file():
+        raise ConfigError(f"{folder}/README.md must declare sdk: gradio and an app_file that exists")
+    _require_token(token, "pushing a Space")
+    api = HfApi(token=token, library_name=PACKAGE, library_version=__version__)
+    try:
+        url = api.create_repo(space_id, repo_type="space", space_sdk="gradio", private=private, exist_ok=True)
+        api.upload_folder(repo_id=space_id, repo_type="space", folder_path=folder,
+                          commit_message="Deploy the sports_classifier Space",
+                          ignore_patterns=["*__pycache__*", "*.pyc"])
+        if config.get(MODELS_ENV):
+            api.add_space_variable(space_id, MODELS_ENV, config[MODELS_ENV],
+                                   description="models the app serves (hf:user/repo@rev, comma-separated)")
+    except Exception as exc:
+        mapped = _upload_error(exc, space_id, "Space")
+        if mapped is None:
+            raise
+        raise HubError(_scrub(str(mapped), token)) from None
+    return str(url)

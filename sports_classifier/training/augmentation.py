@@ -1,0 +1,60 @@
+"""Training-only input pipelines: the notebook's augmentation as Keras preprocessing layers, and
+a ``tf.data`` pipeline for end-to-end training (decoding through the shared ``images`` path)."""
+
+from __future__ import annotations
+
+import random
+
+import numpy as np
+
+from ..images import SkippedImages, iter_batches
+
+
+def augmentation(*, zoom: float, shift: float, horizontal_flip: bool, seed: int):
+    """The notebook's training-only augmentation (zoom, flip, shift) as Keras layers."""
+    import keras
+
+    layers = []
+    if horizontal_flip:
+        layers.append(keras.layers.RandomFlip("horizontal", seed=seed))
+    if shift:
+        layers.append(keras.layers.RandomTranslation(shift, shift, fill_mode="nearest", seed=seed + 1))
+    if zoom:
+        layers.append(keras.layers.RandomZoom(zoom, zoom, fill_mode="nearest", seed=seed + 2))
+    return keras.Sequential(layers, name="augmentation")
+
+
+def make_tf_dataset(
+    frame, *, image_size: int, batch_size: int = 32, training: bool = False, seed: int = 42,
+    augment_layers=None, skipped: SkippedImages | None = None,
+):
+    """A ``tf.data`` pipeline of ``(pixels, class_index)`` batches.
+
+    Decoding goes through the shared preprocessing (so train and serve see the same pixels);
+    in training the order is reshuffled every epoch and ``augment_layers`` are applied.
+    """
+    import tensorflow as tf
+
+    paths = frame["filepath"].tolist()
+    labels = frame["class_index"].to_numpy(np.int64)
+    epoch = [0]
+
+    def generate():
+        order = list(range(len(paths)))
+        if training:
+            random.Random(seed + epoch[0]).shuffle(order)
+            epoch[0] += 1
+        ordered = [paths[i] for i in order]
+        for pixels, idx in iter_batches(ordered, image_size, batch_size, skipped=skipped):
+            yield pixels, labels[np.asarray(order)[idx]]
+
+    ds = tf.data.Dataset.from_generator(
+        generate,
+        output_signature=(
+            tf.TensorSpec((None, image_size, image_size, 3), tf.float32),
+            tf.TensorSpec((None,), tf.int64),
+        ),
+    )
+    if training and augment_layers is not None:
+        ds = ds.map(lambda x, y: (augment_layers(x, training=True), y), num_parallel_calls=tf.data.AUTOTUNE)
+    return ds.prefetch(tf.data.AUTOTUNE)

@@ -1,0 +1,168 @@
+"""The app in a real browser: Debian's headless Chromium driven by Playwright.
+
+Opens the page, uploads a photo and waits for the label, asks for a Grad-CAM heatmap, then
+clicks through every tab and saves a screenshot of each into tests/artifacts/ (or
+$SPORTS_CLASSIFIER_SCREENSHOTS). Needs `apt-get install chromium` and `pip install playwright`
+(Playwright's own browser download is not used); skips with the reason when either is missing.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+from pathlib import Path
+
+import pytest
+
+from helpers.app_server import ROOT, real_bundle, start_app
+from sports_classifier import bundle
+
+sync_api = pytest.importorskip("playwright.sync_api", reason="pip install playwright")
+CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
+pytestmark = [pytest.mark.browser,
+              pytest.mark.skipif(CHROMIUM is None, reason="Debian's chromium is not installed (apt-get install chromium)")]
+EXAMPLES = ROOT / "examples"
+CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
+                 "--disable-background-networking", "--disable-component-update", "--disable-sync",
+                 "--no-first-run", "--no-default-browser-check"]
+TIMEOUT_MS = 60_000  # generous: the machine running the tests may be busy
+sync_api.expect.set_options(timeout=TIMEOUT_MS)
+
+
+@pytest.fixture(scope="module")
+def shots() -> Path:
+    folder = Path(os.environ.get("SPORTS_CLASSIFIER_SCREENSHOTS", ROOT / "tests" / "artifacts"))
+    folder.mkdir(parents=True, exist_ok=True)
+    return folder
+
+
+@pytest.fixture(scope="module")
+def server(tiny_bundle, tmp_path_factory):
+    """The real model alone when there is one (the screenshots then show what a user sees),
+    else the tiny test bundle, so that the page is still exercised."""
+    real = real_bundle()
+    app = start_app(str(real or tiny_bundle), tmp_path_factory.mktemp("browser-log") / "app.log")
+    app.tiny = tiny_bundle
+    yield app, real
+    app.stop()
+
+
+@pytest.fixture(scope="module")
+def page(server, tmp_path_factory):
+    with sync_api.sync_playwright() as pw:
+        browser = pw.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS, headless=True)
+        context = browser.new_context(viewport={"width": 1400, "height": 1000})
+        # Playwright starts chromium with a fresh temporary --user-data-dir on every launch.
+        page = context.new_page()
+        page.set_default_timeout(TIMEOUT_MS)
+        page.goto(server[0].url)
+        page.wait_for_selector("#photo")
+        yield page
+        context.close()
+        browser.close()
+
+
+def non_sport_photo(tmp_path: Path) -> Path:
+    """scikit-image's coffee cup photo (public domain) when installed, else a flat grey image."""
+    import importlib.util
+
+    from PIL import Image
+
+    spec = importlib.util.find_spec("skimage")
+    if spec and spec.submodule_search_locations:
+        coffee = Path(list(spec.submodule_search_locations)[0]) / "data" / "coffee.png"
+        if coffee.is_file():
+            return coffee
+    grey = tmp_path / "grey.png"
+    Image.new("RGB", (224, 224), (128, 128, 128)).save(grey)
+    return grey
+
+
+def served_bundles(server) -> dict[str, Path]:
+    app, real = server
+    return {real.name: real} if real else {"tiny": app.tiny}
+
+
+def open_tab(page, name: str) -> None:
+    page.get_by_role("tab", name=name).click()
+
+
+def test_upload_predict_and_explain(page, server, shots):
+    app, real = server
+    sport = "basketball"
+    page.locator("#photo input[type=file]").set_input_files(str(EXAMPLES / sport / "1.jpg"))
+    label = page.locator("#predict-label-0")
+    expected = sport if real else None
+    if expected:
+        sync_api.expect(label.locator("h2")).to_have_text(expected, timeout=TIMEOUT_MS)
+    else:  # the tiny bundle knows other classes; any answer shows the label worked
+        sync_api.expect(label.locator("h2")).not_to_be_empty(timeout=TIMEOUT_MS)
+    sync_api.expect(page.locator(".result-note").first).to_contain_text("ms")
+    page.screenshot(path=str(shots / "1-predict.png"), full_page=True)
+
+    page.locator("#explain-button").click()
+    sync_api.expect(page.locator("#heatmap img")).to_be_visible(timeout=120_000)
+    sync_api.expect(page.get_by_text("Grad-CAM of")).to_be_visible()
+    page.screenshot(path=str(shots / "2-explain.png"), full_page=True)
+
+
+def test_a_photo_without_sport_gets_the_out_of_distribution_note(page, server, shots, tmp_path):
+    app, real = server
+    if real is None:
+        pytest.skip("needs a real model with a threshold in ui_defaults.json")
+    photo = non_sport_photo(tmp_path)
+    page.locator("#photo").get_by_role("button", name="Remove Image").click()
+    page.locator("#photo input[type=file]").set_input_files(str(photo))
+    sync_api.expect(page.locator(".result-note").first).to_contain_text("may not show any of the sports")
+    sync_api.expect(page.locator("#heatmap img")).to_have_count(0)  # the old photo's heatmap is gone
+    page.screenshot(path=str(shots / "7-out-of-distribution.png"), full_page=True)
+
+
+def test_examples_tab(page, server, shots):
+    open_tab(page, "Examples")
+    gallery = page.locator("#examples-gallery")
+    thumbs = gallery.locator("button.thumbnail-item")
+    sync_api.expect(thumbs.first).to_be_visible()
+    assert thumbs.count() == 100  # one per sport
+    thumbs.nth(8).click()  # basketball (sorted: the 9th sport)
+    sync_api.expect(page.get_by_text("True sport:")).to_be_visible()
+    if server[1]:  # a real model names the sport
+        sync_api.expect(page.locator("#examples-label-0 h2")).to_have_text("basketball")
+    else:
+        sync_api.expect(page.locator("#examples-label-0 h2")).not_to_be_empty()
+    page.get_by_role("button", name="Predict 20 examples").click()
+    sync_api.expect(page.get_by_text("of 20 correct")).to_be_visible()
+    sync_api.expect(page.locator("#examples-grid img")).to_be_visible()
+    page.screenshot(path=str(shots / "3-examples.png"), full_page=True)
+
+
+def test_compare_tab(page, server, shots):
+    open_tab(page, "Compare")
+    for name, path in served_bundles(server).items():
+        accuracy = round(bundle.read_metrics(path)["valid"]["accuracy"], 4)
+        row = page.locator("#compare-table").get_by_role("row", name=re.compile(rf"^{re.escape(name)} "))
+        sync_api.expect(row).to_contain_text(f" {accuracy} ")
+        sync_api.expect(row).to_contain_text("onnxruntime")
+    sync_api.expect(page.locator("#compare-curves-0 img")).to_be_visible()
+    page.screenshot(path=str(shots / "4-compare.png"), full_page=True)
+
+
+def test_batch_tab(page, shots):
+    open_tab(page, "Batch")
+    files = [str(EXAMPLES / s / "1.jpg") for s in ("golf", "rowing", "judo")]
+    page.locator("#batch-files input[type=file]").set_input_files(files)
+    page.get_by_role("button", name="Predict all").click()
+    sync_api.expect(page.get_by_role("button", name="Download CSV")).to_be_visible()
+    page.screenshot(path=str(shots / "5-batch.png"), full_page=True)
+
+
+def test_about_tab(page, shots):
+    open_tab(page, "About")
+    sync_api.expect(page.get_by_text("Train your own")).to_be_visible()
+    page.get_by_text("Model card: ").first.click()
+    # the card's pictures come straight from the bundle folder (allowed_paths)
+    curves = page.get_by_role("img", name="Training curves").first  # the card's alt text
+    sync_api.expect(curves).to_be_visible()
+    page.wait_for_function("img => img.complete && img.naturalWidth > 0", arg=curves.element_handle())
+    page.screenshot(path=str(shots / "6-about.png"), full_page=True)
