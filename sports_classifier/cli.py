@@ -40,7 +40,8 @@ def _train_recipe(args):
         "label_smoothing": args.label_smoothing, "fine_tune_stages": args.fine_tune_stages,
         "fine_tune_epochs": args.fine_tune_epochs, "fine_tune_learning_rate": args.fine_tune_lr,
         "augment_views": args.augment_views, "max_per_class": args.max_per_class,
-        "tta_flip": args.tta,
+        "tta_flip": args.tta, "distill_from": args.distill_from,
+        "distill_temperature": args.distill_temperature, "distill_weight": args.distill_weight,
         "classes": tuple(c.strip() for c in args.classes.split(",")) if args.classes else None,
     }
     if args.no_augment:
@@ -226,6 +227,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--augment-views", type=int, help="cached mode: augmented views cached per image")
     p.add_argument("--no-augment", action="store_true", help="no training augmentation")
     p.add_argument("--tta", action="store_true", default=None, help="average with the mirrored image")
+    p.add_argument("--distill-from", metavar="BUNDLE",
+                   help="teacher bundle (path or hf:user/repo): train to match its probabilities")
+    p.add_argument("--distill-temperature", type=float, help="softening temperature (default 2)")
+    p.add_argument("--distill-weight", type=float,
+                   help="weight of the teacher term against the labels, 0-1 (default 0.7)")
     p.add_argument("--lr", type=float)
     p.add_argument("--dropout", type=float)
     p.add_argument("--label-smoothing", type=float)

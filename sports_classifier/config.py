@@ -94,6 +94,12 @@ class TrainConfig(_Config):
     shift: float = 0.1
     horizontal_flip: bool = True
     tta_flip: bool = False  # average the prediction on the image and its mirror image
+    # Knowledge distillation (cached mode): a teacher bundle (path or hf:user/repo) whose
+    # probabilities on each cached view the student learns to match, at a temperature; the loss
+    # is (1 - distill_weight) * cross-entropy on the labels + distill_weight * T^2 * KL.
+    distill_from: str | None = None
+    distill_temperature: float = 2.0
+    distill_weight: float = 0.7
     train_split: str = "train"
     valid_split: str = "valid"
     classes: tuple[str, ...] | None = None  # train on a subset of classes (quick experiments)
@@ -115,6 +121,14 @@ class TrainConfig(_Config):
                 raise ConfigError(f"{name} must be >= 0, got {getattr(self, name)}")
         if self.image_size is not None and self.image_size < 16:
             raise ConfigError(f"image_size must be >= 16 pixels, got {self.image_size}")
+        if self.distill_from is not None:
+            if self.mode != "cached":
+                raise ConfigError("distillation (distill_from) needs mode='cached': the teacher's "
+                                  "probabilities are cached per training view")
+            if not self.distill_temperature > 0:
+                raise ConfigError(f"distill_temperature must be > 0, got {self.distill_temperature}")
+            if not 0.0 <= self.distill_weight <= 1.0:
+                raise ConfigError(f"distill_weight must be in [0, 1], got {self.distill_weight}")
         if self.optimizer not in ("adam", "adamw", "sgd"):
             raise ConfigError(f"optimizer must be adam, adamw or sgd, got {self.optimizer!r}")
 

@@ -139,28 +139,94 @@ class FeatureExtractor:
         return features
 
     def _compute(self, paths: Sequence[str], view: View, desc: str) -> Features:
-        from tqdm.auto import tqdm
-
         engine = self._engine_for_trunk()
-        augment = None
-        if view.kind == "augment":
-            from .augmentation import augmentation
-
-            augment = augmentation(zoom=view.zoom, shift=view.shift,
-                                   horizontal_flip=view.horizontal_flip, seed=view.seed)
         skipped = SkippedImages()
         chunks, rows = [], []
-        with tqdm(total=len(paths), desc=f"{desc} [{view.kind}{view.seed or ''}]",
-                  unit="img", disable=not self.progress, leave=False) as bar:
-            for pixels, idx in iter_batches(paths, self.image_size, self.batch_size, skipped=skipped):
-                if view.kind == "flip":
-                    pixels = pixels[:, :, ::-1, :]
-                elif augment is not None:
-                    pixels = np.asarray(augment(pixels, training=True))
-                chunks.append(engine(pixels).astype(np.float32))
-                rows.append(idx)
-                bar.update(len(idx))
+        for pixels, idx in view_pixels(paths, view, self.image_size, self.batch_size, skipped=skipped,
+                                       desc=desc, progress=self.progress):
+            chunks.append(engine(pixels).astype(np.float32))
+            rows.append(idx)
         skipped.warn(desc)
         if not chunks:
             raise ValueError(f"no readable images among {len(paths)} file(s) for {desc}")
         return Features(np.concatenate(chunks), np.concatenate(rows), [list(s) for s in skipped.items])
+
+
+def view_pixels(paths: Sequence[str], view: View, image_size: int, batch_size: int, *,
+                skipped: SkippedImages, desc: str = "images", progress: bool = True):
+    """Yield ``(pixels, rows)`` batches of ``view`` of the images: the one pipeline behind the
+    trunk's cached activations and the teacher's cached probabilities. Deterministic: the
+    augmentation is rebuilt from the view's seed on every call, so two passes over the same
+    files give the same pixels (tests/unit/test_distill.py)."""
+    from tqdm.auto import tqdm
+
+    augment = None
+    if view.kind == "augment":
+        from .augmentation import augmentation
+
+        augment = augmentation(zoom=view.zoom, shift=view.shift,
+                               horizontal_flip=view.horizontal_flip, seed=view.seed)
+    with tqdm(total=len(paths), desc=f"{desc} [{view.kind}{view.seed or ''}]",
+              unit="img", disable=not progress, leave=False) as bar:
+        for pixels, idx in iter_batches(paths, image_size, batch_size, skipped=skipped):
+            if view.kind == "flip":
+                pixels = pixels[:, :, ::-1, :]
+            elif augment is not None:
+                pixels = np.asarray(augment(pixels, training=True))
+            yield pixels, idx
+            bar.update(len(idx))
+
+
+class TeacherTargets:
+    """A teacher bundle's class probabilities on each cached view, cached on disk like the
+    features: knowledge distillation needs them once per image and view, and the teacher (an
+    ensemble) costs several times the student's trunk."""
+
+    def __init__(self, teacher, *, image_size: int, cache_dir: str | Path | None = None,
+                 batch_size: int = 32, progress: bool = True):
+        self.teacher = teacher  # a Classifier
+        self.image_size = image_size
+        self.batch_size = batch_size
+        self.progress = progress
+        self.root = cache_root(cache_dir) / "teacher"
+        self.digest = hashlib.sha256(json.dumps(teacher.config.files_sha256, sort_keys=True).encode()).hexdigest()
+
+    def __call__(self, paths: Sequence[str], view: View, rows: np.ndarray, *, desc: str = "teacher") -> np.ndarray:
+        """Probabilities for the images at ``rows`` (those the trunk could decode), in that order."""
+        key = hashlib.sha256(json.dumps(
+            {"teacher": self.digest, "size": self.image_size, "view": view.key(), "files": _files_key(paths)}
+        ).encode()).hexdigest()[:32]
+        path = self.root / f"{key}.npz"
+        if path.is_file():
+            try:
+                with np.load(path, allow_pickle=False) as cached:
+                    return _select(cached["probabilities"], cached["rows"], rows)
+            except (OSError, ValueError, KeyError) as exc:
+                log.warning("teacher cache entry %s unreadable (%s); recomputing", key, exc)
+        probs, kept = self._compute(paths, view, desc)
+        self.root.mkdir(parents=True, exist_ok=True)
+        tmp = self.root / f".{key}.{os.getpid()}.npz"
+        np.savez(tmp, probabilities=probs, rows=kept)
+        os.replace(tmp, path)
+        return _select(probs, kept, rows)
+
+    def _compute(self, paths: Sequence[str], view: View, desc: str) -> tuple[np.ndarray, np.ndarray]:
+        size = self.teacher.config.image_size
+        chunks, kept = [], []
+        for pixels, idx in view_pixels(paths, view, self.image_size, self.batch_size,
+                                       skipped=SkippedImages(), desc=f"{desc} (teacher)", progress=self.progress):
+            if size != self.image_size:  # the teacher sees the student's view at its own input size
+                import keras
+
+                pixels = np.asarray(keras.ops.image.resize(pixels, (size, size)))
+            chunks.append(self.teacher.run_network(pixels.astype(np.float32)).astype(np.float32))
+            kept.append(idx)
+        return np.concatenate(chunks), np.concatenate(kept)
+
+
+def _select(probabilities: np.ndarray, kept: np.ndarray, rows: np.ndarray) -> np.ndarray:
+    position = {int(r): i for i, r in enumerate(kept)}
+    missing = [int(r) for r in rows if int(r) not in position]
+    if missing:
+        raise ValueError(f"the teacher could not read {len(missing)} image(s) the student's trunk read")
+    return probabilities[[position[int(r)] for r in rows]]

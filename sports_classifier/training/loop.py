@@ -26,6 +26,7 @@ import numpy as np
 
 from ..version import __version__
 from ..config import ModelConfig, TrainConfig
+from ..errors import BundleError
 from ..datasets import discover
 from ..images import SkippedImages
 from ..metrics import summary
@@ -56,9 +57,11 @@ def _one_hot(y: np.ndarray, n: int) -> np.ndarray:
     return np.eye(n, dtype=np.float32)[y]
 
 
-def _view_batches(views: list[np.ndarray], y: np.ndarray, batch_size: int, seed: int):
+def _view_batches(views: list[np.ndarray], targets: list[np.ndarray], batch_size: int, seed: int):
     """Each epoch shows every training image once, in one of its cached views chosen at
-    random: augmentation without recomputing the frozen part."""
+    random: augmentation without recomputing the frozen part. ``targets[v]`` are view ``v``'s
+    targets (the same labels for every view, unless a teacher's probabilities ride along)."""
+    y = targets[0]
     import keras
 
     class ViewBatches(keras.utils.PyDataset):
@@ -81,8 +84,9 @@ def _view_batches(views: list[np.ndarray], y: np.ndarray, batch_size: int, seed:
 
         def __getitem__(self, i):
             idx = self.order[i * batch_size : (i + 1) * batch_size]
-            x = np.stack([views[v][j] for v, j in zip(self.choice[idx], idx)]).astype(np.float32)
-            return x, y[idx]
+            picks = list(zip(self.choice[idx], idx))
+            x = np.stack([views[v][j] for v, j in picks]).astype(np.float32)
+            return x, np.stack([targets[v][j] for v, j in picks])
 
     batches = ViewBatches()
     follow = keras.callbacks.LambdaCallback(on_epoch_begin=lambda epoch, logs=None: batches.set_epoch(epoch))
@@ -149,7 +153,7 @@ def train(config: TrainConfig, data_dir: str | Path, out_dir: str | Path, *,
     if config.mode == "cached":
         extractor = FeatureExtractor(trunk(model, split), image_size=size, cache_dir=cache_dir,
                                      batch_size=config.batch_size, progress=progress)
-        histories = _train_cached(model, config, extractor, split, train_df, valid_df, n_classes, verbose, ckpt)
+        histories = _train_cached(model, config, extractor, split, train_df, valid_df, labels, verbose, ckpt)
         hits, misses = extractor.hits, extractor.misses
     else:
         histories = _train_end_to_end(model, config, split, train_df, valid_df, size, n_classes, verbose, ckpt)
@@ -182,9 +186,10 @@ def _describe(frame, n_classes: int) -> str:
     return f"{n_classes} classes, {counts.min()}-{counts.max()} images per class"
 
 
-def _train_cached(model, config, extractor, split, train_df, valid_df, n_classes, verbose, ckpt):
+def _train_cached(model, config, extractor, split, train_df, valid_df, labels, verbose, ckpt):
     from .views import compile_model, head_model, set_trainable, upper_features, upper_model
 
+    n_classes = len(labels)
     train_paths, valid_paths = train_df["filepath"].tolist(), valid_df["filepath"].tolist()
     views = [View("clean")]
     if config.augment:
@@ -198,6 +203,13 @@ def _train_cached(model, config, extractor, split, train_df, valid_df, n_classes
     rows = train_feats[0].rows  # the same files decode (or not) in every view
     y_train = _one_hot(train_df["class_index"].to_numpy()[rows], n_classes)
     y_valid = _one_hot(valid_df["class_index"].to_numpy()[valid_feats.rows], n_classes)
+    y_views = [y_train] * len(views)
+    distill = None
+    if config.distill_from:
+        soft = _teacher_targets(config, labels, extractor, train_paths, views, rows, valid_paths, valid_feats.rows)
+        y_views = [np.concatenate([y_train, s], axis=1) for s in soft[:-1]]
+        y_valid = np.concatenate([y_valid, soft[-1]], axis=1)
+        distill = (n_classes, config.distill_temperature, config.distill_weight)
 
     if split is None:
         pooled = [f.values for f in train_feats]
@@ -211,9 +223,9 @@ def _train_cached(model, config, extractor, split, train_df, valid_df, n_classes
     histories = []
     head = head_model(model)
     compile_model(head, optimizer=config.optimizer, learning_rate=config.learning_rate,
-                  weight_decay=config.weight_decay, label_smoothing=config.label_smoothing)
+                  weight_decay=config.weight_decay, label_smoothing=config.label_smoothing, distill=distill)
     if config.head_epochs:
-        batches, follow = _view_batches(pooled, y_train, config.batch_size, config.seed)
+        batches, follow = _view_batches(pooled, y_views, config.batch_size, config.seed)
         histories.append(_run_stage(ckpt, model, config, "head", lambda callbacks: head.fit(
             batches, validation_data=(pooled_valid, y_valid), epochs=config.head_epochs,
             callbacks=[follow, *callbacks], verbose=verbose,
@@ -222,14 +234,34 @@ def _train_cached(model, config, extractor, split, train_df, valid_df, n_classes
         set_trainable(model, split)
         upper = upper_model(model, split)
         compile_model(upper, optimizer=config.optimizer, learning_rate=config.fine_tune_learning_rate,
-                      weight_decay=config.weight_decay, label_smoothing=config.label_smoothing)
-        batches, follow = _view_batches([f.values for f in train_feats], y_train, config.batch_size,
+                      weight_decay=config.weight_decay, label_smoothing=config.label_smoothing, distill=distill)
+        batches, follow = _view_batches([f.values for f in train_feats], y_views, config.batch_size,
                                         config.seed + 1)
         histories.append(_run_stage(ckpt, model, config, "fine_tune", lambda callbacks: upper.fit(
             batches, validation_data=(valid_feats.values, y_valid), epochs=config.fine_tune_epochs,
             callbacks=[follow, *callbacks], verbose=verbose,
         )))
     return histories
+
+
+def _teacher_targets(config, labels, extractor, train_paths, views, rows, valid_paths, valid_rows) -> list[np.ndarray]:
+    """The teacher's probabilities on each training view (same images, same order as the
+    cached activations), then on the clean validation images."""
+    from ..classifier import Classifier
+    from .features import TeacherTargets
+
+    try:  # float ONNX when the bundle has it: the student learns the teacher, not its int8 copy
+        teacher = Classifier.from_pretrained(config.distill_from, runtime="onnx")
+    except BundleError:
+        teacher = Classifier.from_pretrained(config.distill_from)
+    if teacher.labels != labels:
+        raise BundleError(f"teacher {config.distill_from} was not trained on the same classes in the "
+                          f"same order ({len(teacher.labels)} labels, the dataset has {len(labels)})")
+    log.info("distilling from %s (%s)", config.distill_from, teacher.runtime)
+    targets = TeacherTargets(teacher, image_size=extractor.image_size, cache_dir=extractor.root.parent,
+                             batch_size=config.batch_size, progress=extractor.progress)
+    soft = [targets(train_paths, view, rows, desc="train") for view in views]
+    return soft + [targets(valid_paths, View("clean"), valid_rows, desc="valid")]
 
 
 def _train_end_to_end(model, config, split, train_df, valid_df, size, n_classes, verbose, ckpt):
