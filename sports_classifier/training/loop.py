@@ -250,10 +250,9 @@ def _teacher_targets(config, labels, extractor, train_paths, views, rows, valid_
     from ..classifier import Classifier
     from .features import TeacherTargets
 
-    try:  # float ONNX when the bundle has it: the student learns the teacher, not its int8 copy
-        teacher = Classifier.from_pretrained(config.distill_from, runtime="onnx")
-    except BundleError:
-        teacher = Classifier.from_pretrained(config.distill_from)
+    # The teacher as it serves (int8 ONNX when the bundle has it): the targets then depend only
+    # on the bundle, whether or not its float ONNX was kept.
+    teacher = Classifier.from_pretrained(config.distill_from)
     if teacher.labels != labels:
         raise BundleError(f"teacher {config.distill_from} was not trained on the same classes in the "
                           f"same order ({len(teacher.labels)} labels, the dataset has {len(labels)})")
