@@ -174,6 +174,12 @@ def cmd_push(args) -> int:
 
 
 def cmd_bench(args) -> int:
+    if args.models:
+        from .speed_accuracy import run_comparison
+
+        run_comparison(args.models, args.data, repeats=args.repeats, passes=args.passes, as_json=args.json,
+                       plot=args.plot)
+        return 0
     from .bench import run_benchmark
 
     run_benchmark(args.model, args.data, images=args.images, repeats=args.repeats, passes=args.passes,
@@ -305,8 +311,13 @@ def build_parser() -> argparse.ArgumentParser:
                    help="onnx-int8: how many calibration images, spread over the folder (default 200)")
     p.set_defaults(func=cmd_export)
 
-    p = sub.add_parser("bench", help="Keras vs ONNX Runtime speed on real images")
-    p.add_argument("--model", default=default_model())
+    p = sub.add_parser("bench", help="Keras vs ONNX Runtime speed on real images; or accuracy against "
+                                     "speed of several models (--models)")
+    group = p.add_mutually_exclusive_group()
+    group.add_argument("--model", default=default_model(), help="one bundle: its engines side by side")
+    group.add_argument("--models", nargs="+", metavar="BUNDLE",
+                       help="several bundles as served: accuracy (each file's folder is its class) and speed")
+    p.add_argument("--plot", metavar="PNG", help="with --models: write the accuracy-against-speed chart")
     p.add_argument("--data", required=True, help="folder of images (searched recursively)")
     p.add_argument("--images", type=int, default=256, help="images for the batch throughput test")
     p.add_argument("--repeats", type=int, default=50, help="single-image latency samples")

@@ -81,6 +81,40 @@ def samples_png(images: Sequence[np.ndarray], true: Sequence[str], pred: Sequenc
     return _png(fig)
 
 
+def pareto_front(points: Sequence[tuple[float, float]]) -> list[int]:
+    """Indices of the (speed, accuracy) points no other point beats on both, fastest first."""
+    order = sorted(range(len(points)), key=lambda i: (-points[i][0], -points[i][1]))
+    front, best = [], -np.inf
+    for i in order:
+        if points[i][1] > best:
+            front.append(i)
+            best = points[i][1]
+    return front
+
+
+def accuracy_speed_png(comparison: dict) -> bytes:
+    """Validation accuracy against images per second (``speed_accuracy.run_comparison``), each
+    point labelled with its model, the Pareto front drawn through the models worth choosing."""
+    names = [Path(n).name for n in comparison["models"]]
+    points = [(r["predict_paths"]["images_per_s"], r["accuracy"] * 100) for r in comparison["models"].values()]
+    fig = _figure(7, 4.5)
+    ax = fig.subplots()
+    front = pareto_front(points)
+    ax.plot([points[i][0] for i in front], [points[i][1] for i in front], "-", color="tab:green",
+            alpha=0.5, lw=2, label="Pareto front (no model beats these on both)")
+    for i, ((x, y), name) in enumerate(zip(points, names)):
+        ax.scatter([x], [y], s=40, color="tab:green" if i in front else "tab:grey", zorder=3)
+        ax.annotate(name, (x, y), textcoords="offset points", xytext=(6, 4), fontsize=9)
+    ax.set_xlabel(f"images per second (JPEG paths, batch {comparison['batch_size']}, "
+                  f"{comparison['machine']['physical_cores']} CPU cores, as served)")
+    ax.set_ylabel(f"top-1 accuracy on {comparison['images']} validation images (%)")
+    ax.set_xscale("log")
+    ax.margins(x=0.25, y=0.15)
+    ax.grid(alpha=0.3, which="both")
+    ax.legend(loc="lower left", fontsize=8)
+    return _png(fig)
+
+
 def write_png(data: bytes):
     """A bundle writer for PNG bytes."""
     return lambda dest: Path(dest).write_bytes(data)
