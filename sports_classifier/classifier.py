@@ -221,13 +221,14 @@ class Classifier:
         return [r.top for r in results] if isinstance(results, list) else results.top
 
     def score_files(self, paths: Sequence[str | Path], *, batch_size: int = 32, progress: bool = False,
-                    desc: str = "predict") -> tuple[np.ndarray, np.ndarray, list[tuple[str, str]]]:
+                    desc: str = "predict", warn: bool = True) -> tuple[np.ndarray, np.ndarray, list[tuple[str, str]]]:
         """Probabilities for image files that can be read: (probabilities, their row in ``paths``,
-        skipped (path, reason) pairs). The next batch is decoded while one runs."""
+        skipped (path, reason) pairs; one warning sums them up unless ``warn`` is False). The
+        next batch is decoded while one runs."""
         from .runtime import predict_files
 
         return predict_files(self._engine, [str(p) for p in paths], self.config.image_size,
-                             batch_size=batch_size, progress=progress, desc=desc)
+                             batch_size=batch_size, progress=progress, desc=desc, warn=warn)
 
     def predict_files(self, paths: Sequence[str | Path], *, top_k: int = 5, batch_size: int = 32,
                       skip_errors: bool = True, progress: bool = False, desc: str = "predict") -> list[Prediction]:
@@ -238,7 +239,9 @@ class Classifier:
         """
         _check_top_k(top_k)
         paths = [str(p) for p in paths]
-        probs, rows, skipped = self.score_files(paths, batch_size=batch_size, progress=progress, desc=desc)
+        # Each unreadable file is reported in its own Prediction: no summary warning on top.
+        probs, rows, skipped = self.score_files(paths, batch_size=batch_size, progress=progress, desc=desc,
+                                                warn=False)
         if skipped and not skip_errors:
             path, reason = skipped[0]
             raise ImageDecodeError(reason)

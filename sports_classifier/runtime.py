@@ -188,10 +188,11 @@ def export_onnx(model, path: str | Path, *, sample: np.ndarray, atol: float = 1e
 
 
 def predict_files(engine: Engine, paths, image_size: int, *, batch_size: int = BATCH,
-                  progress: bool = False, desc: str = "predict"):
+                  progress: bool = False, desc: str = "predict", warn: bool = True):
     """Run ``engine`` over image files: returns (outputs, kept rows, skipped (path, reason)).
 
-    Unreadable files are skipped and reported rather than ending the run.
+    Unreadable files are skipped rather than ending the run, and summed up in one warning
+    unless ``warn`` is False (for callers that report each file themselves).
     """
     from tqdm.auto import tqdm
 
@@ -204,7 +205,8 @@ def predict_files(engine: Engine, paths, image_size: int, *, batch_size: int = B
             outs.append(engine(pixels))
             rows.append(idx)
             bar.update(len(idx))
-    skipped.warn(desc)
+    if warn:
+        skipped.warn(desc)
     if not outs:
         return np.zeros((0, 0), np.float32), np.zeros(0, np.int64), skipped.items
     return np.concatenate(outs), np.concatenate(rows), skipped.items

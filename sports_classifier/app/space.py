@@ -152,7 +152,7 @@ def prepare_space(out_dir: str | Path, *, model_repos: Sequence[str], title: str
     try:
         shutil.copyfile(app_file, tmp / "app.py")
         if not package:
-            shutil.copytree(Path(__file__).resolve().parent, tmp / PACKAGE,
+            shutil.copytree(Path(__file__).resolve().parents[1], tmp / PACKAGE,  # the whole package
                             ignore=shutil.ignore_patterns(*_VENDOR_SKIP))
         for extra in extras:
             if extra.is_dir():

@@ -166,14 +166,15 @@ def test_example_grid_endpoint(client):
     assert width > 600 and height > 600  # 4 rows of 5 titled photos
 
 
-def test_tensorflow_stays_out_of_the_serving_path_until_explain(app, client):
-    """ONNX bundles serve without TensorFlow; the Explain button loads it on first use."""
+def test_tensorflow_stays_out_of_predict_and_explain(app, client):
+    """ONNX bundles serve without TensorFlow, Explain included: its heat map comes from the ONNX
+    model's class-map output, computed in NumPy."""
     client.predict(gradio_client.handle_file(str(EXAMPLES / "golf" / "1.jpg")), ["tiny"], api_name="/predict")
     assert "tensorflow" not in app.loaded_libraries()
     heatmap, caption = client.predict(gradio_client.handle_file(str(EXAMPLES / "golf" / "1.jpg")), "tiny",
                                       api_name="/explain")
-    assert "Grad-CAM" in caption and Path(heatmap).is_file()
-    assert "tensorflow" in app.loaded_libraries()
+    assert "Class activation map of **tiny**" in caption and Path(heatmap).is_file()
+    assert "tensorflow" not in app.loaded_libraries()  # its shared libraries never mapped
 
 
 def test_files_the_app_wrote_are_pruned_after_an_hour(tmp_path):

@@ -1,6 +1,6 @@
 """The app in a real browser: Debian's headless Chromium driven by Playwright.
 
-Opens the page, uploads a photo and waits for the label, asks for a Grad-CAM heatmap, then
+Opens the page, uploads a photo and waits for the label, asks for a class-activation heat map, then
 clicks through every tab and saves a screenshot of each into tests/artifacts/ (or
 $SPORTS_CLASSIFIER_SCREENSHOTS). Needs `apt-get install chromium` and `pip install playwright`
 (Playwright's own browser download is not used); skips with the reason when either is missing.
@@ -103,14 +103,14 @@ def test_upload_predict_and_explain(page, server, shots):
 
     page.locator("#explain-button").click()
     sync_api.expect(page.locator("#heatmap img")).to_be_visible(timeout=120_000)
-    sync_api.expect(page.get_by_text("Grad-CAM of")).to_be_visible()
+    sync_api.expect(page.get_by_text("Class activation map of")).to_be_visible()
     page.screenshot(path=str(shots / "2-explain.png"), full_page=True)
 
 
 def test_a_photo_without_sport_gets_the_out_of_distribution_note(page, server, shots, tmp_path):
     app, real = server
     if real is None:
-        pytest.skip("needs a real model with a threshold in ui_defaults.json")
+        pytest.skip("needs a real model with an out-of-distribution threshold in its config.json")
     photo = non_sport_photo(tmp_path)
     page.locator("#photo").get_by_role("button", name="Remove Image").click()
     page.locator("#photo input[type=file]").set_input_files(str(photo))
