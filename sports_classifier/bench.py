@@ -15,6 +15,9 @@ and the ONNX processes never import TensorFlow), all started before timing begin
 warmed up. The measurements are then interleaved: pass 1 of Keras, pass 1 of ONNX, pass 1 of
 int8, pass 2 of Keras, ... so a change in the machine's load during the run hits every engine
 alike. Throughput is the median pass; the 1-minute load average is recorded at start and end.
+
+(Over 400 lines because the worker process, its protocol and the report belong together;
+``speed_accuracy`` reuses the workers to compare several models.)
 """
 
 from __future__ import annotations
