@@ -5,7 +5,8 @@ to the first answered ``GET /``, beside the seconds a bare ``python -c "import g
 takes in the same run (the floor no app code can go under, and a gauge of how busy the
 machine is); then the first prediction after the page serves and the median of
 ``--predictions`` warm predictions, each a full round trip through gradio_client (upload,
-queue, preprocessing, ONNX Runtime, answer).
+queue, preprocessing, ONNX Runtime, answer); then as many Explain clicks (the heat map from the
+ONNX model's class maps), and whether the app process ever mapped TensorFlow's libraries.
 
     python scripts/measure_app.py --models models/lite0 --image examples/basketball/1.jpg
 """
@@ -95,6 +96,12 @@ def main(argv: list[str] | None = None) -> int:
             begin = time.perf_counter()
             client.predict(image, models, api_name="/predict")
             warm.append(time.perf_counter() - begin)
+        explain = []
+        for _ in range(args.predictions + 1):  # the first click is a warm-up
+            begin = time.perf_counter()
+            client.predict(image, models[0], api_name="/explain")
+            explain.append(time.perf_counter() - begin)
+        tensorflow_loaded = "tensorflow" in Path(f"/proc/{proc.pid}/maps").read_text()
     finally:
         stop(proc)
     top = first[0].get("value", {}).get("label") if isinstance(first[0], dict) else None
@@ -107,6 +114,10 @@ def main(argv: list[str] | None = None) -> int:
         "first_prediction_s": round(first_s, 3),
         "warm_prediction_median_s": round(statistics.median(warm), 3),
         "warm_prediction_max_s": round(max(warm), 3),
+        "explain_first_ms": round(explain[0] * 1000),
+        "explain_warm_median_ms": round(statistics.median(explain[1:]) * 1000),
+        "explain_warm_max_ms": round(max(explain[1:]) * 1000),
+        "tensorflow_loaded_by_the_app": tensorflow_loaded,
         "top_label": top,
         "load_average": os.getloadavg()[0] if hasattr(os, "getloadavg") else None,
         "cpus": os.cpu_count(),
