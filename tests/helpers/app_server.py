@@ -52,12 +52,13 @@ class AppProcess:
                 self.proc.wait(5)
 
 
-def start_app(models: str, log: Path, *, timeout: float = 60.0) -> AppProcess:
+def start_app(models: str, log: Path, *, timeout: float = 60.0, port: int | None = None,
+              env: dict[str, str] | None = None) -> AppProcess:
     """Run ``python app.py --models MODELS`` and wait until its page answers; the time from
     starting the process to the first successful GET / is ``seconds_to_serving``."""
-    port = free_port()
+    port = port or free_port()
     url = f"http://127.0.0.1:{port}/"
-    env = dict(os.environ, GRADIO_ANALYTICS_ENABLED="False", PYTHONUNBUFFERED="1")
+    env = dict(os.environ, GRADIO_ANALYTICS_ENABLED="False", PYTHONUNBUFFERED="1", **(env or {}))
     start = time.perf_counter()
     out = open(log, "w")
     proc = subprocess.Popen([sys.executable, str(ROOT / "app.py"), "--models", models, "--port", str(port)],
