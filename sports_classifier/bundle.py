@@ -165,12 +165,19 @@ def _write_json(path: Path, data) -> None:
     path.write_text(json.dumps(data, indent=2, ensure_ascii=False) + "\n")
 
 
+def check_destination(dest: str | Path) -> None:
+    """Refuse a destination a bundle may not replace (a file, a folder that is not a bundle):
+    training calls this before its first epoch, not after its last."""
+    dest = Path(dest)
+    if dest.is_file() or (dest.is_dir() and any(dest.iterdir()) and not (dest / CONFIG).is_file()):
+        raise BundleError(f"{dest} exists and is not a model bundle; refusing to overwrite it")
+
+
 def _swap_into_place(new: Path, dest: Path) -> None:
     if not dest.exists():
         os.replace(new, dest)
         return
-    if dest.is_file() or (dest.is_dir() and any(dest.iterdir()) and not (dest / CONFIG).is_file()):
-        raise BundleError(f"{dest} exists and is not a model bundle; refusing to overwrite it")
+    check_destination(dest)
     if _exchange(new, dest):  # one atomic step: dest holds the new bundle, ``new`` the old one
         shutil.rmtree(new, ignore_errors=True)
         return

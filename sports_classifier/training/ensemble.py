@@ -105,6 +105,7 @@ def train_ensemble(members: dict[str, TrainConfig], data_dir: str | Path, out_di
     reused and an interrupted member continues from its checkpoint."""
     from .loop import train
 
+    bundle.check_destination(out_dir)  # before training any member
     folder = members_folder(out_dir)
     paths = []
     for name, config in members.items():

@@ -10,8 +10,10 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import shutil
 import socket
+import time
 import urllib.error
 import urllib.request
 from pathlib import Path
@@ -106,9 +108,14 @@ def world(tiny_bundle, tmp_path_factory):
     uploads = root / "gradio-uploads"
     uploads.mkdir()
     (uploads / "link-to-secret.png").symlink_to(private / "secret.png")  # a link planted in the cache
+    stale = uploads / "0ld" / "left-by-an-earlier-run.jpg"  # two days old: removed at start-up
+    stale.parent.mkdir()
+    stale.write_bytes(b"x" * 1000)
+    os.utime(stale, (time.time() - 2 * 86400,) * 2)
     server = start_app(f"{tiny_bundle},{linked}", root / "app.log", port=port_in_range(),
                        env={"GRADIO_TEMP_DIR": str(uploads)})
-    yield {"url": server.url, "private": private, "uploads": uploads, "linked": linked, "tiny": tiny_bundle}
+    yield {"url": server.url, "private": private, "uploads": uploads, "linked": linked, "tiny": tiny_bundle,
+           "stale": stale}
     server.stop()
 
 
@@ -155,6 +162,14 @@ def test_a_real_upload_is_still_predicted_and_explained(world, api):
             assert out[0]["value"]["label"] in ("cats", "dogs", "owls")
         else:
             assert out[0] is not None and "Class activation map" in out[1]
+
+
+def test_uploads_left_by_earlier_runs_are_removed_at_start_up(world):
+    deadline = time.time() + 30  # the app prunes right after it starts serving
+    while world["stale"].exists() and time.time() < deadline:
+        time.sleep(0.2)
+    assert not world["stale"].exists() and not world["stale"].parent.exists()
+    assert (world["uploads"] / "link-to-secret.png").is_symlink()  # a fresh file: kept
 
 
 # (bundle file name, the private file it is linked to)
