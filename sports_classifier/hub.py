@@ -13,7 +13,6 @@ usable bundle) whose message says what to do; a token never appears in a message
 
 from __future__ import annotations
 
-import json
 import os
 import re
 from dataclasses import dataclass
@@ -302,10 +301,9 @@ def _check_downloaded(path: Path, repo_id: str, revision: str | None) -> None:
         raise BundleError(f"Hub repo {where} is not a sports_classifier bundle: it has no {bundle.CONFIG} "
                           f"(bundle files found: {found or 'none'}); {advice}")
     try:
-        data = json.loads(cfg.read_text())
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise BundleError(f"{bundle.CONFIG} of Hub repo {where} is not valid JSON ({exc}); push the bundle "
-                          "again") from None
+        data = bundle.read_json(bundle.member(path, bundle.CONFIG))
+    except BundleError as exc:  # not JSON, nested too deeply, a link out of the snapshot
+        raise BundleError(f"{bundle.CONFIG} of Hub repo {where}: {exc}; push the bundle again") from None
     if not isinstance(data, dict) or data.get("format") != BUNDLE_FORMAT:
         raise BundleError(f"Hub repo {where} is not a sports_classifier bundle: its {bundle.CONFIG} lacks "
                           f'"format": "{BUNDLE_FORMAT}" (a model of another library?); {advice}')

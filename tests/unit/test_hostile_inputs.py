@@ -346,3 +346,20 @@ def test_requests_are_rate_limited_per_client():
     limiter.check("10.0.0.2")  # another client is not affected
     now[0] = 10.5
     limiter.check("10.0.0.1")  # the window has moved on
+
+
+# -- the token saved by `hf auth login` (point 13) -----------------------------------------------
+
+def test_a_token_saved_by_hf_auth_login_is_scrubbed(tmp_path, monkeypatch):
+    from huggingface_hub import constants
+
+    from sports_classifier.hub import _scrub
+
+    saved = "savedTokenWithoutPrefix0123456789"
+    (tmp_path / "token").write_text(saved + "\n")
+    monkeypatch.setattr(constants, "HF_TOKEN_PATH", str(tmp_path / "token"))
+    monkeypatch.setattr(constants, "HF_STORED_TOKENS_PATH", str(tmp_path / "stored_tokens"))
+    monkeypatch.delenv("HF_TOKEN", raising=False)
+    monkeypatch.delenv("HUGGING_FACE_HUB_TOKEN", raising=False)
+    text = _scrub(f"401 Client Error: bad token {saved} for url ...", None)
+    assert saved not in text and "***" in text
