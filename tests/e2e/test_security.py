@@ -1,5 +1,5 @@
 """Attacks on the running app, sent the way an attacker sends them: raw HTTP to ``python app.py``
-on 127.0.0.1 (ports 7900-7949), no gradio_client smoothing anything over.
+on 127.0.0.1 (ports $SPORTS_CLASSIFIER_TEST_PORTS, default 7900-7949), no gradio_client smoothing anything over.
 
 Extend the tables: ``FILE_READ_CASES`` (a request naming a file the app must not read),
 ``LINKED_FILES`` (a bundle file replaced by a link to a file outside the bundle). Every hostile
@@ -12,7 +12,6 @@ import json
 import math
 import os
 import shutil
-import socket
 import time
 import urllib.error
 import urllib.request
@@ -23,23 +22,17 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from helpers.app_server import start_app
+from helpers.app_server import free_port, start_app
 from sports_classifier import bundle
 from sports_classifier.app.uploads import NOT_AN_UPLOAD
 
-PORTS = range(7900, 7950)
 SECRET_TEXT = "TOP-SECRET-7f3a9c"  # written into the private files; must never come back
 
 
 def port_in_range() -> int:
-    for port in PORTS:
-        with socket.socket() as s:
-            try:
-                s.bind(("127.0.0.1", port))
-            except OSError:
-                continue
-            return port
-    pytest.skip("no free port in 7900-7949")
+    """A free port of $SPORTS_CLASSIFIER_TEST_PORTS (default 7900-7949)."""
+    os.environ.setdefault("SPORTS_CLASSIFIER_TEST_PORTS", "7900-7949")
+    return free_port()
 
 
 # -- HTTP, as a script would send it ---------------------------------------------------------

@@ -27,9 +27,17 @@ def real_bundle() -> Path | None:
 
 
 def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+    """A free port on 127.0.0.1: any, or one of $SPORTS_CLASSIFIER_TEST_PORTS ("7900-7949")
+    on a machine whose users each keep to a port range."""
+    low, _, high = os.environ.get("SPORTS_CLASSIFIER_TEST_PORTS", "0-0").partition("-")
+    for port in range(int(low), int(high or low) + 1):
+        with socket.socket() as s:
+            try:
+                s.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+            return s.getsockname()[1]
+    raise RuntimeError(f"no free port in $SPORTS_CLASSIFIER_TEST_PORTS={low}-{high}")
 
 
 @dataclass
