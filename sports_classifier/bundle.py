@@ -54,7 +54,7 @@ def sha256_file(path: Path) -> str:
 
 
 def member(folder: str | Path, name: str) -> Path | None:
-    """The path of bundle file ``name`` in ``folder``, None when there is no such file.
+    """``folder / name`` once checked, None when there is no such file.
 
     Every read of a bundle file goes through here. A bundle is untrusted input: a symlink in it
     pointing outside the bundle (``curves.png -> ~/.ssh/id_rsa``) would otherwise have the app
@@ -80,7 +80,7 @@ def member(folder: str | Path, name: str) -> Path | None:
         raise BundleError(f"{path} is a link to a file outside the bundle; refusing to read it")
     if not real.is_file():
         raise BundleError(f"{path} is not a regular file")
-    return real
+    return path  # its own name: Keras wants weights files to end in .weights.h5 (Hub blobs do not)
 
 
 def member_or_none(folder: str | Path, name: str) -> Path | None:

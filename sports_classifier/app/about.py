@@ -59,7 +59,7 @@ def model_card_markdown(path: str | Path, *, file_url: str = "/gradio_api/file="
 
     def picture(m):
         file = bundle.member_or_none(path, m.group(2))
-        return f"![{m.group(1)}]({file_url}{file})" if file else f"_({m.group(1)}: not available)_"
+        return f"![{m.group(1)}]({file_url}{file.resolve()})" if file else f"_({m.group(1)}: not available)_"
 
     return re.sub(r"!\[([^\]]*)\]\(([^)/]+\.png)\)", picture, text).strip()
 
@@ -72,5 +72,5 @@ def picture_files(registry: ModelRegistry) -> list[str]:
             for name in (bundle.CURVES, bundle.CONFUSION, bundle.SAMPLES):
                 f = bundle.member_or_none(source.location, name)  # never a link out of the bundle
                 if f is not None:
-                    out.append(str(f))
+                    out.append(str(f.resolve()))  # Gradio compares resolved paths
     return out
