@@ -35,6 +35,7 @@ MAX_PIXELS = 64_000_000
 # a pixel once decoded: a lower cap, still above any camera that writes them.
 MAX_WIDE_PIXELS = 40_000_000
 WIDE_MODES = frozenset({"I;16", "I;16B", "I;16L", "I;16N", "I", "F"})
+ORIENTATION = 0x0112  # the EXIF tag exif_transpose reads
 # Inputs bigger than this on disk are refused before they are read.
 MAX_FILE_BYTES = 50 * 1024 * 1024
 # The formats PIL may open: the image types we accept. Without this list PIL would also try EPS
@@ -144,7 +145,10 @@ def load_rgb(source: ImageInput, *, max_pixels: int = MAX_PIXELS) -> Image.Image
         if getattr(img, "n_frames", 1) > 1:
             img.seek(0)
         # An image opened here is ours to turn in place (no copy); a caller's PIL image is not.
-        img = ImageOps.exif_transpose(img, in_place=not isinstance(source, Image.Image)) or img
+        # Upright images are left alone: for a caller's image exif_transpose would copy it
+        # (192 MB for 64 Mpx), e.g. the app's decoded photo handed on to each model.
+        if img.getexif().get(ORIENTATION, 1) not in (None, 1):
+            img = ImageOps.exif_transpose(img, in_place=not isinstance(source, Image.Image)) or img
         return _to_rgb(img)
     except ImageDecodeError:
         raise
