@@ -367,3 +367,24 @@ def test_a_token_saved_by_hf_auth_login_is_scrubbed(tmp_path, monkeypatch):
     monkeypatch.delenv("HUGGING_FACE_HUB_TOKEN", raising=False)
     text = _scrub(f"401 Client Error: bad token {saved} for url ...", None)
     assert saved not in text and "***" in text
+
+
+# -- the ONNX export sample at the end of training (point 8) -------------------------------------
+
+def test_the_export_sample_skips_corrupt_validation_files(tmp_path):
+    """A corrupt file among the first validation images must not fail a finished training run
+    (already so on main since the architecture refactor: this test guards it)."""
+    from sports_classifier.training.finalize import export_sample
+
+    paths = []
+    for i in range(3):
+        bad = tmp_path / f"bad{i}.jpg"
+        bad.write_bytes(b"\xff\xd8\xff\xe0 truncated")
+        paths.append(str(bad))
+    for i in range(5):
+        good = tmp_path / f"good{i}.png"
+        Image.fromarray(np.full((20, 20, 3), 10 * i, np.uint8)).save(good)
+        paths.append(str(good))
+    sample = export_sample(paths, 32)
+    assert sample.shape == (4, 32, 32, 3)
+    assert [float(x[0, 0, 0]) for x in sample] == [0.0, 10.0, 20.0, 30.0]
