@@ -20,8 +20,9 @@ import time
 from pathlib import Path
 
 import gradio as gr
+from gradio.utils import get_upload_folder
 
-from sports_classifier.app import about, batch, compare, examples
+from sports_classifier.app import about, batch, compare, examples, uploads
 from sports_classifier.app import predict as predict_tab
 from sports_classifier.app.registry import ModelRegistry
 from sports_classifier.errors import UserInputError
@@ -39,6 +40,12 @@ TITLE = "Sports classifier"
 CACHE_CLEANUP = (3600, 3600)  # (how often, how old) in seconds: gr.Blocks(delete_cache=...)
 GRIDS = Path(tempfile.gettempdir()) / "sports-classifier-grids"
 BATCHES = Path(tempfile.gettempdir()) / "sports-classifier-batches"
+# Where a request may point the decoder: Gradio's upload folder (uploads, and examples once
+# clicked, which Gradio copies there) and the example photos (app.uploads).
+UPLOAD_FOLDER = get_upload_folder()
+UPLOAD_ROOTS = (UPLOAD_FOLDER, str(EXAMPLES))
+RATE = uploads.RateLimiter()
+_last_prune = [0.0]
 CSS = """
 .result-note {min-height: 2.5em; font-size: 0.9em}
 """
@@ -61,8 +68,18 @@ def _photo_path(image):
     """The uploaded photo's file path. The predict and explain events skip Gradio's own image
     decoding (``preprocess=False``), so every upload goes through the package's one decode
     path: its decompression-bomb guard and readable errors, and 16-bit / RGBA / CMYK photos
-    converted exactly as in training."""
-    return image.get("path") if isinstance(image, dict) else image
+    converted exactly as in training. Gradio then does not check the path either: only files
+    inside the upload folder are accepted (``uploads.uploaded_file``)."""
+    return uploads.uploaded_file(image, UPLOAD_ROOTS)
+
+
+def _admit(request: gr.Request | None) -> None:
+    """Per-client request rate, and the upload cache kept within its disk budget (checked at
+    most every 30 s: it walks the folder)."""
+    RATE.check(getattr(getattr(request, "client", None), "host", None))
+    if time.time() - _last_prune[0] > 30:
+        _last_prune[0] = time.time()
+        uploads.prune_cache(UPLOAD_FOLDER)
 
 
 def _prune(folder: Path, max_age: float = CACHE_CLEANUP[1]) -> None:
@@ -130,7 +147,8 @@ def build_demo(registry: ModelRegistry) -> gr.Blocks:
     # -- handlers bound to this registry (plain functions from ui, errors shown in the page) --
 
     @_handler
-    def on_predict(image, selected):
+    def on_predict(image, selected, request: gr.Request):
+        _admit(request)
         image = _photo_path(image)
         if image is None:
             return slot_values([], selected or []) + [predict_tab.status_markdown(registry)]
@@ -138,7 +156,8 @@ def build_demo(registry: ModelRegistry) -> gr.Blocks:
         return slot_values(results, selected) + [predict_tab.status_markdown(registry)]
 
     @_handler
-    def on_explain(image, model):
+    def on_explain(image, model, request: gr.Request):
+        _admit(request)
         return predict_tab.explain(registry, _photo_path(image), model)
 
     def visible_slots(selected):
@@ -174,7 +193,9 @@ def build_demo(registry: ModelRegistry) -> gr.Blocks:
         return [compare.compare_table(registry), *pictures, compare.disagreement_table(registry), predict_tab.status_markdown(registry)]
 
     @_handler
-    def on_batch(files, selected):
+    def on_batch(files, selected, request: gr.Request):
+        _admit(request)
+        files = uploads.uploaded_files(files, UPLOAD_ROOTS)
         _prune(BATCHES)
         BATCHES.mkdir(parents=True, exist_ok=True)
         frame, csv_path = batch.batch_predict(registry, files, selected,
@@ -315,6 +336,8 @@ def launch(demo: gr.Blocks, registry: ModelRegistry, args: argparse.Namespace) -
         max_file_size=MAX_FILE_SIZE, allowed_paths=allowed_paths(registry), ssr_mode=False,
         theme=gr.themes.Soft(), css=CSS, footer_links=["api"], prevent_thread_lock=True,
     )
+    # uploads left by earlier runs (Gradio's own cleanup covers only this process's files)
+    uploads.prune_cache(UPLOAD_FOLDER, max_age=CACHE_CLEANUP[1])
     registry.warm_up()  # the page already serves; the first prediction then finds models ready
     demo.block_thread()
 

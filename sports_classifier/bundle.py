@@ -53,6 +53,55 @@ def sha256_file(path: Path) -> str:
     return digest.hexdigest()
 
 
+def member(folder: str | Path, name: str) -> Path | None:
+    """``folder / name`` once checked, None when there is no such file.
+
+    Every read of a bundle file goes through here. A bundle is untrusted input: a symlink in it
+    pointing outside the bundle (``curves.png -> ~/.ssh/id_rsa``) would otherwise have the app
+    serve that file, the About tab show it, or a push publish it. Links that stay inside the
+    bundle are followed. The Hub cache stores a snapshot's files as links into the repo's
+    ``blobs/`` folder, so for a folder inside ``.../snapshots/`` that folder counts as inside.
+
+    Raises ``BundleError`` for a link leaving the bundle, or a name that is not a regular file.
+    """
+    folder = Path(folder)
+    path = folder / name
+    if not path.is_symlink() and not path.exists():
+        return None
+    try:
+        real = path.resolve(strict=True)
+        home = folder.resolve(strict=True)
+    except (OSError, RuntimeError) as exc:  # dangling link, link loop
+        raise BundleError(f"{path} is a broken link ({exc.__class__.__name__}); the bundle is corrupt") from None
+    inside = [home]
+    if home.parent.name == "snapshots":  # huggingface_hub's cache: snapshots/<rev>/<file> -> ../../blobs/<hash>
+        inside.append(home.parent.parent / "blobs")
+    if not any(real.is_relative_to(root) for root in inside):
+        raise BundleError(f"{path} is a link to a file outside the bundle; refusing to read it")
+    if not real.is_file():
+        raise BundleError(f"{path} is not a regular file")
+    return path  # its own name: Keras wants weights files to end in .weights.h5 (Hub blobs do not)
+
+
+def member_or_none(folder: str | Path, name: str) -> Path | None:
+    """``member`` for optional extras (pictures, sizes): a refused file counts as absent."""
+    try:
+        return member(folder, name)
+    except BundleError:
+        return None
+
+
+def read_json(file: Path):
+    """Parse a bundle's JSON file; ``BundleError`` for anything that is not JSON (invalid, not
+    UTF-8, or nested deeply enough to exhaust Python's recursion limit)."""
+    try:
+        return json.loads(file.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise BundleError(f"{file} is not valid JSON ({exc}); the bundle is corrupt") from None
+    except RecursionError:
+        raise BundleError(f"{file} is nested too deeply to be a bundle file; the bundle is corrupt") from None
+
+
 def copy_from(source: Path) -> Writer:
     return lambda dest: shutil.copyfile(source, dest)
 
@@ -68,7 +117,8 @@ def write_bundle(dest: str | Path, config: ModelConfig, writers: dict[str, Write
     if unknown:
         raise BundleError(f"not bundle files: {unknown}; a bundle holds {list(FILES)}")
     dest.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{dest.name}.tmp-", dir=dest.parent))
+    remove_stale_temporaries(dest)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{dest.name}.tmp-{os.getpid()}-", dir=dest.parent))
     try:
         for name, write in writers.items():
             if name not in (CONFIG, CARD):
@@ -86,16 +136,48 @@ def write_bundle(dest: str | Path, config: ModelConfig, writers: dict[str, Write
     return dest
 
 
+def remove_stale_temporaries(dest: Path) -> list[Path]:
+    """Delete ``.NAME.tmp-PID-*`` folders beside ``dest`` left by a save that was killed (a
+    whole bundle each). Only those whose process is gone: a save running now keeps its own."""
+    removed = []
+    for tmp in dest.parent.glob(f".{dest.name}.tmp-*"):
+        pid = tmp.name[len(f".{dest.name}.tmp-"):].split("-", 1)[0]
+        if not pid.isdigit() or _alive(int(pid)) or not tmp.is_dir() or tmp.is_symlink():
+            continue  # older saves named no PID: left alone, since one may be running
+        shutil.rmtree(tmp, ignore_errors=True)
+        removed.append(tmp)
+    return removed
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # exists, owned by someone else
+        return True
+    except OSError:
+        return True
+    return True
+
+
 def _write_json(path: Path, data) -> None:
     path.write_text(json.dumps(data, indent=2, ensure_ascii=False) + "\n")
+
+
+def check_destination(dest: str | Path) -> None:
+    """Refuse a destination a bundle may not replace (a file, a folder that is not a bundle):
+    training calls this before its first epoch, not after its last."""
+    dest = Path(dest)
+    if dest.is_file() or (dest.is_dir() and any(dest.iterdir()) and not (dest / CONFIG).is_file()):
+        raise BundleError(f"{dest} exists and is not a model bundle; refusing to overwrite it")
 
 
 def _swap_into_place(new: Path, dest: Path) -> None:
     if not dest.exists():
         os.replace(new, dest)
         return
-    if dest.is_file() or (dest.is_dir() and any(dest.iterdir()) and not (dest / CONFIG).is_file()):
-        raise BundleError(f"{dest} exists and is not a model bundle; refusing to overwrite it")
+    check_destination(dest)
     if _exchange(new, dest):  # one atomic step: dest holds the new bundle, ``new`` the old one
         shutil.rmtree(new, ignore_errors=True)
         return
@@ -139,16 +221,14 @@ def read_config(path: str | Path) -> ModelConfig:
         raise BundleError(f"model bundle not found: {path}{hint}")
     if not path.is_dir():
         raise BundleError(f"{path} is a file; a model bundle is a folder holding {CONFIG}")
-    cfg = path / CONFIG
-    if not cfg.is_file():
+    cfg = member(path, CONFIG)
+    if cfg is None:
         raise BundleError(
             f"{path} is not a sports_classifier bundle: no {CONFIG} "
             f"(found: {sorted(p.name for p in path.iterdir())[:8]})"
         )
-    try:
-        data = json.loads(cfg.read_text())
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise BundleError(f"{cfg} is not valid JSON ({exc}); the bundle is corrupt") from None
+    data = read_json(cfg)
+    cfg = path / CONFIG  # named as the user knows it in messages
     try:
         config = ModelConfig.from_dict(data)
     except ConfigError as exc:
@@ -187,8 +267,8 @@ def _replace_file(path: Path, text: str) -> None:
 
 def verified_file(path: str | Path, config: ModelConfig, name: str) -> Path:
     """The path of a checksummed bundle file, after checking it exists and is intact."""
-    file = Path(path) / name
-    if not file.is_file():
+    file = member(path, name)
+    if file is None:
         raise BundleError(f"{path} lacks {name}; the bundle is incomplete (re-download or re-save it)")
     expected = config.files_sha256.get(name)
     if expected is None:
@@ -202,7 +282,7 @@ def verified_file(path: str | Path, config: ModelConfig, name: str) -> Path:
 
 
 def has_onnx(path: str | Path, config: ModelConfig) -> bool:
-    return (Path(path) / ONNX).is_file() and ONNX in config.files_sha256
+    return member_or_none(path, ONNX) is not None and ONNX in config.files_sha256
 
 
 def load_keras_model(path: str | Path, config: ModelConfig):
@@ -224,13 +304,22 @@ def load_keras_model(path: str | Path, config: ModelConfig):
 
 
 def read_metrics(path: str | Path) -> dict:
-    file = Path(path) / METRICS
-    if not file.is_file():
+    """metrics.json: ``{split: {metric: value, ...}}``; {} when absent, ``BundleError`` when it
+    is not JSON of that shape (a list, a split that is not an object)."""
+    file = member(path, METRICS)
+    if file is None:
         return {}
-    try:
-        return json.loads(file.read_text())
-    except json.JSONDecodeError as exc:
-        raise BundleError(f"{file} is not valid JSON: {exc}") from None
+    data = read_json(file)
+    if not isinstance(data, dict) or not all(isinstance(v, dict) for v in data.values()):
+        raise BundleError(f"{Path(path) / METRICS} must map each split to an object of metrics, "
+                          f"got {json.dumps(data)[:80]}")
+    return data
+
+
+def read_card(path: str | Path) -> str | None:
+    """The model card's text (None when absent); bytes that are not UTF-8 are replaced."""
+    file = member(path, CARD)
+    return None if file is None else file.read_text(encoding="utf-8", errors="replace")
 
 
 def write_metrics(data: dict) -> Writer:

@@ -336,13 +336,14 @@ class Classifier:
 
     def save_pretrained(self, path: str | Path) -> Path:
         """Write this model's bundle to ``path`` (atomically; config and card regenerated)."""
+        present = {name: bundle.member(self.path, name) for name in bundle.FILES}  # refuses outside links
         for name in bundle.CHECKSUMMED:
-            if (self.path / name).is_file():
+            if present[name] is not None:
                 bundle.verified_file(self.path, self.config, name)
         writers = {
-            name: bundle.copy_from(self.path / name)
-            for name in bundle.FILES
-            if name not in (bundle.CONFIG, bundle.CARD) and (self.path / name).is_file()
+            name: bundle.copy_from(file)
+            for name, file in present.items()
+            if name not in (bundle.CONFIG, bundle.CARD) and file is not None
         }
         if Path(path).resolve() == self.path.resolve():
             return self.path  # already there, verified

@@ -7,6 +7,7 @@ keys so that a typo in a preset or a bundle written by a newer version is caught
 from __future__ import annotations
 
 import dataclasses
+import math
 from dataclasses import dataclass, field, fields
 from typing import Any, Mapping, TypeVar
 
@@ -16,6 +17,9 @@ T = TypeVar("T", bound="_Config")
 
 BUNDLE_FORMAT = "sports_classifier.bundle"
 BUNDLE_FORMAT_VERSION = 1
+# A network input side outside this range is a corrupt or hostile config.json (the largest
+# backbone here uses 260 px; 100,000 px would allocate 112 GiB per image).
+MIN_IMAGE_SIZE, MAX_IMAGE_SIZE = 16, 2048
 ENSEMBLE = "ensemble"  # ModelConfig.backbone of a bundle that averages several networks
 MEMBER_KEYS = {"backbone": str, "image_size": int, "tta_flip": bool, "name": str}
 
@@ -166,6 +170,7 @@ class ModelConfig(_Config):
     out_of_distribution: dict | None = None
 
     def __post_init__(self) -> None:
+        _check_types(self)
         if self.format != BUNDLE_FORMAT:
             raise ConfigError(f"not a sports_classifier bundle config (format={self.format!r})")
         if not isinstance(self.format_version, int) or self.format_version > BUNDLE_FORMAT_VERSION:
@@ -175,8 +180,8 @@ class ModelConfig(_Config):
             )
         if len(self.labels) < 2 or len(set(self.labels)) != len(self.labels):
             raise ConfigError("labels must hold at least two distinct class names")
-        if self.image_size < 16:
-            raise ConfigError(f"image_size must be >= 16, got {self.image_size}")
+        if not MIN_IMAGE_SIZE <= self.image_size <= MAX_IMAGE_SIZE:
+            raise ConfigError(f"image_size must be in [{MIN_IMAGE_SIZE}, {MAX_IMAGE_SIZE}], got {self.image_size}")
         if (self.backbone == ENSEMBLE) != bool(self.members):
             raise ConfigError("an ensemble config (backbone 'ensemble') lists its members, and only "
                               "an ensemble config does")
@@ -225,5 +230,48 @@ def _check_member(i: int, member) -> None:
         value = member.get(key)
         if value is not None and not isinstance(value, kind):
             raise ConfigError(f"ensemble member {i}: {key} must be {kind.__name__}, got {value!r}")
-    if member["image_size"] < 16:
-        raise ConfigError(f"ensemble member {i}: image_size must be >= 16, got {member['image_size']}")
+    size = member["image_size"]
+    if isinstance(size, bool) or not MIN_IMAGE_SIZE <= size <= MAX_IMAGE_SIZE:
+        raise ConfigError(f"ensemble member {i}: image_size must be in [{MIN_IMAGE_SIZE}, {MAX_IMAGE_SIZE}], "
+                          f"got {size!r}")
+
+
+def _is(value, kind) -> bool:
+    """``isinstance`` where a JSON ``true`` is not an int, an int is a float, NaN is neither."""
+    if kind is int:
+        return isinstance(value, int) and not isinstance(value, bool)
+    if kind is float:
+        return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+    return isinstance(value, kind)
+
+
+# ModelConfig's fields as config.json must hold them: a bundle is untrusted input, and an
+# ill-typed field would otherwise surface later as a raw TypeError (or, for image_size, as a
+# 100,000-pixel-wide array allocation).
+_MODEL_TYPES = {
+    "backbone": str, "image_size": int, "dropout": float, "tta_flip": bool, "format": str,
+    "format_version": int, "package_version": str, "keras_version": str, "preprocessing": Mapping,
+    "files_sha256": Mapping, "created": str,
+}
+_OPTIONAL_MAPPINGS = ("training", "out_of_distribution")
+_WANTED = {Mapping: "a JSON object", float: "a finite number", int: "an integer", str: "a string",
+           bool: "true or false"}
+
+
+def _check_types(config: "ModelConfig") -> None:
+    for name, kind in _MODEL_TYPES.items():
+        value = getattr(config, name)
+        if not _is(value, kind):
+            raise ConfigError(f"{name} must be {_WANTED[kind]}, got {value!r:.80}")
+    for name in _OPTIONAL_MAPPINGS:
+        value = getattr(config, name)
+        if value is not None and not isinstance(value, Mapping):
+            raise ConfigError(f"{name} must be a JSON object or null, got {value!r:.80}")
+    if not isinstance(config.labels, (tuple, list)) or not all(isinstance(x, str) for x in config.labels):
+        raise ConfigError(f"labels must be a list of class names (strings), got {config.labels!r:.80}")
+    if not all(isinstance(k, str) and isinstance(v, str) for k, v in config.files_sha256.items()):
+        raise ConfigError(f"files_sha256 must map file names to hex digests, got {config.files_sha256!r:.80}")
+    if not isinstance(config.members, (tuple, list)):
+        raise ConfigError(f"members must be a list, got {config.members!r:.80}")
+    if not 0.0 <= config.dropout < 1.0:
+        raise ConfigError(f"dropout must be in [0, 1), got {config.dropout}")

@@ -13,7 +13,6 @@ usable bundle) whose message says what to do; a token never appears in a message
 
 from __future__ import annotations
 
-import json
 import os
 import re
 from dataclasses import dataclass
@@ -37,10 +36,24 @@ def _scrub(text: str, token: str | bool | None) -> str:
     """Remove a token (the one given, HF_TOKEN's, or anything shaped like one) from text."""
     import os
 
-    for secret in (token, os.environ.get("HF_TOKEN"), os.environ.get("HUGGING_FACE_HUB_TOKEN")):
+    for secret in (token, os.environ.get("HF_TOKEN"), os.environ.get("HUGGING_FACE_HUB_TOKEN"),
+                   *_saved_tokens()):
         if isinstance(secret, str) and secret:
             text = text.replace(secret, "***")
     return _TOKEN_LIKE.sub("hf_***", text)
+
+
+def _saved_tokens() -> list[str]:
+    """The token ``hf auth login`` stored (``$HF_HOME/token`` and the stored-tokens file): it is
+    sent like HF_TOKEN's, so it must be scrubbed like it, even when it has no ``hf_`` prefix."""
+    try:
+        from huggingface_hub import get_token
+        from huggingface_hub.utils import get_stored_tokens
+
+        saved = [get_token()] + list(get_stored_tokens().values())
+    except Exception:  # an old huggingface_hub, an unreadable file: nothing more to scrub
+        return []
+    return [t for t in saved if isinstance(t, str) and t]
 
 
 def _first_line(exc: BaseException) -> str:
@@ -288,10 +301,9 @@ def _check_downloaded(path: Path, repo_id: str, revision: str | None) -> None:
         raise BundleError(f"Hub repo {where} is not a sports_classifier bundle: it has no {bundle.CONFIG} "
                           f"(bundle files found: {found or 'none'}); {advice}")
     try:
-        data = json.loads(cfg.read_text())
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise BundleError(f"{bundle.CONFIG} of Hub repo {where} is not valid JSON ({exc}); push the bundle "
-                          "again") from None
+        data = bundle.read_json(bundle.member(path, bundle.CONFIG))
+    except BundleError as exc:  # not JSON, nested too deeply, a link out of the snapshot
+        raise BundleError(f"{bundle.CONFIG} of Hub repo {where}: {exc}; push the bundle again") from None
     if not isinstance(data, dict) or data.get("format") != BUNDLE_FORMAT:
         raise BundleError(f"Hub repo {where} is not a sports_classifier bundle: its {bundle.CONFIG} lacks "
                           f'"format": "{BUNDLE_FORMAT}" (a model of another library?); {advice}')
@@ -332,13 +344,14 @@ def upload_bundle(folder: str | Path, repo_id: str, *, private: bool | None = No
 
     folder = Path(folder)
     config = bundle.read_config(folder)
-    for name in bundle.CHECKSUMMED:  # never publish a corrupt bundle
-        if (folder / name).is_file():
+    # Never publish a corrupt bundle, nor what a link in it points to outside it.
+    files = [name for name in bundle.FILES if bundle.member(folder, name) is not None]
+    for name in bundle.CHECKSUMMED:
+        if name in files:
             bundle.verified_file(folder, config, name)
-    if not (folder / bundle.CARD).is_file():
+    if bundle.CARD not in files:
         raise BundleError(f"{folder} has no model card ({bundle.CARD}); re-save it with "
                           "Classifier.save_pretrained or push with Classifier.push_to_hub")
-    files = [name for name in bundle.FILES if (folder / name).is_file()]
     stale = [name for name in bundle.FILES if name not in files]
     _require_token(token, "uploading a model")
     message = commit_message or (f"Upload sports_classifier bundle ({config.architecture}, "

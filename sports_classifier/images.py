@@ -31,8 +31,19 @@ ImageInput = Union[str, os.PathLike, bytes, Image.Image, np.ndarray]
 # A photo larger than this is refused before its pixels are decoded (decompression bombs:
 # a tiny PNG can claim 50,000 x 50,000 pixels, 7.5 GB once decoded).
 MAX_PIXELS = 64_000_000
+# Images of more than 8 bits per channel (16-bit PNG/TIFF, 32-bit int or float) take 2-4 bytes
+# a pixel once decoded: a lower cap, still above any camera that writes them.
+MAX_WIDE_PIXELS = 40_000_000
+WIDE_MODES = frozenset({"I;16", "I;16B", "I;16L", "I;16N", "I", "F"})
+ORIENTATION = 0x0112  # the EXIF tag exif_transpose reads
 # Inputs bigger than this on disk are refused before they are read.
 MAX_FILE_BYTES = 50 * 1024 * 1024
+# The formats PIL may open: the image types we accept. Without this list PIL would also try EPS
+# (which hands the file to Ghostscript), PSD, ICNS and a dozen more parsers no photo needs.
+PIL_FORMATS = ("JPEG", "PNG", "BMP", "GIF", "WEBP", "TIFF")  # JPEG covers MPO (phone photos)
+# Non-RGB images are converted this many pixels at a time, so a 64-megapixel RGBA or 16-bit
+# photo never exists as several full-size float or RGBA copies at once.
+CONVERT_STRIP_PIXELS = 1 << 20
 
 
 def _open(source: ImageInput) -> Image.Image:
@@ -44,21 +55,7 @@ def _open(source: ImageInput) -> Image.Image:
         data = bytes(source)
         name = "<bytes>"
     elif isinstance(source, (str, os.PathLike)):
-        path = Path(source)
-        name = str(path)
-        if path.is_dir():
-            raise ImageDecodeError(f"{name} is a directory, not an image file")
-        try:
-            size = path.stat().st_size
-        except FileNotFoundError:
-            raise ImageDecodeError(f"{name}: no such file") from None
-        if size == 0:
-            raise ImageDecodeError(f"{name} is empty (0 bytes)")
-        if size > MAX_FILE_BYTES:
-            raise ImageDecodeError(
-                f"{name} is {size / 2**20:.0f} MB; images over {MAX_FILE_BYTES // 2**20} MB are refused"
-            )
-        data = path.read_bytes()
+        data, name = _read_file(Path(source))
     else:
         raise ImageDecodeError(
             f"cannot read an image from {type(source).__name__}; "
@@ -67,7 +64,7 @@ def _open(source: ImageInput) -> Image.Image:
     if not data:
         raise ImageDecodeError(f"{name} is empty (0 bytes)")
     try:
-        img = Image.open(io.BytesIO(data))
+        img = Image.open(io.BytesIO(data), formats=PIL_FORMATS)
     except UnidentifiedImageError:
         raise ImageDecodeError(f"{name} is not a readable image (unknown or corrupt format)") from None
     except Image.DecompressionBombError as exc:
@@ -76,6 +73,28 @@ def _open(source: ImageInput) -> Image.Image:
         raise ImageDecodeError(f"{name} could not be decoded: {exc}") from None
     img.info["source_name"] = name
     return img
+
+
+def _read_file(path: Path) -> tuple[bytes, str]:
+    """The file's bytes; every way a path can fail to be a readable file (a directory, a link
+    loop, a path through a file, a name too long, no permission) is an ``ImageDecodeError``
+    naming it, so one bad path never ends a run over many."""
+    name = str(path)
+    try:
+        if path.is_dir():
+            raise ImageDecodeError(f"{name} is a directory, not an image file")
+        size = path.stat().st_size
+        if size == 0:
+            raise ImageDecodeError(f"{name} is empty (0 bytes)")
+        if size > MAX_FILE_BYTES:
+            raise ImageDecodeError(
+                f"{name} is {size / 2**20:.0f} MB; images over {MAX_FILE_BYTES // 2**20} MB are refused"
+            )
+        return path.read_bytes(), name
+    except FileNotFoundError:
+        raise ImageDecodeError(f"{name}: no such file") from None
+    except OSError as exc:
+        raise ImageDecodeError(f"{name} cannot be read: {exc.strerror or exc}") from None
 
 
 def _from_array(array: np.ndarray) -> Image.Image:
@@ -92,7 +111,7 @@ def _from_array(array: np.ndarray) -> Image.Image:
             scale = 255.0 if a.size and float(np.nanmax(a)) <= 1.0 else 1.0
             a = np.clip(np.nan_to_num(a) * scale, 0, 255)
         elif np.issubdtype(a.dtype, np.integer) and a.max(initial=0) > 255:
-            a = a / (65535.0 if a.max() > 4095 else 4095.0) * 255.0
+            a = a.astype(np.float32) / np.float32(65535.0 if a.max() > 4095 else 4095.0) * np.float32(255.0)
         a = np.clip(a, 0, 255).astype(np.uint8)
     return Image.fromarray(a)
 
@@ -116,11 +135,20 @@ def load_rgb(source: ImageInput, *, max_pixels: int = MAX_PIXELS) -> Image.Image
             f"{name} is {width}x{height} pixels; images over {max_pixels:,} pixels are refused "
             "(possible decompression bomb)"
         )
+    wide_cap = min(max_pixels, MAX_WIDE_PIXELS)
+    if img.mode in WIDE_MODES and width * height > wide_cap:
+        raise ImageDecodeError(
+            f"{name} is {width}x{height} pixels of {img.mode} (more than 8 bits per channel); such "
+            f"images over {wide_cap:,} pixels are refused"
+        )
     try:
         if getattr(img, "n_frames", 1) > 1:
             img.seek(0)
         # An image opened here is ours to turn in place (no copy); a caller's PIL image is not.
-        img = ImageOps.exif_transpose(img, in_place=not isinstance(source, Image.Image)) or img
+        # Upright images are left alone: for a caller's image exif_transpose would copy it
+        # (192 MB for 64 Mpx), e.g. the app's decoded photo handed on to each model.
+        if img.getexif().get(ORIENTATION, 1) not in (None, 1):
+            img = ImageOps.exif_transpose(img, in_place=not isinstance(source, Image.Image)) or img
         return _to_rgb(img)
     except ImageDecodeError:
         raise
@@ -130,13 +158,30 @@ def load_rgb(source: ImageInput, *, max_pixels: int = MAX_PIXELS) -> Image.Image
 
 
 def _to_rgb(img: Image.Image) -> Image.Image:
-    mode = img.mode
-    if mode == "RGB":
+    """The image as 8-bit RGB, converted in horizontal strips (``CONVERT_STRIP_PIXELS``): each
+    conversion below is per pixel, so strips give exactly the whole image's result, while the
+    temporaries (float64 for 16-bit, RGBA and its white background) stay a strip's size."""
+    if img.mode == "RGB":
         img.load()
         return img
-    if mode in ("I;16", "I;16B", "I;16L", "I", "F"):
+    img.load()
+    width, height = img.size
+    top = None
+    if img.mode in WIDE_MODES:  # one scale for the whole image: from its extrema, no copy
+        top = 65535.0 if max(0, img.getextrema()[1]) > 255 else 255.0
+    rows = max(1, CONVERT_STRIP_PIXELS // max(1, width))
+    if rows >= height:
+        return _strip_to_rgb(img, top)
+    out = Image.new("RGB", img.size)
+    for y in range(0, height, rows):
+        out.paste(_strip_to_rgb(img.crop((0, y, width, min(height, y + rows))), top), (0, y))
+    return out
+
+
+def _strip_to_rgb(img: Image.Image, top: float | None) -> Image.Image:
+    mode = img.mode
+    if top is not None:
         a = np.asarray(img, dtype=np.float64)
-        top = 65535.0 if a.max(initial=0) > 255 else 255.0
         return Image.fromarray(np.clip(a / top * 255.0, 0, 255).astype(np.uint8)).convert("RGB")
     if mode == "P":
         img = img.convert("RGBA")

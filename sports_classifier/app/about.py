@@ -6,6 +6,7 @@ import re
 from pathlib import Path
 
 from .. import bundle
+from ..errors import BundleError
 from .registry import ModelRegistry
 
 
@@ -24,33 +25,43 @@ def about_markdown(registry: ModelRegistry) -> str:
                          "its model card is on that page.")
             continue
         try:
-            cfg = bundle.read_config(source.location)
-            metrics = bundle.read_metrics(source.location).get("valid", {})
-        except Exception as exc:  # shown, not raised: the About tab must render
+            lines.append(_model_line(source))
+        except Exception as exc:  # shown, not raised: the About tab (and the app) must render
             lines.append(f"- **{source.name}** (`{source.location}`): cannot read the bundle: {exc}")
-            continue
-        acc = f", validation accuracy {metrics['accuracy']:.1%}" if "accuracy" in metrics else ""
-        arch = cfg.architecture if cfg.is_ensemble else f"`{cfg.backbone}`"
-        lines.append(f"- **{source.name}**: {arch} at {cfg.image_size} px, {cfg.num_classes} classes{acc}; "
-                     "model card below.")
     models = "\n".join(lines) or "_No models configured._"
     return ABOUT_TEMPLATE.read_text(encoding="utf-8").replace("{models}", models)
+
+
+def _model_line(source) -> str:
+    cfg = bundle.read_config(source.location)
+    metrics = bundle.read_metrics(source.location).get("valid", {})
+    accuracy = metrics.get("accuracy")
+    acc = (f", validation accuracy {accuracy:.1%}"
+           if isinstance(accuracy, (int, float)) and not isinstance(accuracy, bool) else "")
+    arch = cfg.architecture if cfg.is_ensemble else f"`{cfg.backbone}`"
+    return f"- **{source.name}**: {arch} at {cfg.image_size} px, {cfg.num_classes} classes{acc}; model card below."
 
 
 def model_card_markdown(path: str | Path, *, file_url: str = "/gradio_api/file=") -> str:
     """A local bundle's model card without its YAML front matter, its pictures pointed at the
     app's file route (the bundle's picture files are in the app's ``allowed_paths``)."""
     path = Path(path)
-    card = path / bundle.CARD
-    if not card.is_file():
+    try:
+        text = bundle.read_card(path)
+    except (BundleError, OSError) as exc:  # a link out of the bundle, unreadable
+        return f"_The model card of {path} cannot be shown: {exc}_"
+    if text is None:
         return f"_{path} has no model card ({bundle.CARD})._"
-    text = card.read_text()
     if text.startswith("---"):
         end = text.find("\n---", 3)
         if end != -1:
             text = text[end + 4:]
-    return re.sub(r"!\[([^\]]*)\]\(([^)/]+\.png)\)",
-                  lambda m: f"![{m.group(1)}]({file_url}{(path / m.group(2)).resolve()})", text).strip()
+
+    def picture(m):
+        file = bundle.member_or_none(path, m.group(2))
+        return f"![{m.group(1)}]({file_url}{file.resolve()})" if file else f"_({m.group(1)}: not available)_"
+
+    return re.sub(r"!\[([^\]]*)\]\(([^)/]+\.png)\)", picture, text).strip()
 
 
 def picture_files(registry: ModelRegistry) -> list[str]:
@@ -59,7 +70,7 @@ def picture_files(registry: ModelRegistry) -> list[str]:
     for source in registry.sources:
         if not source.hub:
             for name in (bundle.CURVES, bundle.CONFUSION, bundle.SAMPLES):
-                f = Path(source.location) / name
-                if f.is_file():
-                    out.append(str(f.resolve()))
+                f = bundle.member_or_none(source.location, name)  # never a link out of the bundle
+                if f is not None:
+                    out.append(str(f.resolve()))  # Gradio compares resolved paths
     return out

@@ -3,11 +3,14 @@ sizes) plus the latency measured on this server when each model loaded."""
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 
 from .. import bundle
 from .registry import LATENCY_RUNS, ModelRegistry
 
+
+log = logging.getLogger(__name__)
 
 _param_cache: dict[tuple[str, float], int | None] = {}
 
@@ -43,8 +46,14 @@ COMPARE_COLUMNS = ["model", "backbone", "image size", "classes", "valid images",
                    "ms / image", "engine", "status"]
 
 
-def _mb(path: Path) -> float | None:
-    return round(path.stat().st_size / 2**20, 2) if path.is_file() else None
+def _mb(folder: Path, name: str) -> float | None:
+    file = bundle.member_or_none(folder, name)
+    return round(file.stat().st_size / 2**20, 2) if file else None
+
+
+def _number(value):
+    """A metric as shown: numbers only (a bundle's metrics.json is not trusted to hold them)."""
+    return value if isinstance(value, (int, float)) and not isinstance(value, bool) else None
 
 
 def compare_rows(registry: ModelRegistry, split: str = "valid") -> list[dict]:
@@ -58,28 +67,38 @@ def compare_rows(registry: ModelRegistry, split: str = "valid") -> list[dict]:
             row["status"] = f"failed to load: {entry.error}"
             rows.append(row)
             continue
-        clf = entry.classifier
-        path = Path(clf.path)
-        m = bundle.read_metrics(path).get(split, {})
-        row.update({
-            "backbone": clf.config.architecture,
-            "image size": clf.config.image_size,
-            "classes": clf.config.num_classes,
-            "valid images": m.get("n"),
-            "accuracy": m.get("accuracy"),
-            "top-5 accuracy": m.get("top5_accuracy"),
-            "macro F1": m.get("macro_f1"),
-            "loss": m.get("loss"),
-            "weights MB": _mb(path / bundle.WEIGHTS),
-            "ONNX MB": _mb(path / bundle.ONNX),
-            "int8 ONNX MB": _mb(path / bundle.ONNX_INT8),
-            "parameters": (clf.config.training or {}).get("parameters") or count_parameters(path / bundle.WEIGHTS),
-            "ms / image": None if entry.latency_ms is None else round(entry.latency_ms, 1),
-            "engine": clf.runtime,
-            "status": "ready",
-        })
+        try:
+            row.update(_model_row(entry, split))
+        except Exception as exc:  # one bundle's ill-typed file costs its own row, not the table
+            log.warning("compare: model %s: %s", name, exc)
+            row["status"] = f"ready, but its bundle files cannot be read: {exc}"
         rows.append(row)
     return rows
+
+
+def _model_row(entry, split: str) -> dict:
+    clf = entry.classifier
+    path = Path(clf.path)
+    m = bundle.read_metrics(path).get(split, {})
+    training = clf.config.training if isinstance(clf.config.training, dict) else {}
+    weights = bundle.member_or_none(path, bundle.WEIGHTS)
+    return {
+        "backbone": clf.config.architecture,
+        "image size": clf.config.image_size,
+        "classes": clf.config.num_classes,
+        "valid images": _number(m.get("n")),
+        "accuracy": _number(m.get("accuracy")),
+        "top-5 accuracy": _number(m.get("top5_accuracy")),
+        "macro F1": _number(m.get("macro_f1")),
+        "loss": _number(m.get("loss")),
+        "weights MB": _mb(path, bundle.WEIGHTS),
+        "ONNX MB": _mb(path, bundle.ONNX),
+        "int8 ONNX MB": _mb(path, bundle.ONNX_INT8),
+        "parameters": _number(training.get("parameters")) or (count_parameters(weights) if weights else None),
+        "ms / image": None if entry.latency_ms is None else round(entry.latency_ms, 1),
+        "engine": clf.runtime,
+        "status": "ready",
+    }
 
 
 def compare_table(registry: ModelRegistry, split: str = "valid", *, digits: int = 4):
@@ -107,8 +126,9 @@ def bundle_pictures(registry: ModelRegistry, filename: str) -> list[tuple[str, s
     out = []
     for name in registry.names:
         entry = registry.entry(name)
-        if entry.ok and (Path(entry.classifier.path) / filename).is_file():
-            out.append((str(Path(entry.classifier.path) / filename), name))
+        file = bundle.member_or_none(entry.classifier.path, filename) if entry.ok else None
+        if file is not None:  # never a link out of the bundle: the app serves this file
+            out.append((str(file), name))
     return out
 
 
@@ -121,10 +141,17 @@ def disagreement_table(registry: ModelRegistry, split: str = "valid", *, top: in
     per_model = {}
     for name in registry.names:
         entry = registry.entry(name)
-        if entry.ok:
+        if not entry.ok:
+            continue
+        try:
             per_class = bundle.read_metrics(entry.classifier.path).get(split, {}).get("per_class", {})
-            if per_class:
-                per_model[name] = {label: s.get("recall") for label, s in per_class.items()}
+            recalls = {label: _number(s.get("recall")) for label, s in per_class.items()
+                       if isinstance(s, dict)}
+        except Exception as exc:  # an ill-typed metrics.json leaves this model out, not the table
+            log.warning("compare: per-class scores of %s: %s", name, exc)
+            continue
+        if recalls:
+            per_model[name] = recalls
     if not per_model:
         return pd.DataFrame(columns=["class"])
     frame = pd.DataFrame(per_model)

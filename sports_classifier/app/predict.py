@@ -98,7 +98,12 @@ def predict(registry: ModelRegistry, image, model_names: Sequence[str] | None = 
             continue
         clf = entry.classifier
         start = time.perf_counter()
-        prediction = clf.classify(rgb, top_k=top_k)
+        try:
+            prediction = clf.classify(rgb, top_k=top_k)
+        except Exception as exc:  # the image decoded, so the model is at fault: this one only
+            error = registry.mark_failed(name, f"{type(exc).__name__}: {exc}")
+            results.append(ModelResult(name, error=f"model failed: {error}"))
+            continue
         seconds = time.perf_counter() - start
         threshold = clf.ood_threshold
         results.append(ModelResult(name, dict(prediction.top), seconds,

@@ -96,6 +96,17 @@ class ModelRegistry:
         except ModelLoadError as exc:
             raise UserInputError(str(exc)) from None
 
+    def mark_failed(self, name: str, error: str) -> str:
+        """Record that a loaded model failed on a decoded image: it is reported as failed from
+        now on and not asked again (every later request would fail the same way). Returns the
+        message kept."""
+        entry = self.entry(name)
+        if entry.ok:
+            log.warning("model %s failed to predict and is taken out of service: %s", name, error)
+            self._loaded[name] = LoadedModel(entry.source, error=f"failed to predict: {error}",
+                                             load_seconds=entry.load_seconds)
+        return self._loaded[name].error
+
     def loaded(self, name: str) -> LoadedModel | None:
         """The load record if the model was already asked for, without loading it."""
         self.source(name)

@@ -73,8 +73,9 @@ def combine(members: Sequence[str | Path], out_dir: str | Path, *, data_dir: str
 
     histories = []
     for spec, path in zip(specs, paths):
-        if (path / bundle.HISTORY).is_file():
-            frame = pd.read_csv(path / bundle.HISTORY)
+        history = bundle.member(path, bundle.HISTORY)  # refuses a link out of the member's bundle
+        if history is not None:
+            frame = pd.read_csv(history)
             if "stage" in frame:
                 frame["stage"] = spec["name"] + ":" + frame["stage"].astype(str)
             histories.append(frame)
@@ -105,6 +106,7 @@ def train_ensemble(members: dict[str, TrainConfig], data_dir: str | Path, out_di
     reused and an interrupted member continues from its checkpoint."""
     from .loop import train
 
+    bundle.check_destination(out_dir)  # before training any member
     folder = members_folder(out_dir)
     paths = []
     for name, config in members.items():

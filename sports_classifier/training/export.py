@@ -60,9 +60,10 @@ def export_bundle(path: str | Path, *, formats=("onnx",), calibration: str | Pat
         calibration_paths = calibration_files(calibration, calibration_images)
     report = []
     with tempfile.TemporaryDirectory() as tmp:
+        present = {name: bundle.member(path, name) for name in bundle.FILES}  # refuses links out
         writers = {
-            name: bundle.copy_from(path / name) for name in bundle.FILES
-            if name not in (bundle.CONFIG, bundle.CARD) and (path / name).is_file()
+            name: bundle.copy_from(file) for name, file in present.items()
+            if name not in (bundle.CONFIG, bundle.CARD) and file is not None
         }
         onnx_path = None
         need_float = "onnx" in formats or not bundle.has_onnx(path, config)

@@ -24,6 +24,7 @@ from pathlib import Path
 
 import numpy as np
 
+from .. import bundle
 from ..version import __version__
 from ..config import ModelConfig, TrainConfig
 from ..errors import BundleError
@@ -129,6 +130,7 @@ def train(config: TrainConfig, data_dir: str | Path, out_dir: str | Path, *,
     from ..models.network import build_classifier, split_layer
     from .views import trunk
 
+    bundle.check_destination(out_dir)  # before hours of training, not after
     start = time.perf_counter()
     keras.utils.set_random_seed(config.seed)
     dataset = discover(data_dir, classes=config.classes, train_split=config.train_split)

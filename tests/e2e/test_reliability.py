@@ -24,7 +24,7 @@ import sys
 import threading
 import traceback
 import zlib
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from pathlib import Path
 from urllib.parse import quote, urlsplit
 
@@ -727,7 +727,9 @@ class EchoingHub:
             def log_message(self, *args):
                 pass
 
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        from helpers.hub_server import _bind
+
+        self.server = _bind(Handler)  # a free port, within $SPORTS_CLASSIFIER_TEST_PORTS when set
         self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
 
     def __enter__(self):

@@ -27,9 +27,17 @@ def real_bundle() -> Path | None:
 
 
 def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+    """A free port on 127.0.0.1: any, or one of $SPORTS_CLASSIFIER_TEST_PORTS ("7900-7949")
+    on a machine whose users each keep to a port range."""
+    low, _, high = os.environ.get("SPORTS_CLASSIFIER_TEST_PORTS", "0-0").partition("-")
+    for port in range(int(low), int(high or low) + 1):
+        with socket.socket() as s:
+            try:
+                s.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+            return s.getsockname()[1]
+    raise RuntimeError(f"no free port in $SPORTS_CLASSIFIER_TEST_PORTS={low}-{high}")
 
 
 @dataclass
@@ -52,12 +60,13 @@ class AppProcess:
                 self.proc.wait(5)
 
 
-def start_app(models: str, log: Path, *, timeout: float = 60.0) -> AppProcess:
+def start_app(models: str, log: Path, *, timeout: float = 60.0, port: int | None = None,
+              env: dict[str, str] | None = None) -> AppProcess:
     """Run ``python app.py --models MODELS`` and wait until its page answers; the time from
     starting the process to the first successful GET / is ``seconds_to_serving``."""
-    port = free_port()
+    port = port or free_port()
     url = f"http://127.0.0.1:{port}/"
-    env = dict(os.environ, GRADIO_ANALYTICS_ENABLED="False", PYTHONUNBUFFERED="1")
+    env = dict(os.environ, GRADIO_ANALYTICS_ENABLED="False", PYTHONUNBUFFERED="1", **(env or {}))
     start = time.perf_counter()
     out = open(log, "w")
     proc = subprocess.Popen([sys.executable, str(ROOT / "app.py"), "--models", models, "--port", str(port)],

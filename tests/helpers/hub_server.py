@@ -106,7 +106,7 @@ class FakeHub:
 
     def start(self) -> "FakeHub":
         for role in ("hub", "cdn"):
-            server = ThreadingHTTPServer(("127.0.0.1", 0), _Handler)
+            server = _bind(_Handler)
             server.daemon_threads = True
             server.fake = self  # type: ignore[attr-defined]
             server.role = role  # type: ignore[attr-defined]
@@ -294,3 +294,15 @@ def _range_start(header: str | None) -> int:
         return 0
     first = header.removeprefix("bytes=").split("-", 1)[0]
     return int(first) if first.isdigit() else 0
+
+
+def _bind(handler) -> ThreadingHTTPServer:
+    """A server on a free port (within $SPORTS_CLASSIFIER_TEST_PORTS when set)."""
+    from .app_server import free_port
+
+    for _ in range(20):  # another server may take the port between the check and the bind
+        try:
+            return ThreadingHTTPServer(("127.0.0.1", free_port()), handler)
+        except OSError:
+            continue
+    raise RuntimeError("no free port for the Hub test server")
