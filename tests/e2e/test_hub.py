@@ -1,8 +1,8 @@
 """Hub push/pull, the model card and the Space.
 
 Downloads run the real ``huggingface_hub`` code against ``hub_server.FakeHub``, a server on
-127.0.0.1 that speaks the Hub's resolve protocol. Uploads stop at the network boundary: a
-fake ``HfApi`` records what would be sent (the upload protocol needs the real Hub).
+127.0.0.1 that speaks the Hub's resolve protocol. The push tests here stop at the ``HfApi``
+boundary (a fake records what it is handed); ``test_hub_wire.py`` runs uploads over HTTP.
 """
 
 from __future__ import annotations
@@ -21,7 +21,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from helpers.hub_server import FakeHub
+from helpers.hub_server import FakeHub, use_hub
 from sports_classifier import bundle
 from sports_classifier.classifier import Classifier
 from sports_classifier.errors import BundleError, ConfigError, HubError
@@ -108,28 +108,6 @@ def hub(tiny_bundle, bundle_v2, tmp_path_factory):
 
 def repo_requests(fake: FakeHub) -> list:
     return [r for r in fake.requests if r.server == "cdn" or "/api/models/" in r.path or "/resolve/" in r.path]
-
-
-def use_hub(monkeypatch, url: str, home: Path) -> Path:
-    """Point huggingface_hub at ``url`` with ``home`` as HF_HOME, as the environment variables
-    HF_ENDPOINT / HF_HOME / HF_HUB_OFFLINE do. huggingface_hub reads those once, when it is
-    imported (into ``huggingface_hub.constants``), so for this already-imported module the
-    constants are set as well; ``test_environment_variables_end_to_end`` sets only the
-    variables, in a fresh process."""
-    from huggingface_hub import constants
-
-    cache = home / "hub"
-    for key, value in (("HF_ENDPOINT", url), ("HF_HOME", str(home)), ("HF_HUB_CACHE", str(cache))):
-        monkeypatch.setenv(key, value)
-    for key in ("HF_HUB_OFFLINE", "HF_TOKEN", "HUGGING_FACE_HUB_TOKEN", "HF_OIDC_RESOURCE"):
-        monkeypatch.delenv(key, raising=False)
-    monkeypatch.setattr(constants, "ENDPOINT", url)
-    monkeypatch.setattr(constants, "HUGGINGFACE_CO_URL_TEMPLATE", url + "/{repo_id}/resolve/{revision}/{filename}")
-    monkeypatch.setattr(constants, "HF_HOME", str(home))
-    monkeypatch.setattr(constants, "HF_HUB_CACHE", str(cache))
-    monkeypatch.setattr(constants, "HF_TOKEN_PATH", str(home / "token"))
-    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", False)
-    return cache
 
 
 def go_offline(monkeypatch) -> None:

@@ -20,6 +20,7 @@ Uploads, as ``HfApi`` sends them with ``HF_HUB_DISABLE_XET=1`` (the plain HTTP p
     POST /api/{models|spaces}/{repo}/commit/{rev}     ndjson: header, ``file`` (base64 content),
                                                 ``deletedFile``; a new commit on that branch
     POST /api/spaces/{repo}/variables           a Space variable
+    POST /api/validate-yaml                     a README.md's front matter, checked as the Hub does
 
 Writes need a token registered with ``add_token(token, write=True)``; a read-only token gets the
 Hub's 403. Spaces are stored under ``spaces/user/name`` and read like model repos.
@@ -139,9 +140,11 @@ class FakeHub:
     def add_token(self, token: str, *, write: bool = False) -> None:
         self.tokens[token] = write
 
-    def fail(self, method: str, path_part: str, status: int, headers: dict | None = None) -> None:
-        """Answer the next request whose path contains ``path_part`` with ``status``."""
-        self.failures.append((method, path_part, status, headers or {}))
+    def fail(self, method: str, path_part: str, status: int, headers: dict | None = None, *,
+             times: int = 1) -> None:
+        """Answer the next ``times`` requests whose path contains ``path_part`` with ``status``
+        (the client retries 429 and 5xx answers: give it more than its retries)."""
+        self.failures.extend([(method, path_part, status, headers or {})] * times)
 
     def set_private(self, repo_id: str, token: str) -> None:
         self.repos[repo_id].token = token
@@ -204,6 +207,8 @@ class _Handler(BaseHTTPRequestHandler):
             return
         parts = [unquote(p) for p in path.strip("/").split("/")]
         try:
+            if parts == ["api", "validate-yaml"]:
+                return self._validate_yaml(json.loads(body or b"{}"))
             if parts == ["api", "repos", "create"]:
                 return self._create_repo(json.loads(body or b"{}"))
             if len(parts) >= 6 and parts[0] == "api" and parts[1] in ("models", "spaces"):
@@ -229,6 +234,7 @@ class _Handler(BaseHTTPRequestHandler):
                     break
             else:
                 return False
+        headers = dict(headers)
         self._error(status, headers.pop("X-Error-Code", None), headers.pop("X-Error-Message", f"HTTP {status}"),
                     headers)
         return True
@@ -336,14 +342,33 @@ class _Handler(BaseHTTPRequestHandler):
             return
         name = f"{payload.get('organization') or 'user'}/{payload['name']}"
         key = _repo_key(payload.get("type") or "model", name)
-        if key in self.fake.repos:
-            self._error(409, None, "You already created this repo")
+        prefix = "spaces/" if key.startswith("spaces/") else ""
+        if key in self.fake.repos:  # the Hub's 409 names the repo's URL too (create_repo(exist_ok=True) reads it)
+            self._send(409, {"Content-Type": "application/json", "X-Error-Message": "You already created this repo"},
+                       json.dumps({"error": "You already created this repo",
+                                   "url": f"{self.fake.url}/{prefix}{name}"}).encode())
             return
         self.fake.repos[key] = Repo(token=token if payload.get("visibility") == "private" else None,
                                     sdk=payload.get("sdk"))
         self.fake.commit_files(key, {".gitattributes": b"*.onnx filter=lfs diff=lfs merge=lfs -text\n"})
-        prefix = "spaces/" if key.startswith("spaces/") else ""
         self._json({"url": f"{self.fake.url}/{prefix}{name}", "name": name})
+
+    def _validate_yaml(self, payload: dict) -> None:
+        """What the client asks before committing a README.md: its front matter must be a YAML mapping."""
+        import yaml
+
+        text = payload.get("content", "")
+        front = text.split("---", 2)[1] if text.startswith("---") and text.count("---") >= 2 else ""
+        try:
+            data = yaml.safe_load(front) if front.strip() else {}
+        except yaml.YAMLError as exc:
+            self._send(400, {"Content-Type": "application/json"}, json.dumps({"error": str(exc)}).encode())
+            return
+        if not isinstance(data, dict):
+            self._send(400, {"Content-Type": "application/json"},
+                       json.dumps({"error": "metadata must be a mapping"}).encode())
+            return
+        self._json({"warnings": [] if data else [{"message": "empty or missing yaml metadata"}]})
 
     def _writable(self, key: str) -> Repo | None:
         if self._writer() is None:
@@ -478,3 +503,26 @@ def _range_start(header: str | None) -> int:
 def _repo_key(kind: str, repo_id: str) -> str:
     """Where a repo is kept: ``user/name`` for models, ``spaces/user/name`` for Spaces."""
     return f"spaces/{repo_id}" if kind in ("space", "spaces") else repo_id
+
+
+def use_hub(monkeypatch, url: str, home: Path) -> Path:
+    """Point huggingface_hub at ``url`` with ``home`` as HF_HOME, as the environment variables
+    HF_ENDPOINT / HF_HOME / HF_HUB_OFFLINE do, with Xet off (plain HTTP uploads). huggingface_hub
+    reads those once, when it is imported (into ``huggingface_hub.constants``), so for this
+    already-imported module the constants are set as well; a fresh process needs only the variables."""
+    from huggingface_hub import constants
+
+    cache = home / "hub"
+    for key, value in (("HF_ENDPOINT", url), ("HF_HOME", str(home)), ("HF_HUB_CACHE", str(cache)),
+                       ("HF_HUB_DISABLE_XET", "1")):
+        monkeypatch.setenv(key, value)
+    for key in ("HF_HUB_OFFLINE", "HF_TOKEN", "HUGGING_FACE_HUB_TOKEN", "HF_OIDC_RESOURCE"):
+        monkeypatch.delenv(key, raising=False)
+    monkeypatch.setattr(constants, "ENDPOINT", url)
+    monkeypatch.setattr(constants, "HUGGINGFACE_CO_URL_TEMPLATE", url + "/{repo_id}/resolve/{revision}/{filename}")
+    monkeypatch.setattr(constants, "HF_HOME", str(home))
+    monkeypatch.setattr(constants, "HF_HUB_CACHE", str(cache))
+    monkeypatch.setattr(constants, "HF_TOKEN_PATH", str(home / "token"))
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", False)
+    monkeypatch.setattr(constants, "HF_HUB_DISABLE_XET", True)
+    return cache
