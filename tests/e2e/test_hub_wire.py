@@ -213,6 +213,13 @@ def test_serving_downloads_only_what_it_serves(hub, int8_bundle, images, tmp_pat
     assert repo == "alice/int8" and set(files.split(",")) == served
     assert files.split(",") == bundle.serving_files(clf.config)  # one list, in the same order
 
+    # What serving did not fetch comes when asked for, from the same commit: the Keras weights
+    # (a Keras Grad-CAM), the whole bundle (save_pretrained, push_to_hub).
+    assert clf.keras_model is not None and (clf.path / bundle.WEIGHTS).is_file()
+    copy = clf.save_pretrained(tmp_path / "copy")
+    assert {p.name for p in copy.iterdir()} == {p.name for p in int8_bundle.iterdir()}
+    assert (copy / bundle.WEIGHTS).read_bytes() == (int8_bundle / bundle.WEIGHTS).read_bytes()
+
     # A Space started offline after the preload serves from the cache.
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     from huggingface_hub import constants
