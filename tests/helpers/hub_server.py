@@ -9,8 +9,8 @@ code runs against it unchanged:
     HEAD /{repo}/resolve/{rev}/{file}           ``X-Repo-Commit``, ``ETag``, ``Content-Length``; for
     GET  /{repo}/resolve/{rev}/{file}           LFS files a 302 to the "CDN" with ``X-Linked-Etag``
                                                 (sha256) and ``X-Linked-Size``, as the Hub does
-    GET  /cdn/{sha256}                          file bytes, on a second port (another origin, so the
-                                                client must not send the token there)
+    GET  /cdn/{sha256}                          file bytes, on a second port named ``localhost`` (another
+                                                origin, so the client must not send the token there)
 
 Uploads, as ``HfApi`` sends them with ``HF_HUB_DISABLE_XET=1`` (the plain HTTP protocol):
 
@@ -165,7 +165,11 @@ class FakeHub:
             server.role = role  # type: ignore[attr-defined]
             threading.Thread(target=server.serve_forever, name=f"fake-{role}", daemon=True).start()
             self._servers.append(server)
-        self.url, self.cdn_url = (f"http://127.0.0.1:{s.server_address[1]}" for s in self._servers)
+        # The CDN is another host name for the client (as the Hub's is), still 127.0.0.1: clients
+        # follow redirects within the Hub's host but stop at a CDN's, reading the file's metadata
+        # from the redirect itself (huggingface_hub 2.0 compares host names, not ports).
+        hub_port, cdn_port = (s.server_address[1] for s in self._servers)
+        self.url, self.cdn_url = f"http://127.0.0.1:{hub_port}", f"http://localhost:{cdn_port}"
         return self
 
     def stop(self) -> None:
