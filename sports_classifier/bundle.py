@@ -41,6 +41,10 @@ SAMPLES = "samples.png"
 CARD = "README.md"
 CHECKSUMMED = (WEIGHTS, ONNX, ONNX_INT8)
 FILES = (CONFIG, WEIGHTS, ONNX, ONNX_INT8, METRICS, HISTORY, CURVES, CONFUSION, SAMPLES, CARD)
+# What serving reads besides the model file: the config, the metrics and the pictures the app's
+# Compare tab shows. A Hub download for serving and a Space's preload list are exactly these
+# (those the repo has) plus ``served_model_file``: never the Keras weights an ONNX model does not use.
+SERVING_EXTRAS = (CONFIG, METRICS, CURVES, CONFUSION)
 
 Writer = Callable[[Path], None]
 
@@ -283,6 +287,26 @@ def verified_file(path: str | Path, config: ModelConfig, name: str) -> Path:
 
 def has_onnx(path: str | Path, config: ModelConfig) -> bool:
     return member_or_none(path, ONNX) is not None and ONNX in config.files_sha256
+
+
+def served_model_file(config: ModelConfig, runtime: str = "auto", *, onnxruntime_ok: bool = True) -> str:
+    """The one model file ``Classifier(runtime=...)`` reads for this bundle: the int8 ONNX
+    model when recorded (``auto``), else the float ONNX model, else the Keras weights."""
+    if runtime == "onnx-int8":
+        return ONNX_INT8
+    if runtime == "onnx":
+        return ONNX
+    if runtime == "auto" and onnxruntime_ok:
+        for name in (ONNX_INT8, ONNX):
+            if name in config.files_sha256:
+                return name
+    return WEIGHTS
+
+
+def serving_files(config: ModelConfig, runtime: str = "auto", *, onnxruntime_ok: bool = True) -> list[str]:
+    """Every file serving this bundle with ``runtime`` may read (see ``SERVING_EXTRAS``)."""
+    return [CONFIG, served_model_file(config, runtime, onnxruntime_ok=onnxruntime_ok),
+            *SERVING_EXTRAS[1:]]
 
 
 def load_keras_model(path: str | Path, config: ModelConfig):

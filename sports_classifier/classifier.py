@@ -69,6 +69,7 @@ class Classifier:
         self.config = config
         self.path = Path(path)
         self._keras_model = None
+        self._fetch = None  # Hub models: fetches bundle files serving did not download
         self._threads = threads
         self._engine = self._make_engine(runtime)
 
@@ -109,11 +110,15 @@ class Classifier:
             HubError: the Hub could not be reached, the repo or revision does not exist, or access was refused.
             BundleError: the repo is not a sports_classifier bundle.
         """
-        from .hub import download_bundle
+        from .hub import download_bundle, download_files
 
+        # Only what serving with this runtime reads (no Keras weights for an ONNX model).
         path = download_bundle(repo_id, revision=revision, cache_dir=cache_dir, token=token,
-                               local_files_only=local_files_only)
-        return cls(bundle.read_config(path), path, runtime=runtime, threads=threads)
+                               local_files_only=local_files_only, runtime=runtime)
+        clf = cls(bundle.read_config(path), path, runtime=runtime, threads=threads)
+        clf._fetch = lambda names: download_files(repo_id, path.name, names, cache_dir=cache_dir, token=token,
+                                                  local_files_only=local_files_only)
+        return clf
 
     def _make_engine(self, runtime: str):
         from .runtime import KerasEngine, onnxruntime_available
@@ -155,6 +160,8 @@ class Classifier:
     def keras_model(self):
         """The Keras network (built on first use: importing TensorFlow takes seconds)."""
         if self._keras_model is None:
+            if self._fetch is not None and not (self.path / bundle.WEIGHTS).is_file():
+                self._fetch([bundle.WEIGHTS])  # same commit, same snapshot folder
             self._keras_model = bundle.load_keras_model(self.path, self.config)
         return self._keras_model
 
@@ -336,6 +343,8 @@ class Classifier:
 
     def save_pretrained(self, path: str | Path) -> Path:
         """Write this model's bundle to ``path`` (atomically; config and card regenerated)."""
+        if self._fetch is not None:  # a Hub model downloaded for serving: get the whole bundle first
+            self._fetch(list(bundle.FILES))
         present = {name: bundle.member(self.path, name) for name in bundle.FILES}  # refuses outside links
         for name in bundle.CHECKSUMMED:
             if present[name] is not None:
@@ -350,18 +359,23 @@ class Classifier:
         return bundle.write_bundle(path, self.config, writers)
 
     def push_to_hub(self, repo_id: str, *, private: bool | None = None, token: str | bool | None = None,
-                    revision: str | None = None, commit_message: str | None = None) -> str:
+                    revision: str | None = None, commit_message: str | None = None,
+                    existing_card: str = "refuse") -> str:
         """Upload this bundle to the Hub in one commit (creating the repo if needed).
 
+        ``existing_card``: what to do when the repo's README.md was edited on the Hub
+        (``refuse``, ``overwrite``, ``keep``; see ``hub.upload_bundle``).
+
         Raises:
-            HubError: no token, no permission, or the Hub could not be reached.
+            HubError: no token, no permission, a hand-edited card, or the Hub could not be reached.
+            UserInputError: ``repo_id`` is not a valid ``user/name``.
         """
         from .hub import upload_bundle
 
         with tempfile.TemporaryDirectory() as tmp:
             folder = self.save_pretrained(Path(tmp) / "bundle")
             return upload_bundle(folder, repo_id, private=private, token=token, revision=revision,
-                                 commit_message=commit_message)
+                                 commit_message=commit_message, existing_card=existing_card)
 
     def __repr__(self) -> str:
         return (f"Classifier({self.config.architecture}, classes={self.config.num_classes}, "

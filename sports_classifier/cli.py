@@ -102,7 +102,8 @@ def _load(args):
 
     if not args.model:
         raise UserInputError("no --model given and no bundled default model (models/DEFAULT) found")
-    return Classifier.from_pretrained(args.model, runtime=args.runtime, revision=getattr(args, "revision", None))
+    return Classifier.from_pretrained(args.model, runtime=args.runtime, revision=getattr(args, "revision", None),
+                                      token=getattr(args, "token", None))
 
 
 def cmd_evaluate(args) -> int:
@@ -167,8 +168,9 @@ def cmd_push(args) -> int:
     from .classifier import Classifier
 
     clf = Classifier.from_pretrained(args.model)
+    card = "keep" if args.keep_card else "overwrite" if args.overwrite_card else "refuse"
     url = clf.push_to_hub(args.repo, private=args.private or None, revision=args.revision,
-                          commit_message=args.message)
+                          commit_message=args.message, token=args.token, existing_card=card)
     print(url)
     return 0
 
@@ -192,10 +194,11 @@ def cmd_space(args) -> int:
 
     include = args.include if args.include is not None else [p for p in ("examples",) if Path(p).is_dir()]
     folder = prepare_space(args.out, model_repos=args.models, title=args.title, app_file=args.app_file,
-                           package=args.package, include=include)
+                           package=args.package, include=include, sdk_version=args.sdk_version,
+                           token=args.token)
     print(f"space folder: {folder}")
     if args.push:
-        print(push_space(folder, args.push, private=args.private or None))
+        print(push_space(folder, args.push, private=args.private or None, token=args.token))
     return 0
 
 
@@ -258,6 +261,11 @@ def build_parser() -> argparse.ArgumentParser:
                        help="inference engine (auto: ONNX Runtime when the bundle has model.onnx; "
                             "model.int8.onnx first when the bundle carries one)")
         p.add_argument("--revision", help="Hub branch, tag or commit (when --model is a repo id)")
+        token_arg(p, "read")
+
+    def token_arg(p, access: str):
+        p.add_argument("--token", help=f"Hugging Face token with {access} access (default: HF_TOKEN or "
+                       "`hf auth login`; a token on the command line stays in the shell history)")
 
     p = sub.add_parser("evaluate", help="measure a model on a dataset split")
     model_arg(p)
@@ -331,9 +339,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--private", action="store_true")
     p.add_argument("--revision", help="branch to push to")
     p.add_argument("--message", help="commit message")
+    token_arg(p, "write")
+    card = p.add_mutually_exclusive_group()
+    card.add_argument("--keep-card", action="store_true",
+                      help="the repo's README.md was edited on the Hub: upload the bundle, leave it as it is")
+    card.add_argument("--overwrite-card", action="store_true",
+                      help="the repo's README.md was edited on the Hub: replace it with the generated card")
     p.set_defaults(func=cmd_push)
 
-    # No token flag on purpose: tokens on command lines leak into shell history.
     p = sub.add_parser("space", help="prepare (and optionally push) a Hugging Face Space serving Hub models")
     p.add_argument("--models", nargs="+", required=True, metavar="USER/REPO[@REV]", help="model repos the Space serves")
     p.add_argument("--out", default="space", help="Space folder to write (default: space)")
@@ -341,8 +354,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--app-file", default="app.py", help="the Gradio app to deploy")
     p.add_argument("--include", nargs="*", metavar="PATH", help="more files/folders to copy (default: examples/ if present)")
     p.add_argument("--package", help="requirement line for sports_classifier instead of copying its source")
-    p.add_argument("--push", metavar="USER/SPACE", help="upload to this Space (token: HF_TOKEN or `hf auth login`)")
+    p.add_argument("--push", metavar="USER/SPACE", help="upload to this Space (token: --token, HF_TOKEN or `hf auth login`)")
     p.add_argument("--private", action="store_true")
+    p.add_argument("--sdk-version", help="the Gradio version the Space runs (default: the installed Gradio)")
+    token_arg(p, "write (read for private models)")
     p.set_defaults(func=cmd_space)
     return parser
 

@@ -53,3 +53,19 @@ class UserInputError(SportsClassifierError, ValueError):
 
 class ModelLoadError(SportsClassifierError, RuntimeError):
     """A model could not be loaded (the message says why); the app reports it and serves the others."""
+
+
+class HubNotFoundError(HubError, LookupError):
+    """The Hub has no such repo, revision or file (HTTP 404), or hides a private repo from this token."""
+
+
+class HubAuthError(HubError, PermissionError):
+    """The Hub refused the token or the access (HTTP 401 / 403, a gated repo)."""
+
+
+class HubUnavailableError(HubError, ConnectionError):
+    """The Hub could not be reached, or answered with a server error (HTTP 5xx)."""
+
+
+class HubCardConflictError(HubError):
+    """A push would replace a model card (README.md) someone edited on the Hub."""

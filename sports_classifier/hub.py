@@ -22,10 +22,28 @@ from typing import Mapping
 from . import bundle
 from .version import __version__
 from .config import BUNDLE_FORMAT
-from .errors import BundleError, HubError, UserInputError
+from .errors import (BundleError, HubAuthError, HubCardConflictError, HubError, HubNotFoundError,
+                     HubUnavailableError, UserInputError)
 
-LOGIN_HINT = "pass token=..., set HF_TOKEN, or run `hf auth login`"
+LOGIN_HINT = "pass --token (CLI) or token=... (Python), set HF_TOKEN, or run `hf auth login`"
 _TOKEN_LIKE = re.compile(r"hf_[A-Za-z0-9]{8,}")
+HF_HUB_REQUIREMENT = "huggingface-hub>=2.0,<3"  # pyproject.toml says the same
+
+
+def require_huggingface_hub():
+    """The ``huggingface_hub`` module, after checking it is a version this package was written
+    for (2.x: its ``errors`` module, ``httpx2`` transport and ``hf auth`` CLI). An older one
+    would otherwise fail deep inside with a ``ModuleNotFoundError``."""
+    try:
+        import huggingface_hub
+    except ImportError as exc:
+        raise HubError(f"huggingface_hub is not installed ({exc}): pip install '{HF_HUB_REQUIREMENT}'") from None
+    version = str(getattr(huggingface_hub, "__version__", "0"))
+    major = version.split(".", 1)[0]
+    if not major.isdigit() or int(major) != 2:
+        raise HubError(f"sports_classifier needs {HF_HUB_REQUIREMENT}, but huggingface_hub {version} is "
+                       f"installed: pip install '{HF_HUB_REQUIREMENT}'")
+    return huggingface_hub
 
 
 def _where(repo_id: str, revision: str | None) -> str:
@@ -140,6 +158,20 @@ def parse_model_source(text: str, *, root: str | Path | None = None) -> ModelSou
     return ModelSource(str(path), name=path.name or raw)
 
 
+def parse_repo_id(text: str, *, kind: str = "model repo") -> str:
+    """A Hub repo id to write to (``user/name``, ``hf:`` allowed, no ``@revision``), checked by
+    ``parse_model_source`` (huggingface_hub's ``validate_repo_id``) before any network call."""
+    raw = str(text).strip()
+    try:
+        source = parse_model_source(raw if raw.startswith(HUB_PREFIX) else HUB_PREFIX + raw)
+    except UserInputError:
+        source = None
+    if source is None or source.revision is not None or "@" in raw:
+        raise UserInputError(f"bad {kind} id {raw!r}: expected user/name (letters, digits, '-', '_', '.'; "
+                             "at most 96 characters; no @revision: pass the branch with --revision)")
+    return source.location
+
+
 def parse_model_sources(text: str, *, root: str | Path | None = None) -> list[ModelSource]:
     """Comma-separated sources (``models/a,hf:user/repo@rev``), with unique display names."""
     sources = [parse_model_source(part, root=root) for part in text.split(",") if part.strip()]
@@ -194,32 +226,59 @@ def served_models(cli_value: str | None = None, *, root: str | Path = ".",
 
 
 def download_bundle(repo_id: str, *, revision: str | None = None, cache_dir: str | Path | None = None,
-                    token: str | bool | None = None, local_files_only: bool = False) -> Path:
+                    token: str | bool | None = None, local_files_only: bool = False,
+                    runtime: str | None = None) -> Path:
     """Download (or find in the cache) the bundle at ``repo_id`` and return its local folder.
 
-    Only the bundle's own files are fetched. Offline (``HF_HUB_OFFLINE=1`` or
-    ``local_files_only=True``) the cached snapshot of that revision is returned.
+    ``runtime=None`` fetches the whole bundle; a runtime (``auto``, ``onnx-int8``, ``onnx``,
+    ``keras``) fetches only what serving with it reads (``bundle.serving_files``): config.json
+    first, then, at that same commit, the one model file and the metrics and pictures. Offline
+    (``HF_HUB_OFFLINE=1`` or ``local_files_only=True``) the cached snapshot of that revision is
+    returned.
 
-    >>> download_bundle("user/sports-classifier-lite0", revision="v1.0")
+    >>> download_bundle("user/sports-classifier-lite0", revision="v1.0", runtime="auto")
     PosixPath('.../models--user--sports-classifier-lite0/snapshots/3f2a.../')
     """
+    require_huggingface_hub()
+    fetch = dict(cache_dir=cache_dir, token=token, local_files_only=local_files_only)
+    if runtime is None:
+        path = _snapshot(repo_id, revision, list(bundle.FILES), **fetch)
+        _check_downloaded(path, repo_id, revision)
+        return path
+    from .runtime import onnxruntime_available
+
+    path = _snapshot(repo_id, revision, [bundle.CONFIG], **fetch)
+    config = _check_config(path, repo_id, revision)
+    files = bundle.serving_files(config, runtime, onnxruntime_ok=onnxruntime_available())
+    path = _snapshot(repo_id, path.name, files, **fetch, shown_revision=revision or "main")  # same commit
+    _check_downloaded(path, repo_id, revision, required=files)
+    return path
+
+
+def download_files(repo_id: str, commit: str, names, **fetch) -> Path:
+    """More files of an already downloaded bundle, at its commit (e.g. the Keras weights an
+    ONNX-served model needs for a Keras Grad-CAM)."""
+    require_huggingface_hub()
+    return _snapshot(repo_id, commit, list(names), **fetch)
+
+
+def _snapshot(repo_id: str, revision: str | None, allow: list[str], *, cache_dir=None, token=None,
+              local_files_only: bool = False, shown_revision: str | None = None) -> Path:
     from huggingface_hub import snapshot_download
 
     try:
         folder = snapshot_download(
             repo_id, repo_type="model", revision=revision, cache_dir=cache_dir, token=token,
-            local_files_only=local_files_only, allow_patterns=list(bundle.FILES),
+            local_files_only=local_files_only, allow_patterns=allow,
             library_name="sports_classifier", library_version=__version__,
         )
     except Exception as exc:  # mapped to what the user can act on; unknown errors re-raised as is
-        mapped = _download_error(exc, repo_id, revision, cache_dir=cache_dir,
-                                 local_files_only=local_files_only)
+        shown = revision if shown_revision is None else shown_revision
+        mapped = _download_error(exc, repo_id, shown, cache_dir=cache_dir, local_files_only=local_files_only)
         if mapped is None:
             raise
         raise type(mapped)(_scrub(str(mapped), token)) from None
-    path = Path(folder)
-    _check_downloaded(path, repo_id, revision)
-    return path
+    return Path(folder)
 
 
 def _download_error(exc: Exception, repo_id: str, revision: str | None, *, cache_dir,
@@ -231,29 +290,27 @@ def _download_error(exc: Exception, repo_id: str, revision: str | None, *, cache
     endpoint = constants.ENDPOINT
     cache = cache_dir or constants.HF_HUB_CACHE
     if isinstance(exc, hf.GatedRepoError):
-        return HubError(
+        return HubAuthError(
             f"{repo_id!r} is a gated repo and this account has no access to it: request access at "
             f"{endpoint}/{repo_id}, then log in ({LOGIN_HINT})"
         )
     if isinstance(exc, hf.RepositoryNotFoundError):
-        return HubError(
+        return HubNotFoundError(
             f"model repo {repo_id!r} not found on {endpoint} (or it is private and no valid token was "
             f"sent). Check the id (user/name, case-sensitive); for a private repo {LOGIN_HINT}"
         )
     if isinstance(exc, hf.RevisionNotFoundError):
-        return HubError(
-            f"revision {revision!r} not found in {repo_id!r}: give an existing branch, tag or full "
-            f"commit hash (see {endpoint}/{repo_id}/tree/main)"
-        )
+        return _revision_not_found(repo_id, revision, endpoint)
     if isinstance(exc, hf.RemoteEntryNotFoundError):
-        return HubError(
+        return HubNotFoundError(
             f"a file of {where} that the Hub listed could not be downloaded (entry not found): the repo "
             "probably changed during the download; try again or pin a commit with revision=..."
         )
     if isinstance(exc, hf.IncompleteSnapshotError):
-        return HubError(
-            f"the cached copy of {where} in {cache} is incomplete (an interrupted download) and the Hub "
-            "cannot be reached to finish it: connect once more and load it again"
+        return HubUnavailableError(
+            f"the cached copy of {where} in {cache} is incomplete (an interrupted download, or files this "
+            "use needs that an earlier one did not fetch) and the Hub cannot be reached to finish it: "
+            "connect once more and load it again"
         )
     if isinstance(exc, hf.LocalEntryNotFoundError):
         if local_files_only:
@@ -266,24 +323,20 @@ def _download_error(exc: Exception, repo_id: str, revision: str | None, *, cache
                 f"{where} is not in the local cache ({cache}) and HF_HUB_OFFLINE=1 forbids downloading "
                 "it: load it once with network access (unset HF_HUB_OFFLINE), or give a local bundle folder"
             )
-        return HubError(
+        cause = exc.__cause__
+        if isinstance(cause, hf.HfHubHTTPError):  # the Hub answered, with an error: say which
+            return _http_download_error(cause, repo_id, revision, endpoint, cache)
+        return HubUnavailableError(
             f"could not reach the Hub at {endpoint} to download {where}, and there is no cached copy in "
             f"{cache}: check the network connection (or HF_ENDPOINT / proxy settings). Once downloaded, "
             "the model also loads offline"
         )
     if isinstance(exc, hf.HFValidationError):
-        return HubError(f"{repo_id!r} is not a valid Hub repo id ({exc}); expected user/name")
+        return UserInputError(f"{repo_id!r} is not a valid Hub repo id ({exc}); expected user/name")
     if isinstance(exc, hf.HfHubHTTPError):
-        status = _status(exc)
-        if status == 401:
-            return HubError(f"the Hub rejected the token for {where} (HTTP 401): check it, or log in "
-                            f"again ({LOGIN_HINT})")
-        if status == 403:
-            return HubError(f"access to {where} denied (HTTP 403): the token lacks read access to this repo")
-        return HubError(f"the Hub at {endpoint} answered HTTP {status} for {where} ({_first_line(exc)}); "
-                        "try again later")
+        return _http_download_error(exc, repo_id, revision, endpoint, cache)
     if isinstance(exc, _network_errors()):
-        return HubError(
+        return HubUnavailableError(
             f"the connection to {endpoint} failed while downloading {where} ({_first_line(exc)}): try "
             "again; files already downloaded stay in the cache"
         )
@@ -292,7 +345,49 @@ def _download_error(exc: Exception, repo_id: str, revision: str | None, *, cache
     return None
 
 
-def _check_downloaded(path: Path, repo_id: str, revision: str | None) -> None:
+def _revision_not_found(repo_id: str, revision: str | None, endpoint: str) -> HubNotFoundError:
+    from huggingface_hub.file_download import REGEX_COMMIT_HASH
+
+    what = "commit" if revision and REGEX_COMMIT_HASH.fullmatch(revision) else "revision"
+    return HubNotFoundError(
+        f"{what} {revision!r} not found in {repo_id!r}: give an existing branch, tag or full "
+        f"commit hash (see {endpoint}/{repo_id}/tree/main)"
+    )
+
+
+def _http_download_error(exc, repo_id: str, revision: str | None, endpoint: str, cache) -> HubError:
+    """An HTTP error answer (raised, or the ``__cause__`` that ``snapshot_download`` wraps in a
+    ``LocalEntryNotFoundError``) -> the project error that says what to do."""
+    where = _where(repo_id, revision)
+    status = _status(exc)
+    no_copy = f"; there is no cached copy in {cache}"
+    if status == 404:
+        if revision:
+            return HubNotFoundError(
+                f"the Hub at {endpoint} has no {where} (HTTP 404): the repo or the revision {revision!r} "
+                f"does not exist (or the repo is private and no valid token was sent); check the id and "
+                f"give an existing branch, tag or full commit hash; for a private repo {LOGIN_HINT}")
+        return HubNotFoundError(
+            f"model repo {repo_id!r} not found on {endpoint} (HTTP 404; or it is private and no valid token "
+            f"was sent). Check the id (user/name, case-sensitive); for a private repo {LOGIN_HINT}")
+    if status == 401:
+        return HubAuthError(f"the Hub rejected the token for {where} (HTTP 401): check it, or log in "
+                            f"again ({LOGIN_HINT})")
+    if status == 403:
+        return HubAuthError(f"access to {where} denied (HTTP 403): the token lacks read access to this repo "
+                            f"(a fine-grained token needs read access to it); {LOGIN_HINT}")
+    if status == 429:
+        return HubUnavailableError(f"the Hub at {endpoint} is rate-limiting requests (HTTP 429) for {where}"
+                                   f"{no_copy}: wait a few minutes, or log in ({LOGIN_HINT}) for a higher limit")
+    if isinstance(status, int) and status >= 500:
+        return HubUnavailableError(f"the Hub at {endpoint} had a server error (HTTP {status}) for {where}"
+                                   f"{no_copy}: try again later (https://status.huggingface.co for the Hub)")
+    return HubError(f"the Hub at {endpoint} answered HTTP {status} for {where} ({_first_line(exc)}); "
+                    "try again later")
+
+
+def _check_config(path: Path, repo_id: str, revision: str | None):
+    """The bundle config of a downloaded repo, or a BundleError saying what the repo is instead."""
     where = _where(repo_id, revision)
     cfg = path / bundle.CONFIG
     found = sorted(p.name for p in path.iterdir()) if path.is_dir() else []
@@ -308,13 +403,20 @@ def _check_downloaded(path: Path, repo_id: str, revision: str | None) -> None:
         raise BundleError(f"Hub repo {where} is not a sports_classifier bundle: its {bundle.CONFIG} lacks "
                           f'"format": "{BUNDLE_FORMAT}" (a model of another library?); {advice}')
     try:
-        config = bundle.read_config(path)
+        return bundle.read_config(path)
     except BundleError as exc:
         raise BundleError(f"Hub repo {where}: {exc}") from None
-    missing = sorted(name for name in config.files_sha256 if not (path / name).is_file())
+
+
+def _check_downloaded(path: Path, repo_id: str, revision: str | None, *, required=None) -> None:
+    """``required``: the files this use reads (default: every file config.json records)."""
+    config = _check_config(path, repo_id, revision)
+    wanted = config.files_sha256 if required is None else [n for n in required if n in config.files_sha256]
+    missing = sorted(name for name in wanted if not (path / name).is_file())
     if missing:
-        raise BundleError(f"Hub repo {where} is incomplete: {bundle.CONFIG} records {missing} but the repo "
-                          "has no such file; push the bundle again (`sports-classifier push`)")
+        raise BundleError(f"Hub repo {_where(repo_id, revision)} is incomplete: {bundle.CONFIG} records "
+                          f"{missing} but the repo has no such file; push the bundle again "
+                          "(`sports-classifier push`)")
 
 
 # -- upload ------------------------------------------------------------------------------------
@@ -325,23 +427,35 @@ def _require_token(token: str | bool | None, action: str) -> None:
     from huggingface_hub import get_token
 
     if token is False or (token is None or token is True) and get_token() is None:
-        raise HubError(f"{action} needs a Hugging Face token with write access: {LOGIN_HINT}")
+        raise HubAuthError(f"{action} needs a Hugging Face token with write access: {LOGIN_HINT}")
+
+
+CARD_CHOICES = ("refuse", "overwrite", "keep")  # what a push does with a hand-edited README.md
 
 
 def upload_bundle(folder: str | Path, repo_id: str, *, private: bool | None = None,
                   token: str | bool | None = None, revision: str | None = None,
-                  commit_message: str | None = None) -> str:
+                  commit_message: str | None = None, existing_card: str = "refuse") -> str:
     """Upload the bundle at ``folder`` to the model repo ``repo_id`` in one commit; return its URL.
 
     The repo is created if needed (and the branch ``revision``, if given). Exactly the bundle's
     files are uploaded; bundle files the repo holds but this bundle lacks are deleted in the
     same commit, so the repo always holds one consistent bundle.
 
+    The model card: a README.md on the Hub that is not the card sports_classifier generated
+    (someone edited it, or another tool wrote it) is never replaced silently. ``existing_card``:
+    ``refuse`` (default) raises ``HubCardConflictError`` before anything is sent; ``overwrite``
+    replaces it with the generated card; ``keep`` uploads the bundle and leaves that README.md.
+
     >>> upload_bundle("runs/lite0", "user/sports-classifier-lite0")
     'https://huggingface.co/user/sports-classifier-lite0/commit/4d1c...'
     """
+    require_huggingface_hub()
     from huggingface_hub import HfApi
 
+    repo_id = parse_repo_id(repo_id)
+    if existing_card not in CARD_CHOICES:
+        raise UserInputError(f"existing_card must be one of {CARD_CHOICES}, got {existing_card!r}")
     folder = Path(folder)
     config = bundle.read_config(folder)
     # Never publish a corrupt bundle, nor what a link in it points to outside it.
@@ -352,12 +466,23 @@ def upload_bundle(folder: str | Path, repo_id: str, *, private: bool | None = No
     if bundle.CARD not in files:
         raise BundleError(f"{folder} has no model card ({bundle.CARD}); re-save it with "
                           "Classifier.save_pretrained or push with Classifier.push_to_hub")
-    stale = [name for name in bundle.FILES if name not in files]
     _require_token(token, "uploading a model")
     message = commit_message or (f"Upload sports_classifier bundle ({config.architecture}, "
                                  f"{config.num_classes} classes)")
     api = HfApi(token=token, library_name="sports_classifier", library_version=__version__)
     try:
+        if existing_card != "overwrite" and _hand_edited_card(api, repo_id, revision):
+            if existing_card == "refuse":
+                raise HubCardConflictError(
+                    f"the {bundle.CARD} of {_where(repo_id, revision)} on the Hub is not the model card "
+                    "sports_classifier generated (it was edited by hand, or another tool wrote it), and "
+                    "pushing would replace it: push with --keep-card (existing_card='keep') to upload the "
+                    "bundle and leave that README.md as it is, or --overwrite-card "
+                    "(existing_card='overwrite') to replace it with the generated card")
+            files.remove(bundle.CARD)
+        stale = [name for name in bundle.FILES if name not in files and name != bundle.CARD]
+        if bundle.CARD not in files and existing_card != "keep":
+            stale.append(bundle.CARD)
         api.create_repo(repo_id, repo_type="model", private=private, exist_ok=True)
         if revision and revision != "main":
             api.create_branch(repo_id, branch=revision, repo_type="model", exist_ok=True)
@@ -365,12 +490,37 @@ def upload_bundle(folder: str | Path, repo_id: str, *, private: bool | None = No
             repo_id=repo_id, repo_type="model", folder_path=folder, revision=revision,
             commit_message=message, allow_patterns=files, delete_patterns=stale or None,
         )
+    except HubCardConflictError:
+        raise
     except Exception as exc:
         mapped = _upload_error(exc, repo_id, "model repo")
         if mapped is None:
             raise
-        raise HubError(_scrub(str(mapped), token)) from None
+        raise type(mapped)(_scrub(str(mapped), token)) from None
     return str(getattr(commit, "commit_url", commit))
+
+
+def _hand_edited_card(api, repo_id: str, revision: str | None) -> bool:
+    """True when the repo (at ``revision``) has a README.md that is not a card this package
+    generated (``card.is_generated_card``). No repo, branch or README: False."""
+    import tempfile
+
+    from huggingface_hub import errors as hf
+
+    from .card import is_generated_card
+
+    with tempfile.TemporaryDirectory() as tmp:
+        try:
+            path = api.hf_hub_download(repo_id, bundle.CARD, repo_type="model", revision=revision,
+                                       local_dir=tmp)
+        except (hf.RepositoryNotFoundError, hf.RevisionNotFoundError, hf.RemoteEntryNotFoundError):
+            return False
+        except hf.HfHubHTTPError as exc:
+            if _status(exc) == 404:
+                return False
+            raise
+        text = Path(path).read_text(encoding="utf-8", errors="replace")
+    return not is_generated_card(text)
 
 
 def _upload_error(exc: Exception, repo_id: str, kind: str) -> HubError | None:
@@ -378,28 +528,31 @@ def _upload_error(exc: Exception, repo_id: str, kind: str) -> HubError | None:
     from huggingface_hub import errors as hf
 
     endpoint = constants.ENDPOINT
+    if isinstance(exc, hf.LocalEntryNotFoundError) and exc.__cause__ is not None:
+        exc = exc.__cause__  # a download during the push (the Hub's README.md) that wrapped the HTTP error
     if isinstance(exc, hf.LocalTokenNotFoundError):
-        return HubError(f"uploading needs a Hugging Face token with write access: {LOGIN_HINT}")
+        return HubAuthError(f"uploading needs a Hugging Face token with write access: {LOGIN_HINT}")
     if isinstance(exc, hf.HFValidationError):
-        return HubError(f"{repo_id!r} is not a valid Hub repo id ({exc}); expected user/name")
+        return UserInputError(f"{repo_id!r} is not a valid Hub repo id ({exc}); expected user/name")
     if isinstance(exc, hf.OfflineModeIsEnabled):
         return HubError(f"cannot upload to {kind} {repo_id!r}: HF_HUB_OFFLINE=1 is set; unset it to upload")
     if isinstance(exc, hf.RepositoryNotFoundError):
-        return HubError(f"cannot write to {kind} {repo_id!r} on {endpoint}: it does not exist or this token "
+        return HubNotFoundError(f"cannot write to {kind} {repo_id!r} on {endpoint}: it does not exist or this token "
                         f"cannot see it; check the namespace (your user or an org you belong to) and {LOGIN_HINT}")
     if isinstance(exc, hf.HfHubHTTPError):
         status = _status(exc)
         if status == 401:
-            return HubError(f"the Hub rejected the token while uploading to {repo_id!r} (HTTP 401): it is "
+            return HubAuthError(f"the Hub rejected the token while uploading to {repo_id!r} (HTTP 401): it is "
                             f"invalid or expired; {LOGIN_HINT}")
         if status == 403:
-            return HubError(f"the token has no write access to {kind} {repo_id!r} (HTTP 403): use a token "
+            return HubAuthError(f"the token has no write access to {kind} {repo_id!r} (HTTP 403): use a token "
                             "with the write role (or fine-grained write access to this repo/namespace)")
         server = getattr(exc, "server_message", None)
-        return HubError(f"the Hub at {endpoint} refused the upload to {repo_id!r} (HTTP {status}): "
+        kind_of = HubUnavailableError if isinstance(status, int) and status >= 500 else HubError
+        return kind_of(f"the Hub at {endpoint} refused the upload to {repo_id!r} (HTTP {status}): "
                         f"{server or _first_line(exc)}; nothing was committed")
     if isinstance(exc, _network_errors()):
-        return HubError(f"could not reach the Hub at {endpoint} to upload to {repo_id!r} "
+        return HubUnavailableError(f"could not reach the Hub at {endpoint} to upload to {repo_id!r} "
                         f"({_first_line(exc)}): check the network connection (or HF_ENDPOINT / proxy "
                         "settings); nothing was committed")
     return None

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import json
 import os
-import re
 import shutil
 import tempfile
 from dataclasses import dataclass
@@ -23,15 +22,14 @@ from pathlib import Path
 from typing import Sequence
 
 from .. import bundle
-from ..errors import ConfigError, HubError, UserInputError
-from ..hub import MODELS_ENV, parse_model_source
+from ..errors import ConfigError, UserInputError
+from ..hub import MODELS_ENV, parse_model_source, parse_repo_id
 
 SPACE_CONFIG = "space_config.json"
 PACKAGE = "sports_classifier"
-_COMMIT = re.compile(r"^[0-9a-f]{40}$")
-# Preloaded for a pinned model: what the app needs to serve it through ONNX Runtime. The rest of
-# the bundle (card, pictures) is fetched at start-up; listing a file the repo lacks could fail the build.
-_PRELOAD_FILES = (bundle.CONFIG, bundle.ONNX, bundle.METRICS)
+GRADIO_HINT = ("`sports-classifier space` writes the Gradio version into the Space's README "
+               "(sdk_version) and requirements.txt, and Gradio is not installed here: "
+               "pip install 'sports_classifier[app]', or pass --sdk-version X.Y.Z (sdk_version=...)")
 # Not shipped with the vendored package: converted ImageNet weights (tens of MB) serve training only.
 _VENDOR_SKIP = ("weights", "__pycache__", "*.pyc")
 
@@ -42,6 +40,7 @@ class HubModel:
 
     repo_id: str
     revision: str | None = None
+    files: tuple[str, ...] = ()  # what serving it downloads (``preload_files``); empty: not looked up
 
     @classmethod
     def parse(cls, text: str) -> "HubModel":
@@ -59,15 +58,45 @@ class HubModel:
         return f"hf:{self.repo_id}" + (f"@{self.revision}" if self.revision else "")
 
     @property
+    def pinned_to_commit(self) -> bool:
+        from huggingface_hub.file_download import REGEX_COMMIT_HASH
+
+        return self.revision is not None and REGEX_COMMIT_HASH.fullmatch(self.revision) is not None
+
+    @property
+    def preloadable(self) -> bool:
+        """The Hub pins preloads by commit hash only: a model on its default branch or pinned to
+        a commit is preloaded; one pinned to a branch or tag is downloaded when the app starts."""
+        return self.revision is None or self.pinned_to_commit
+
+    @property
     def preload(self) -> str | None:
-        """The ``preload_from_hub`` entry: the whole repo (default branch), or the serving files
-        at a commit. The Hub pins preloads by commit hash only, so a branch or tag pin is not
-        preloaded (it is downloaded when the app starts)."""
-        if self.revision is None:
-            return self.repo_id
-        if _COMMIT.match(self.revision):
-            return f"{self.repo_id} {','.join(_PRELOAD_FILES)} {self.revision}"
-        return None
+        """The ``preload_from_hub`` entry: exactly the files serving downloads (``files``), on
+        the default branch or at the pinned commit; None when not preloadable."""
+        if not self.preloadable or not self.files:
+            return None
+        return " ".join([self.repo_id, ",".join(self.files), *([self.revision] if self.revision else [])])
+
+
+def preload_files(repo_id: str, revision: str | None = None, *, token: str | bool | None = None) -> tuple[str, ...]:
+    """The files a Space downloads to serve ``repo_id`` (``bundle.serving_files`` for ONNX
+    Runtime, that the repo has), read from the Hub now: its config.json says which ONNX
+    model is served (the int8 one when present)."""
+    from huggingface_hub import HfApi
+
+    from ..hub import _check_config, _download_error, _scrub, _snapshot, require_huggingface_hub
+
+    require_huggingface_hub()
+    folder = _snapshot(repo_id, revision, [bundle.CONFIG], token=token)  # config.json only
+    config = _check_config(folder, repo_id, revision)
+    try:
+        present = set(HfApi(token=token).list_repo_files(repo_id, revision=folder.name))
+    except Exception as exc:
+        mapped = _download_error(exc, repo_id, revision, cache_dir=None, local_files_only=False)
+        if mapped is None:
+            raise
+        raise type(mapped)(_scrub(str(mapped), token)) from None
+    return tuple(name for name in bundle.serving_files(config, "auto") if name in present)
 
 
 def space_readme(models: Sequence[HubModel], *, title: str, sdk_version: str, emoji: str = "🏅",
@@ -124,7 +153,8 @@ def space_requirements(package: str | None, *, gradio_version: str) -> str:
 
 def prepare_space(out_dir: str | Path, *, model_repos: Sequence[str], title: str = "Sports Classifier",
                   app_file: str | Path = Path("app.py"), package: str | None = None,
-                  include: Sequence[str | Path] = ()) -> Path:
+                  include: Sequence[str | Path] = (), sdk_version: str | None = None,
+                  token: str | bool | None = None) -> Path:
     """Write a Gradio Space folder serving ``model_repos`` (``user/repo`` or ``user/repo@rev``).
 
     The folder holds ``app.py`` (a copy of ``app_file``), ``requirements.txt``, the Space
@@ -133,12 +163,21 @@ def prepare_space(out_dir: str | Path, *, model_repos: Sequence[str], title: str
     a copy of the package's source so the Space needs no published package. ``include``
     names more files or folders to copy (e.g. ``examples``). Written atomically.
 
+    ``preload_from_hub`` lists, for each model on its default branch or pinned to a commit,
+    exactly the files serving it downloads; they are looked up on the Hub now (``token`` for
+    private repos). ``sdk_version``: the Gradio version the Space runs (default: the installed one).
+
     >>> prepare_space("space", model_repos=["user/sports-lite0@v1"])
     PosixPath('space')
     """
     models = [HubModel.parse(r) for r in model_repos]
     if not models:
         raise ConfigError("a Space needs at least one model repo (user/repo[@revision])")
+    if sdk_version is None:
+        try:
+            sdk_version = metadata.version("gradio")
+        except metadata.PackageNotFoundError:
+            raise UserInputError(GRADIO_HINT) from None
     app_file = Path(app_file)
     if not app_file.is_file():
         raise FileNotFoundError(f"app file not found: {app_file} (the Gradio app the Space runs)")
@@ -146,6 +185,8 @@ def prepare_space(out_dir: str | Path, *, model_repos: Sequence[str], title: str
     for extra in extras:
         if not extra.exists():
             raise FileNotFoundError(f"cannot include {extra} in the Space: not found")
+    models = [HubModel(m.repo_id, m.revision, preload_files(m.repo_id, m.revision, token=token))
+              if m.preloadable else m for m in models]
     out = Path(out_dir).resolve()
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-", dir=out.parent))
@@ -159,9 +200,8 @@ def prepare_space(out_dir: str | Path, *, model_repos: Sequence[str], title: str
                 shutil.copytree(extra, tmp / extra.name, ignore=shutil.ignore_patterns("__pycache__"))
             else:
                 shutil.copyfile(extra, tmp / extra.name)
-        gradio_version = metadata.version("gradio")
-        (tmp / "requirements.txt").write_text(space_requirements(package, gradio_version=gradio_version))
-        (tmp / "README.md").write_text(space_readme(models, title=title, sdk_version=gradio_version),
+        (tmp / "requirements.txt").write_text(space_requirements(package, gradio_version=sdk_version))
+        (tmp / "README.md").write_text(space_readme(models, title=title, sdk_version=sdk_version),
                                        encoding="utf-8")
         config = {MODELS_ENV: ",".join(m.spec for m in models),
                   "models": [{"repo_id": m.repo_id, "revision": m.revision} for m in models]}
@@ -194,11 +234,13 @@ def push_space(folder: str | Path, space_id: str, *, token: str | bool | None = 
     >>> push_space("space", "user/sports-classifier")
     'https://huggingface.co/spaces/user/sports-classifier'
     """
+    from ..version import __version__
+    from ..hub import _require_token, _scrub, _upload_error, require_huggingface_hub
+
+    require_huggingface_hub()
     from huggingface_hub import HfApi, SpaceCard
 
-    from ..version import __version__
-    from ..hub import _require_token, _scrub, _upload_error
-
+    space_id = parse_repo_id(space_id, kind="Space")
     folder = Path(folder)
     try:
         card = SpaceCard.load(folder / "README.md")
@@ -221,5 +263,5 @@ def push_space(folder: str | Path, space_id: str, *, token: str | bool | None = 
         mapped = _upload_error(exc, space_id, "Space")
         if mapped is None:
             raise
-        raise HubError(_scrub(str(mapped), token)) from None
+        raise type(mapped)(_scrub(str(mapped), token)) from None
     return str(url)

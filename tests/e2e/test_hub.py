@@ -1,8 +1,8 @@
 """Hub push/pull, the model card and the Space.
 
 Downloads run the real ``huggingface_hub`` code against ``hub_server.FakeHub``, a server on
-127.0.0.1 that speaks the Hub's resolve protocol. Uploads stop at the network boundary: a
-fake ``HfApi`` records what would be sent (the upload protocol needs the real Hub).
+127.0.0.1 that speaks the Hub's resolve protocol. The push tests here stop at the ``HfApi``
+boundary (a fake records what it is handed); ``test_hub_wire.py`` runs uploads over HTTP.
 """
 
 from __future__ import annotations
@@ -21,7 +21,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from helpers.hub_server import FakeHub
+from helpers.hub_server import FakeHub, use_hub
 from sports_classifier import bundle
 from sports_classifier.classifier import Classifier
 from sports_classifier.errors import BundleError, ConfigError, HubError
@@ -110,28 +110,6 @@ def repo_requests(fake: FakeHub) -> list:
     return [r for r in fake.requests if r.server == "cdn" or "/api/models/" in r.path or "/resolve/" in r.path]
 
 
-def use_hub(monkeypatch, url: str, home: Path) -> Path:
-    """Point huggingface_hub at ``url`` with ``home`` as HF_HOME, as the environment variables
-    HF_ENDPOINT / HF_HOME / HF_HUB_OFFLINE do. huggingface_hub reads those once, when it is
-    imported (into ``huggingface_hub.constants``), so for this already-imported module the
-    constants are set as well; ``test_environment_variables_end_to_end`` sets only the
-    variables, in a fresh process."""
-    from huggingface_hub import constants
-
-    cache = home / "hub"
-    for key, value in (("HF_ENDPOINT", url), ("HF_HOME", str(home)), ("HF_HUB_CACHE", str(cache))):
-        monkeypatch.setenv(key, value)
-    for key in ("HF_HUB_OFFLINE", "HF_TOKEN", "HUGGING_FACE_HUB_TOKEN", "HF_OIDC_RESOURCE"):
-        monkeypatch.delenv(key, raising=False)
-    monkeypatch.setattr(constants, "ENDPOINT", url)
-    monkeypatch.setattr(constants, "HUGGINGFACE_CO_URL_TEMPLATE", url + "/{repo_id}/resolve/{revision}/{filename}")
-    monkeypatch.setattr(constants, "HF_HOME", str(home))
-    monkeypatch.setattr(constants, "HF_HUB_CACHE", str(cache))
-    monkeypatch.setattr(constants, "HF_TOKEN_PATH", str(home / "token"))
-    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", False)
-    return cache
-
-
 def go_offline(monkeypatch) -> None:
     from huggingface_hub import constants
 
@@ -154,15 +132,19 @@ def test_pull_predicts_exactly_like_the_original(hub, hf_cache, bundle_v2, image
     clf = Classifier.from_hub(REPO)
     # The standard cache layout, at the commit main points to.
     assert clf.path == hf_cache / "models--alice--tiny" / "snapshots" / hub.shas["v2"]
-    assert sorted(p.name for p in clf.path.iterdir()) == sorted(p.name for p in bundle_v2.iterdir())
+    # Only what serving reads: config.json, the ONNX model, metrics and Compare pictures (those it has).
+    serving = set(bundle.serving_files(clf.config)) & {p.name for p in bundle_v2.iterdir()}
+    assert {p.name for p in clf.path.iterdir()} == serving == {bundle.CONFIG, bundle.ONNX}
     assert clf.runtime == "onnxruntime"
     assert np.array_equal(clf.predict_proba(images), expected["v2"])
     keras_pulled = Classifier.from_hub(REPO, runtime="keras").predict_proba(images)
+    assert (clf.path / bundle.WEIGHTS).is_file()  # fetched for the Keras engine, same snapshot
     assert np.array_equal(keras_pulled, Classifier.from_pretrained(bundle_v2, runtime="keras").predict_proba(images))
     # from_pretrained takes a repo id too; the weights came through the CDN redirect, like the Hub's LFS files.
     assert Classifier.from_pretrained(REPO).path == clf.path
     assert any(r.server == "cdn" and r.authorization is None for r in hub.requests)
-    assert ModelCard.load(clf.path / bundle.CARD).data.pipeline_tag == "image-classification"
+    full = download_bundle(REPO)  # the whole bundle (runtime=None): the card too, same snapshot
+    assert full == clf.path and ModelCard.load(full / bundle.CARD).data.pipeline_tag == "image-classification"
 
 
 @pytest.mark.parametrize("revision", ["v1", "stable", "sha-v1", "main", "sha-v2"])
@@ -206,7 +188,7 @@ def test_missing_repo_and_missing_revision(hub, hf_cache):
     assert "check the id" in str(exc.value).lower() and hub.url in str(exc.value)
     with pytest.raises(HubError, match="revision 'v9' not found in 'alice/tiny'"):
         download_bundle(REPO, revision="v9")
-    with pytest.raises(HubError, match="revision '0{40}' not found"):
+    with pytest.raises(HubError, match="commit '0{40}' not found"):
         download_bundle(REPO, revision="0" * 40)
 
 
@@ -346,6 +328,11 @@ def api(monkeypatch, tmp_path) -> Recorder:
                               commit_message=kwargs.get("commit_message") or "", commit_description="",
                               oid="ab" * 20)
 
+        def hf_hub_download(self, repo_id, filename, **kwargs):  # the repo's README.md: none yet
+            from huggingface_hub.errors import RemoteEntryNotFoundError
+
+            raise _http_error(RemoteEntryNotFoundError, 404, f"404 {filename}")
+
         def add_space_variable(self, repo_id, key, value, **kwargs):
             self._record("add_space_variable", repo_id=repo_id, key=key, value=value, **kwargs)
 
@@ -484,14 +471,14 @@ def app_file(tmp_path) -> Path:
     return path
 
 
-def test_prepare_space_writes_a_gradio_space(app_file, tmp_path):
+def test_prepare_space_writes_a_gradio_space(hub, hf_cache, tiny_bundle, bundle_v2, app_file, tmp_path):
     from huggingface_hub import SpaceCard
 
-    sha = "0123456789abcdef" * 2 + "01234567"
+    sha = hub.shas["v1"]
     examples = tmp_path / "examples" / "archery"
     examples.mkdir(parents=True)
     (examples / "1.jpg").write_bytes(b"jpeg")
-    out = prepare_space(tmp_path / "space", model_repos=[REPO, f"bob/pinned@{sha}", "hf:carol/tagged@v2"],
+    out = prepare_space(tmp_path / "space", model_repos=[REPO, f"{REPO}@{sha}", "hf:carol/tagged@v2"],
                         title="Sports", app_file=app_file, include=[tmp_path / "examples"])
     assert (out / "app.py").read_bytes() == app_file.read_bytes()
     assert (out / "examples" / "archery" / "1.jpg").is_file()
@@ -499,10 +486,14 @@ def test_prepare_space_writes_a_gradio_space(app_file, tmp_path):
     data = card.data
     assert (data.sdk, data.app_file, data.python_version) == ("gradio", "app.py", "3.11")
     assert data.sdk_version == metadata.version("gradio") and data.title == "Sports"
-    assert data.models == [REPO, "bob/pinned", "carol/tagged"]
-    assert data.preload_from_hub == [REPO, f"bob/pinned config.json,model.onnx,metrics.json {sha}"]
+    assert data.models == [REPO, "carol/tagged"]
+    # Exactly the files serving downloads (main holds a bundle without metrics or pictures);
+    # the tag pin is not preloadable (the Hub pins preloads by commit).
+    v1_files = [n for n in bundle.serving_files(bundle.read_config(tiny_bundle)) if (tiny_bundle / n).is_file()]
+    assert data.preload_from_hub == [f"{REPO} config.json,model.onnx", f"{REPO} {','.join(v1_files)} {sha}"]
+    assert v1_files == ["config.json", "model.onnx", "metrics.json", "curves.png", "confusion_matrix.png"]
     assert data.license and data.emoji
-    value = f"hf:{REPO},hf:bob/pinned@{sha},hf:carol/tagged@v2"
+    value = f"hf:{REPO},hf:{REPO}@{sha},hf:carol/tagged@v2"
     assert json.loads((out / SPACE_CONFIG).read_text())[MODELS_ENV] == value
     assert f"{MODELS_ENV}={value}" in card.text
     requirements = [line.lower() for line in (out / "requirements.txt").read_text().splitlines()
@@ -514,13 +505,13 @@ def test_prepare_space_writes_a_gradio_space(app_file, tmp_path):
     assert (out / "sports_classifier" / "classifier.py").is_file()
     assert not list(out.rglob("*.h5")) and not list(out.rglob("__pycache__"))
     # Prepared again in place: replaced, not mixed.
-    prepare_space(out, model_repos=[REPO], app_file=app_file, package="sports_classifier==0.1.0")
+    prepare_space(out, model_repos=[f"{REPO}@v1"], app_file=app_file, package="sports_classifier==0.1.0")
     assert not (out / "examples").exists() and not (out / "sports_classifier").exists()
     assert (out / "requirements.txt").read_text().splitlines()[1] == "sports_classifier==0.1.0"
 
 
 def test_vendored_package_imports_without_tensorflow(app_file, tmp_path):
-    out = prepare_space(tmp_path / "space", model_repos=[REPO], app_file=app_file)
+    out = prepare_space(tmp_path / "space", model_repos=[f"{REPO}@v1"], app_file=app_file)
     code = ("import sys, sports_classifier, sports_classifier.classifier, sports_classifier.hub; "
             "print(sports_classifier.__file__); assert 'tensorflow' not in sys.modules")
     done = subprocess.run([sys.executable, "-c", code], cwd=out, capture_output=True, text=True, timeout=60,
@@ -539,7 +530,7 @@ def test_prepare_space_rejects_bad_input(app_file, tmp_path):
     (tmp_path / "taken").mkdir()
     (tmp_path / "taken" / "precious.txt").write_text("keep me")
     with pytest.raises(FileExistsError, match="refusing to overwrite"):
-        prepare_space(tmp_path / "taken", model_repos=[REPO], app_file=app_file)
+        prepare_space(tmp_path / "taken", model_repos=[f"{REPO}@v1"], app_file=app_file)
     assert (tmp_path / "taken" / "precious.txt").read_text() == "keep me"
     assert not (tmp_path / "s").exists()
 

@@ -9,8 +9,21 @@ code runs against it unchanged:
     HEAD /{repo}/resolve/{rev}/{file}           ``X-Repo-Commit``, ``ETag``, ``Content-Length``; for
     GET  /{repo}/resolve/{rev}/{file}           LFS files a 302 to the "CDN" with ``X-Linked-Etag``
                                                 (sha256) and ``X-Linked-Size``, as the Hub does
-    GET  /cdn/{sha256}                          file bytes, on a second port (another origin, so the
-                                                client must not send the token there)
+    GET  /cdn/{sha256}                          file bytes, on a second port named ``localhost`` (another
+                                                origin, so the client must not send the token there)
+
+Uploads, as ``HfApi`` sends them with ``HF_HUB_DISABLE_XET=1`` (the plain HTTP protocol):
+
+    POST /api/repos/create                      {name, organization, type, visibility, sdk}: 409 if it exists
+    POST /api/{models|spaces}/{repo}/branch/{b} a branch from main (or ``startingPoint``): 409 if it exists
+    POST /api/{models|spaces}/{repo}/preupload/{rev}  every file answered ``uploadMode: regular``
+    POST /api/{models|spaces}/{repo}/commit/{rev}     ndjson: header, ``file`` (base64 content),
+                                                ``deletedFile``; a new commit on that branch
+    POST /api/spaces/{repo}/variables           a Space variable
+    POST /api/validate-yaml                     a README.md's front matter, checked as the Hub does
+
+Writes need a token registered with ``add_token(token, write=True)``; a read-only token gets the
+Hub's 403. Spaces are stored under ``spaces/user/name`` and read like model repos.
 
 Errors carry ``X-Error-Code`` (``RepoNotFound``, ``RevisionNotFound``, ``EntryNotFound``,
 ``GatedRepo``) or the Hub's 401 message for a bad token, which the library maps to its
@@ -19,6 +32,7 @@ exceptions. Revisions: branches and tags map to commit hashes; a full hash works
 
 from __future__ import annotations
 
+import base64
 import hashlib
 import json
 import threading
@@ -46,6 +60,8 @@ class Repo:
     refs: dict[str, str] = field(default_factory=dict)  # branch or tag -> sha
     token: str | None = None  # private: only this token may read it
     gated: bool = False
+    sdk: str | None = None  # Spaces
+    variables: dict[str, str] = field(default_factory=dict)  # Space variables
 
 
 @dataclass
@@ -66,9 +82,12 @@ class FakeHub:
     """
 
     def __init__(self) -> None:
-        self.repos: dict[str, Repo] = {}
+        self.repos: dict[str, Repo] = {}  # "user/name" (models) or "spaces/user/name"
         self.blobs: dict[str, bytes] = {}  # sha256 -> bytes, for the CDN
         self.requests: list[Request] = []
+        self.tokens: dict[str, bool] = {}  # token -> may write
+        self.failures: list[tuple[str, str, int, dict]] = []  # (method, path part, status, headers)
+        self._lock = threading.Lock()
         self._servers: list[ThreadingHTTPServer] = []
         self.url = self.cdn_url = ""
 
@@ -93,6 +112,40 @@ class FakeHub:
             self.blobs[hashlib.sha256(data).hexdigest()] = data
         return sha
 
+    def commit_files(self, repo_key: str, files: dict[str, bytes], *, branch: str = "main",
+                     deleted: tuple[str, ...] = ()) -> str:
+        """A new commit on ``branch``: its parent's files, then ``deleted`` removed and ``files`` set."""
+        with self._lock:
+            repo = self.repos[repo_key]
+            parent = repo.refs.get(branch)
+            tree = dict(repo.commits[parent]) if parent else {}
+            for name in deleted:
+                tree.pop(name, None)
+            tree.update(files)
+            digest = hashlib.sha1((parent or "").encode())
+            for name, data in sorted(tree.items()):
+                digest.update(name.encode() + b"\0" + git_blob_sha1(data).encode())
+            digest.update(str(len(repo.commits)).encode())  # an identical tree is still a new commit
+            sha = digest.hexdigest()
+            repo.commits[sha] = tree
+            repo.refs[branch] = sha
+            for data in tree.values():
+                self.blobs[hashlib.sha256(data).hexdigest()] = data
+            return sha
+
+    def files(self, repo_key: str, revision: str = "main") -> dict[str, bytes]:
+        repo = self.repos[repo_key]
+        return repo.commits[repo.refs.get(revision, revision)]
+
+    def add_token(self, token: str, *, write: bool = False) -> None:
+        self.tokens[token] = write
+
+    def fail(self, method: str, path_part: str, status: int, headers: dict | None = None, *,
+             times: int = 1) -> None:
+        """Answer the next ``times`` requests whose path contains ``path_part`` with ``status``
+        (the client retries 429 and 5xx answers: give it more than its retries)."""
+        self.failures.extend([(method, path_part, status, headers or {})] * times)
+
     def set_private(self, repo_id: str, token: str) -> None:
         self.repos[repo_id].token = token
 
@@ -112,7 +165,11 @@ class FakeHub:
             server.role = role  # type: ignore[attr-defined]
             threading.Thread(target=server.serve_forever, name=f"fake-{role}", daemon=True).start()
             self._servers.append(server)
-        self.url, self.cdn_url = (f"http://127.0.0.1:{s.server_address[1]}" for s in self._servers)
+        # The CDN is another host name for the client (as the Hub's is), still 127.0.0.1: clients
+        # follow redirects within the Hub's host but stop at a CDN's, reading the file's metadata
+        # from the redirect itself (huggingface_hub 2.0 compares host names, not ports).
+        hub_port, cdn_port = (s.server_address[1] for s in self._servers)
+        self.url, self.cdn_url = f"http://127.0.0.1:{hub_port}", f"http://localhost:{cdn_port}"
         return self
 
     def stop(self) -> None:
@@ -145,18 +202,63 @@ class _Handler(BaseHTTPRequestHandler):
     def do_GET(self) -> None:
         self._dispatch(head=False)
 
+    def do_POST(self) -> None:
+        role = self.server.role  # type: ignore[attr-defined]
+        path = urlsplit(self.path).path
+        self.fake.requests.append(Request("POST", path, self.headers.get("Authorization"), role))
+        body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
+        if self._injected_failure(path):
+            return
+        parts = [unquote(p) for p in path.strip("/").split("/")]
+        try:
+            if parts == ["api", "validate-yaml"]:
+                return self._validate_yaml(json.loads(body or b"{}"))
+            if parts == ["api", "repos", "create"]:
+                return self._create_repo(json.loads(body or b"{}"))
+            if len(parts) >= 6 and parts[0] == "api" and parts[1] in ("models", "spaces"):
+                key = _repo_key(parts[1], "/".join(parts[2:4]))
+                action, arg = parts[4], "/".join(parts[5:])
+                if action == "preupload":
+                    return self._preupload(key, json.loads(body or b"{}"))
+                if action == "commit":
+                    return self._commit_post(key, arg, body)
+                if action == "branch":
+                    return self._branch(key, arg, json.loads(body or b"{}"))
+            if len(parts) == 5 and parts[:2] == ["api", "spaces"] and parts[4] == "variables":
+                return self._variable(_repo_key("spaces", "/".join(parts[2:4])), json.loads(body or b"{}"))
+            self._error(404, None, "Not Found")
+        except BrokenPipeError:
+            pass
+
+    def _injected_failure(self, path: str) -> bool:
+        with self.fake._lock:
+            for i, (method, part, status, headers) in enumerate(self.fake.failures):
+                if method == self.command and part in path:
+                    del self.fake.failures[i]
+                    break
+            else:
+                return False
+        headers = dict(headers)
+        self._error(status, headers.pop("X-Error-Code", None), headers.pop("X-Error-Message", f"HTTP {status}"),
+                    headers)
+        return True
+
     # -- routing ---------------------------------------------------------------------------
 
     def _dispatch(self, *, head: bool) -> None:
         role = self.server.role  # type: ignore[attr-defined]
         path = urlsplit(self.path).path
         self.fake.requests.append(Request(self.command, path, self.headers.get("Authorization"), role))
+        if self._injected_failure(path):
+            return
         parts = [unquote(p) for p in path.strip("/").split("/")]
+        if role == "hub" and parts and parts[0] == "spaces" and len(parts) >= 6 and parts[3] == "resolve":
+            parts = ["spaces/" + parts[1]] + parts[2:]  # spaces/user/name/resolve/...: one repo key
         try:
             if role == "cdn":
                 return self._cdn(parts, head)
-            if parts[:2] == ["api", "models"] and len(parts) >= 4:
-                repo_id = "/".join(parts[2:4])
+            if parts[:1] == ["api"] and len(parts) >= 4 and parts[1] in ("models", "spaces"):
+                repo_id = _repo_key(parts[1], "/".join(parts[2:4]))
                 rest = parts[4:]
                 if not rest:
                     return self._model_info(repo_id, "main")
@@ -190,11 +292,26 @@ class _Handler(BaseHTTPRequestHandler):
 
     # -- access and revisions --------------------------------------------------------------
 
+    def _token(self) -> str | None:
+        auth = self.headers.get("Authorization")
+        return auth.removeprefix("Bearer ").strip() if auth else None
+
+    def _writer(self) -> str | None:
+        """The token of a request that may write; otherwise answers the Hub's error, returns None."""
+        token = self._token()
+        if token is None or token not in self.fake.tokens:
+            self._error(401, None, INVALID_TOKEN)
+            return None
+        if not self.fake.tokens[token]:
+            self._error(403, None, "You don't have the rights to create or write to this repo: "
+                        "your token is read-only")
+            return None
+        return token
+
     def _repo(self, repo_id: str) -> Repo | None:
         """The repo if this request may read it; otherwise answers the error and returns None."""
-        auth = self.headers.get("Authorization")
-        token = auth.removeprefix("Bearer ").strip() if auth else None
-        known_tokens = {r.token for r in self.fake.repos.values() if r.token}
+        token = self._token()
+        known_tokens = {r.token for r in self.fake.repos.values() if r.token} | set(self.fake.tokens)
         if token is not None and token not in known_tokens:
             self._error(401, None, INVALID_TOKEN)
             return None
@@ -222,6 +339,97 @@ class _Handler(BaseHTTPRequestHandler):
         return None if sha is None else (repo, sha)
 
     # -- endpoints -------------------------------------------------------------------------
+
+    def _create_repo(self, payload: dict) -> None:
+        token = self._writer()
+        if token is None:
+            return
+        name = f"{payload.get('organization') or 'user'}/{payload['name']}"
+        key = _repo_key(payload.get("type") or "model", name)
+        prefix = "spaces/" if key.startswith("spaces/") else ""
+        if key in self.fake.repos:  # the Hub's 409 names the repo's URL too (create_repo(exist_ok=True) reads it)
+            self._send(409, {"Content-Type": "application/json", "X-Error-Message": "You already created this repo"},
+                       json.dumps({"error": "You already created this repo",
+                                   "url": f"{self.fake.url}/{prefix}{name}"}).encode())
+            return
+        self.fake.repos[key] = Repo(token=token if payload.get("visibility") == "private" else None,
+                                    sdk=payload.get("sdk"))
+        self.fake.commit_files(key, {".gitattributes": b"*.onnx filter=lfs diff=lfs merge=lfs -text\n"})
+        self._json({"url": f"{self.fake.url}/{prefix}{name}", "name": name})
+
+    def _validate_yaml(self, payload: dict) -> None:
+        """What the client asks before committing a README.md: its front matter must be a YAML mapping."""
+        import yaml
+
+        text = payload.get("content", "")
+        front = text.split("---", 2)[1] if text.startswith("---") and text.count("---") >= 2 else ""
+        try:
+            data = yaml.safe_load(front) if front.strip() else {}
+        except yaml.YAMLError as exc:
+            self._send(400, {"Content-Type": "application/json"}, json.dumps({"error": str(exc)}).encode())
+            return
+        if not isinstance(data, dict):
+            self._send(400, {"Content-Type": "application/json"},
+                       json.dumps({"error": "metadata must be a mapping"}).encode())
+            return
+        self._json({"warnings": [] if data else [{"message": "empty or missing yaml metadata"}]})
+
+    def _writable(self, key: str) -> Repo | None:
+        if self._writer() is None:
+            return None
+        return self._repo(key)
+
+    def _branch(self, key: str, branch: str, payload: dict) -> None:
+        repo = self._writable(key)
+        if repo is None:
+            return
+        if branch in repo.refs:
+            self._error(409, None, f"Reference already exists: refs/heads/{branch}")
+            return
+        start = self._commit(repo, payload.get("startingPoint") or "main")
+        if start is not None:
+            repo.refs[branch] = start
+            self._json({})
+
+    def _preupload(self, key: str, payload: dict) -> None:
+        if self._writable(key) is None:
+            return
+        self._json({"files": [{"path": f["path"], "uploadMode": "regular", "shouldIgnore": False, "oid": None}
+                              for f in payload.get("files", [])], "commitOid": None})
+
+    def _commit_post(self, key: str, branch: str, body: bytes) -> None:
+        repo = self._writable(key)
+        if repo is None:
+            return
+        if branch not in repo.refs:
+            self._error(404, "RevisionNotFound", "Invalid rev id: " + branch)
+            return
+        files, deleted, summary = {}, [], ""
+        for line in body.splitlines():
+            item = json.loads(line)
+            value = item["value"]
+            if item["key"] == "header":
+                summary = value.get("summary", "")
+            elif item["key"] == "file" and value.get("encoding") == "base64":
+                files[value["path"]] = base64.b64decode(value["content"])
+            elif item["key"] == "deletedFile":
+                deleted.append(value["path"])
+            else:  # lfsFile (this server announced no LFS uploads), folders, copies
+                self._error(400, None, f"unsupported commit operation {item['key']!r}")
+                return
+        sha = self.fake.commit_files(key, files, branch=branch, deleted=tuple(deleted))
+        repo.messages = getattr(repo, "messages", {}) | {sha: summary}
+        prefix = "spaces/" if key.startswith("spaces/") else ""
+        name = key.removeprefix("spaces/")
+        self._json({"commitUrl": f"{self.fake.url}/{prefix}{name}/commit/{sha}", "commitOid": sha,
+                    "pullRequestUrl": None})
+
+    def _variable(self, key: str, payload: dict) -> None:
+        repo = self._writable(key)
+        if repo is None:
+            return
+        repo.variables[payload["key"]] = payload["value"]
+        self._json({k: {"value": v, "description": None} for k, v in repo.variables.items()})
 
     def _model_info(self, repo_id: str, revision: str) -> None:
         found = self._repo_at(repo_id, revision)
@@ -306,3 +514,31 @@ def _bind(handler) -> ThreadingHTTPServer:
         except OSError:
             continue
     raise RuntimeError("no free port for the Hub test server")
+
+
+def _repo_key(kind: str, repo_id: str) -> str:
+    """Where a repo is kept: ``user/name`` for models, ``spaces/user/name`` for Spaces."""
+    return f"spaces/{repo_id}" if kind in ("space", "spaces") else repo_id
+
+
+def use_hub(monkeypatch, url: str, home: Path) -> Path:
+    """Point huggingface_hub at ``url`` with ``home`` as HF_HOME, as the environment variables
+    HF_ENDPOINT / HF_HOME / HF_HUB_OFFLINE do, with Xet off (plain HTTP uploads). huggingface_hub
+    reads those once, when it is imported (into ``huggingface_hub.constants``), so for this
+    already-imported module the constants are set as well; a fresh process needs only the variables."""
+    from huggingface_hub import constants
+
+    cache = home / "hub"
+    for key, value in (("HF_ENDPOINT", url), ("HF_HOME", str(home)), ("HF_HUB_CACHE", str(cache)),
+                       ("HF_HUB_DISABLE_XET", "1")):
+        monkeypatch.setenv(key, value)
+    for key in ("HF_HUB_OFFLINE", "HF_TOKEN", "HUGGING_FACE_HUB_TOKEN", "HF_OIDC_RESOURCE"):
+        monkeypatch.delenv(key, raising=False)
+    monkeypatch.setattr(constants, "ENDPOINT", url)
+    monkeypatch.setattr(constants, "HUGGINGFACE_CO_URL_TEMPLATE", url + "/{repo_id}/resolve/{revision}/{filename}")
+    monkeypatch.setattr(constants, "HF_HOME", str(home))
+    monkeypatch.setattr(constants, "HF_HUB_CACHE", str(cache))
+    monkeypatch.setattr(constants, "HF_TOKEN_PATH", str(home / "token"))
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", False)
+    monkeypatch.setattr(constants, "HF_HUB_DISABLE_XET", True)
+    return cache
