@@ -70,12 +70,40 @@ def cmd_train(args) -> int:
         _print_valid(read_metrics(out))
         print(f"time: {time.perf_counter() - start:.1f} s")
         return 0
+    if args.engine == "ray":
+        return _train_on_ray(recipe, args)
+    if args.workers not in (None, 1):
+        raise UserInputError("--workers N trains on a Ray cluster: add --engine ray")
+    distributed = None
+    if args.strategy == "mirrored":  # every GPU of this machine (one replica on a CPU)
+        import tensorflow as tf
+
+        from .training.loop import Distributed
+
+        distributed = Distributed(tf.distribute.MirroredStrategy())
     result = train(recipe, args.data, args.out, cache_dir=args.cache_dir, progress=not args.quiet,
-                   resume=args.resume)
+                   resume=args.resume, distributed=distributed)
     print(f"bundle: {result.bundle}")
     _print_valid(result.metrics)
     print(f"time: {result.seconds:.1f} s (feature cache: {result.cache_hits} hit(s), "
           f"{result.cache_misses} computed)")
+    return 0
+
+
+def _train_on_ray(recipe, args) -> int:
+    from .training.recipes import EnsembleRecipe
+
+    if isinstance(recipe, EnsembleRecipe) or args.strategy:
+        raise UserInputError("--engine ray trains one end-to-end model (no ensemble recipe, no --strategy)")
+    from .distributed.ray_train import train_on_ray
+
+    report = train_on_ray(recipe, args.data, args.out, workers=args.workers or 1,
+                          address=args.ray_address or os.environ.get("RAY_ADDRESS") or None,
+                          cpus_per_worker=args.cpus_per_worker, use_gpu=args.gpu, cache_dir=args.cache_dir,
+                          progress=not args.quiet, resume=args.resume)
+    print(f"bundle: {report['bundle']} ({report['workers']} Ray workers)")
+    _print_valid(report["metrics"])
+    print(f"time: {report['seconds']:.1f} s (Ray start-up {report['ray_startup_s']:.1f} s)")
     return 0
 
 
@@ -262,6 +290,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--resume", action="store_true",
                    help="continue a run that was interrupted (same options; state in OUT.checkpoint/)")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
+    d = p.add_argument_group("data-parallel training, --mode end_to_end (docs/scale.md)")
+    d.add_argument("--engine", choices=("local", "ray"), default="local", help="ray: Ray Train workers")
+    d.add_argument("--workers", type=int, help="Ray Train workers; --batch-size is split over them")
+    d.add_argument("--ray-address", help="Ray cluster (default $RAY_ADDRESS; auto: the running one)")
+    d.add_argument("--cpus-per-worker", type=float, default=1.0, help="CPUs each Ray worker claims")
+    d.add_argument("--gpu", action="store_true", help="one GPU per Ray worker")
+    d.add_argument("--strategy", choices=("mirrored",), help="mirrored: every GPU of this machine, no Ray")
     p.set_defaults(func=cmd_train)
 
     def model_arg(p):

@@ -6,6 +6,7 @@ exactly those process groups (never ``ray stop``, which would stop every Ray on 
 from __future__ import annotations
 
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -100,3 +101,4 @@ class LocalRayCluster:
                     pass
                 p.wait(timeout=10)
         self.procs.clear()
+        shutil.rmtree(self.temp_dir, ignore_errors=True)
