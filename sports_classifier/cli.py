@@ -70,7 +70,7 @@ def cmd_train(args) -> int:
         _print_valid(read_metrics(out))
         print(f"time: {time.perf_counter() - start:.1f} s")
         return 0
-    if args.engine == "ray":
+    if args.engine == "ray" and getattr(recipe, "mode", None) == "end_to_end":
         return _train_on_ray(recipe, args)
     if args.workers not in (None, 1):
         raise UserInputError("--workers N trains on a Ray cluster: add --engine ray")
@@ -82,7 +82,8 @@ def cmd_train(args) -> int:
 
         distributed = Distributed(tf.distribute.MirroredStrategy())
     result = train(recipe, args.data, args.out, cache_dir=args.cache_dir, progress=not args.quiet,
-                   resume=args.resume, distributed=distributed)
+                   resume=args.resume, distributed=distributed, features_on_ray=args.engine == "ray",
+                   ray_address=args.ray_address or os.environ.get("RAY_ADDRESS") or None)
     print(f"bundle: {result.bundle}")
     _print_valid(result.metrics)
     print(f"time: {result.seconds:.1f} s (feature cache: {result.cache_hits} hit(s), "
@@ -291,7 +292,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="continue a run that was interrupted (same options; state in OUT.checkpoint/)")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
     d = p.add_argument_group("data-parallel training, --mode end_to_end (docs/scale.md)")
-    d.add_argument("--engine", choices=("local", "ray"), default="local", help="ray: Ray Train workers")
+    d.add_argument("--engine", choices=("local", "ray"), default="local",
+                   help="ray: end_to_end on Ray Train workers; cached: the feature cache computed on Ray Data")
     d.add_argument("--workers", type=int, help="Ray Train workers; --batch-size is split over them")
     d.add_argument("--ray-address", help="Ray cluster (default $RAY_ADDRESS; auto: the running one)")
     d.add_argument("--cpus-per-worker", type=float, default=1.0, help="CPUs each Ray worker claims")

@@ -135,11 +135,14 @@ def _history_frame(histories: list[tuple[str, object]]):
 
 def train(config: TrainConfig, data_dir: str | Path, out_dir: str | Path, *,
           cache_dir: str | Path | None = None, progress: bool = True, resume: bool = False,
-          distributed: Distributed | None = None) -> TrainResult | None:
+          distributed: Distributed | None = None, ray_address: str | None = None,
+          features_on_ray: bool = False) -> TrainResult | None:
     """Train a classifier on ``data_dir`` and write its bundle to ``out_dir``.
 
     With ``distributed`` (end-to-end mode only) the model trains under its strategy, the
     batch size being the global one; workers other than the chief return None.
+    ``features_on_ray`` (cached mode): the feature cache is computed on the Ray cluster at
+    ``ray_address``.
 
     >>> train(TrainConfig(backbone="efficientnet_lite0"), "../shared/data/sports100", "runs/lite0")
     """
@@ -188,7 +191,8 @@ def train(config: TrainConfig, data_dir: str | Path, out_dir: str | Path, *,
 
     if config.mode == "cached":
         extractor = FeatureExtractor(trunk(model, split), image_size=size, cache_dir=cache_dir,
-                                     batch_size=config.batch_size, progress=progress)
+                                     batch_size=config.batch_size, progress=progress,
+                                     use_ray=features_on_ray, ray_address=ray_address)
         histories = _train_cached(model, config, extractor, split, train_df, valid_df, n_classes, verbose, ckpt)
         hits, misses = extractor.hits, extractor.misses
     else:

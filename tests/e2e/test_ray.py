@@ -99,3 +99,68 @@ def test_killed_ray_job_resumes_without_redoing_finished_shards(ray_address, man
     assert result.shards == total and result.shards_skipped == len(finished)
     assert all(p.stat().st_mtime_ns == t for p, t in finished.items())  # not rewritten
     assert_same_rows(pd.read_parquet(out), local_table)
+
+
+# -- training ------------------------------------------------------------------------------
+
+TRAIN_CLASSES = ("swimming", "polo", "bowling")
+
+
+def tiny_config():
+    from sports_classifier.config import TrainConfig
+
+    # No dropout, no augmentation: the only randomness left is the shuffle, which every worker
+    # draws alike, so that N workers compute the same global-batch gradients as one.
+    return TrainConfig(backbone="tiny_cnn", weights="none", image_size=32, mode="end_to_end", head_epochs=4,
+                       fine_tune_epochs=0, batch_size=8, classes=TRAIN_CLASSES, max_per_class=16,
+                       learning_rate=0.05, dropout=0.0, augment=False)
+
+
+@pytest.mark.timeout(600)
+def test_two_ray_train_workers_train_like_one(ray_address, shared_data, tmp_path):
+    from sports_classifier.classifier import Classifier
+    from sports_classifier.distributed.ray_train import train_on_ray
+
+    runs = {}
+    for workers in (1, 2):
+        runs[workers] = train_on_ray(tiny_config(), shared_data, tmp_path / f"w{workers}", workers=workers,
+                                     address=ray_address, cpus_per_worker=0.5, progress=False, tf_port=8070,
+                                     threads=1)
+        assert not (tmp_path / f"w{workers}.checkpoint").exists()  # removed once the bundle is written
+    images = [sorted((shared_data / "valid" / c).iterdir())[0] for c in TRAIN_CLASSES]
+    probs = {w: Classifier.from_pretrained(r["bundle"]).predict_proba(images) for w, r in runs.items()}
+    acc = {w: r["metrics"]["valid"]["accuracy"] for w, r in runs.items()}
+    assert runs[2]["metrics"]["valid"]["n"] == 15 and runs[2]["workers"] == 2
+    # Same shuffles, same global batches, gradients averaged over the workers: the same model
+    # up to float rounding (a wrong split or loss scale shows at once).
+    assert acc[1] == acc[2], acc
+    np.testing.assert_allclose(probs[2], probs[1], atol=1e-4)
+    assert probs[1].max() > 0.4  # it learned something: not the uniform 1/3
+
+
+def test_feature_cache_computed_on_ray_is_the_one_the_local_path_reads(ray_address, manifest, tmp_path):
+    import keras
+
+    from sports_classifier.batch import collect_inputs
+    from sports_classifier.models.network import build_classifier
+    from sports_classifier.training.features import FeatureExtractor, View
+    from sports_classifier.training.views import trunk
+
+    keras.utils.set_random_seed(0)
+    net = trunk(build_classifier("tiny_cnn", 3, image_size=32, weights="none"), None)
+    paths = [p for p in collect_inputs(manifest) if Path(p).exists()]  # as dataset discovery lists them
+    local = FeatureExtractor(net, image_size=32, cache_dir=tmp_path / "local", progress=False)
+    on_ray = FeatureExtractor(net, image_size=32, cache_dir=tmp_path / "ray", progress=False,
+                              use_ray=True, ray_address=ray_address)
+    for view in (View("clean"), View("flip")):
+        a, b = local(paths, view), on_ray(paths, view)
+        assert b.skipped == a.skipped and len(a.skipped) == 3
+        np.testing.assert_array_equal(b.rows, a.rows)
+        np.testing.assert_allclose(b.values, a.values, atol=1e-4)
+    assert sorted(p.name for p in (tmp_path / "ray" / "features").glob("*.json")) == \
+        sorted(p.name for p in (tmp_path / "local" / "features").glob("*.json"))  # the same cache keys
+    # A local run pointed at the cache Ray wrote reads it instead of computing.
+    reader = FeatureExtractor(net, image_size=32, cache_dir=tmp_path / "ray", progress=False)
+    cached = reader(paths, View("flip"))
+    assert reader.hits == 1 and reader.misses == 0
+    np.testing.assert_allclose(cached.values, local(paths, View("flip")).values, atol=1e-3)
