@@ -68,11 +68,12 @@ def main() -> int:
     ap.add_argument("--model", default=str(ROOT / "models" / "lite0"))
     ap.add_argument("--input", required=True)
     ap.add_argument("--images", type=int, default=500)
+    ap.add_argument("--repeat", type=int, default=1, help="list the images this many times (longer runs)")
     ap.add_argument("--shard-size", type=int, default=100)
     ap.add_argument("--ray-address")
     ap.add_argument("--cpus-per-worker", type=float, default=0.9)
     args = ap.parse_args()
-    paths = collect_inputs(args.input)[: args.images]
+    paths = collect_inputs(args.input)[: args.images] * args.repeat
     results = {"images": len(paths)}
     work = Path(tempfile.mkdtemp(prefix="bench-batch-"))
     try:
@@ -80,6 +81,9 @@ def main() -> int:
             r = predict_dataset(args.model, paths, work / "local.parquet", shard_size=args.shard_size, progress=False)
         results["local"] = {"images_per_s": round(r.rows / r.seconds, 1), "seconds": round(r.seconds, 1),
                             "peak_rss_mb": round(mem.peak / 2**20)}
+        r = predict_dataset(args.model, paths, work / "local1.parquet", shard_size=args.shard_size, progress=False,
+                            threads=1)
+        results["local_1_thread"] = {"images_per_s": round(r.rows / r.seconds, 1), "seconds": round(r.seconds, 1)}
         cluster = None
         address = args.ray_address
         if address is None:
