@@ -101,7 +101,7 @@ def _train_on_ray(recipe, args) -> int:
     report = train_on_ray(recipe, args.data, args.out, workers=args.workers or 1,
                           address=args.ray_address or os.environ.get("RAY_ADDRESS") or None,
                           cpus_per_worker=args.cpus_per_worker, use_gpu=args.gpu, cache_dir=args.cache_dir,
-                          progress=not args.quiet, resume=args.resume)
+                          progress=not args.quiet, resume=args.resume, tf_port=args.tf_port)
     print(f"bundle: {report['bundle']} ({report['workers']} Ray workers)")
     _print_valid(report["metrics"])
     print(f"time: {report['seconds']:.1f} s (Ray start-up {report['ray_startup_s']:.1f} s)")
@@ -298,6 +298,8 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("--ray-address", help="Ray cluster (default $RAY_ADDRESS; auto: the running one)")
     d.add_argument("--cpus-per-worker", type=float, default=1.0, help="CPUs each Ray worker claims")
     d.add_argument("--gpu", action="store_true", help="one GPU per Ray worker")
+    d.add_argument("--tf-port", type=int, help="worker i listens for TensorFlow's collectives on this port + i "
+                   "(default: ports Ray picks)")
     d.add_argument("--strategy", choices=("mirrored",), help="mirrored: every GPU of this machine, no Ray")
     p.set_defaults(func=cmd_train)
 

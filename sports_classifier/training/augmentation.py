@@ -27,11 +27,15 @@ def augmentation(*, zoom: float, shift: float, horizontal_flip: bool, seed: int)
 def make_tf_dataset(
     frame, *, image_size: int, batch_size: int = 32, training: bool = False, seed: int = 42,
     augment_layers=None, skipped: SkippedImages | None = None, shard: tuple[int, int] | None = None,
+    epoch: list[int] | None = None,
 ):
     """A ``tf.data`` pipeline of ``(pixels, class_index)`` batches.
 
     Decoding goes through the shared preprocessing (so train and serve see the same pixels);
     in training the order is reshuffled every epoch and ``augment_layers`` are applied.
+    ``epoch``: a one-item list the caller keeps at the current epoch (a callback), so that a
+    resumed run shuffles its epochs as the uninterrupted run did; without it, each pass over
+    the data counts as the next epoch.
 
     ``shard=(rank, workers)``: data-parallel training under ``MultiWorkerMirroredStrategy``.
     ``batch_size`` is the global batch. In training this worker decodes only its
@@ -46,7 +50,8 @@ def make_tf_dataset(
 
     paths = frame["filepath"].tolist()
     labels = frame["class_index"].to_numpy(np.int64)
-    epoch = [0]
+    counted = epoch is None
+    epoch = [0] if epoch is None else epoch
     rank, workers = shard or (0, 1)
     if batch_size % workers:
         from ..errors import ConfigError
@@ -58,7 +63,8 @@ def make_tf_dataset(
         order = list(range(len(paths)))
         if training:
             random.Random(seed + epoch[0]).shuffle(order)
-            epoch[0] += 1
+            if counted:
+                epoch[0] += 1
         if workers > 1 and training:
             end = len(order) - len(order) % batch_size
             order = [i for start in range(0, end, batch_size)

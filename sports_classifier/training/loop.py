@@ -332,9 +332,19 @@ def _train_end_to_end(model, config, split, train_df, valid_df, size, n_classes,
     one_hot = lambda x, y: (x, tf.one_hot(y, n_classes))  # noqa: E731 (tf.data map function)
     skipped = {"train": SkippedImages(), "valid": SkippedImages()}
     shard = None if distributed is None or distributed.workers == 1 else (distributed.rank, distributed.workers)
+    # The shuffle follows Keras' epoch number (head epochs, then fine-tune epochs after them), so
+    # that a resumed run sees the batches the uninterrupted run saw.
+    epoch = [0]
     train_ds = make_tf_dataset(train_df, image_size=size, batch_size=config.batch_size, training=True,
                                seed=config.seed, augment_layers=aug, skipped=skipped["train"],
-                               shard=shard).map(one_hot)
+                               shard=shard, epoch=epoch).map(one_hot)
+
+    def follow(offset: int):
+        import keras
+
+        return keras.callbacks.LambdaCallback(
+            on_epoch_begin=lambda e, logs=None: epoch.__setitem__(0, offset + e))
+
     valid_ds = make_tf_dataset(valid_df, image_size=size, batch_size=config.batch_size,
                                skipped=skipped["valid"], shard=shard).map(one_hot)
     histories = []
@@ -348,7 +358,7 @@ def _train_end_to_end(model, config, split, train_df, valid_df, size, n_classes,
         _build_for_multi_worker(model, size, n_classes)
     if config.head_epochs:
         histories.append(_run_stage(ckpt, model, config, "head", lambda callbacks: model.fit(
-            train_ds, validation_data=valid_ds, epochs=config.head_epochs, callbacks=callbacks,
+            train_ds, validation_data=valid_ds, epochs=config.head_epochs, callbacks=[follow(0), *callbacks],
             verbose=verbose)))
     if split is not None:
         set_trainable(model, split)
@@ -357,8 +367,8 @@ def _train_end_to_end(model, config, split, train_df, valid_df, size, n_classes,
         if multi_worker:
             _build_for_multi_worker(model, size, n_classes)
         histories.append(_run_stage(ckpt, model, config, "fine_tune", lambda callbacks: model.fit(
-            train_ds, validation_data=valid_ds, epochs=config.fine_tune_epochs, callbacks=callbacks,
-            verbose=verbose)))
+            train_ds, validation_data=valid_ds, epochs=config.fine_tune_epochs,
+            callbacks=[follow(config.head_epochs), *callbacks], verbose=verbose)))
     for split, items in skipped.items():
         # The pipelines decode every epoch: report each unreadable file once.
         SkippedImages(list(dict.fromkeys(items.items))).warn(split)

@@ -116,26 +116,70 @@ def tiny_config():
                        learning_rate=0.05, dropout=0.0, augment=False)
 
 
-@pytest.mark.timeout(600)
-def test_two_ray_train_workers_train_like_one(ray_address, shared_data, tmp_path):
-    from sports_classifier.classifier import Classifier
+TRAIN_ARGS = ["--backbone", "tiny_cnn", "--weights", "none", "--image-size", "32", "--mode", "end_to_end",
+              "--epochs", "4", "--fine-tune-epochs", "0", "--batch-size", "8", "--classes", ",".join(TRAIN_CLASSES),
+              "--max-per-class", "16", "--lr", "0.05", "--dropout", "0", "--no-augment", "--quiet"]
+
+
+@pytest.fixture(scope="module")
+def trained(ray_address, shared_data, tmp_path_factory):
+    """The same training on one and on two Ray Train workers."""
     from sports_classifier.distributed.ray_train import train_on_ray
 
+    root = tmp_path_factory.mktemp("ray-train")
     runs = {}
     for workers in (1, 2):
-        runs[workers] = train_on_ray(tiny_config(), shared_data, tmp_path / f"w{workers}", workers=workers,
+        runs[workers] = train_on_ray(tiny_config(), shared_data, root / f"w{workers}", workers=workers,
                                      address=ray_address, cpus_per_worker=0.5, progress=False, tf_port=8070,
                                      threads=1)
-        assert not (tmp_path / f"w{workers}.checkpoint").exists()  # removed once the bundle is written
+        assert not (root / f"w{workers}.checkpoint").exists()  # removed once the bundle is written
+    return runs
+
+
+def probabilities(bundle, shared_data):
+    from sports_classifier.classifier import Classifier
+
     images = [sorted((shared_data / "valid" / c).iterdir())[0] for c in TRAIN_CLASSES]
-    probs = {w: Classifier.from_pretrained(r["bundle"]).predict_proba(images) for w, r in runs.items()}
-    acc = {w: r["metrics"]["valid"]["accuracy"] for w, r in runs.items()}
-    assert runs[2]["metrics"]["valid"]["n"] == 15 and runs[2]["workers"] == 2
+    return Classifier.from_pretrained(bundle).predict_proba(images)
+
+
+@pytest.mark.timeout(600)
+def test_two_ray_train_workers_train_like_one(trained, shared_data):
+    probs = {w: probabilities(r["bundle"], shared_data) for w, r in trained.items()}
+    acc = {w: r["metrics"]["valid"]["accuracy"] for w, r in trained.items()}
+    assert trained[2]["metrics"]["valid"]["n"] == 15 and trained[2]["workers"] == 2
     # Same shuffles, same global batches, gradients averaged over the workers: the same model
     # up to float rounding (a wrong split or loss scale shows at once).
     assert acc[1] == acc[2], acc
     np.testing.assert_allclose(probs[2], probs[1], atol=1e-4)
     assert probs[1].max() > 0.4  # it learned something: not the uniform 1/3
+
+
+@pytest.mark.timeout(600)
+def test_killed_two_worker_training_resumes_to_the_same_model(trained, ray_address, shared_data, tmp_path):
+    out = tmp_path / "run"
+    command = [sys.executable, "-m", "sports_classifier", "train", "--data", str(shared_data), "--out", str(out),
+               *TRAIN_ARGS, "--engine", "ray", "--workers", "2", "--ray-address", ray_address,
+               "--cpus-per-worker", "0.5", "--tf-port", "8072"]
+    proc = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    latest = tmp_path / "run.checkpoint" / "head" / "latest"
+    try:
+        deadline = time.monotonic() + 300
+        while time.monotonic() < deadline and proc.poll() is None and not (
+                latest.is_file() and latest.read_text().strip() >= "epoch-0002"):
+            time.sleep(0.1)
+    finally:
+        os.killpg(proc.pid, signal.SIGKILL)  # the driver dies; Ray ends its workers
+        proc.wait(timeout=30)
+    assert latest.is_file() and not out.exists(), "the run was not caught midway"
+    time.sleep(5)  # let Ray end the dead job's workers
+    resumed = subprocess.run(command + ["--resume"], capture_output=True, text=True, timeout=400)
+    assert resumed.returncode == 0, resumed.stderr[-2000:]
+    assert "2 Ray workers" in resumed.stdout
+    history = pd.read_csv(out / "history.csv")
+    assert len(history) == 4  # the epochs before the kill restored, the others trained
+    np.testing.assert_allclose(probabilities(out, shared_data), probabilities(trained[2]["bundle"], shared_data),
+                               atol=1e-4)
 
 
 def test_feature_cache_computed_on_ray_is_the_one_the_local_path_reads(ray_address, manifest, tmp_path):
