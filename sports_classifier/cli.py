@@ -71,12 +71,41 @@ def cmd_train(args) -> int:
         _print_valid(read_metrics(out))
         print(f"time: {time.perf_counter() - start:.1f} s")
         return 0
+    if args.engine == "ray" and getattr(recipe, "mode", None) == "end_to_end":
+        return _train_on_ray(recipe, args)
+    if args.workers not in (None, 1):
+        raise UserInputError("--workers N trains on a Ray cluster: add --engine ray")
+    distributed = None
+    if args.strategy == "mirrored":  # every GPU of this machine (one replica on a CPU)
+        import tensorflow as tf
+
+        from .training.loop import Distributed
+
+        distributed = Distributed(tf.distribute.MirroredStrategy())
     result = train(recipe, args.data, args.out, cache_dir=args.cache_dir, progress=not args.quiet,
-                   resume=args.resume)
+                   resume=args.resume, distributed=distributed, features_on_ray=args.engine == "ray",
+                   ray_address=args.ray_address or os.environ.get("RAY_ADDRESS") or None)
     print(f"bundle: {result.bundle}")
     _print_valid(result.metrics)
     print(f"time: {result.seconds:.1f} s (feature cache: {result.cache_hits} hit(s), "
           f"{result.cache_misses} computed)")
+    return 0
+
+
+def _train_on_ray(recipe, args) -> int:
+    from .training.recipes import EnsembleRecipe
+
+    if isinstance(recipe, EnsembleRecipe) or args.strategy:
+        raise UserInputError("--engine ray trains one end-to-end model (no ensemble recipe, no --strategy)")
+    from .distributed.ray_train import train_on_ray
+
+    report = train_on_ray(recipe, args.data, args.out, workers=args.workers or 1,
+                          address=args.ray_address or os.environ.get("RAY_ADDRESS") or None,
+                          cpus_per_worker=args.cpus_per_worker, use_gpu=args.gpu, cache_dir=args.cache_dir,
+                          progress=not args.quiet, resume=args.resume, tf_port=args.tf_port)
+    print(f"bundle: {report['bundle']} ({report['workers']} Ray workers)")
+    _print_valid(report["metrics"])
+    print(f"time: {report['seconds']:.1f} s (Ray start-up {report['ray_startup_s']:.1f} s)")
     return 0
 
 
@@ -122,6 +151,10 @@ def cmd_evaluate(args) -> int:
 
 
 def cmd_predict(args) -> int:
+    if args.input or args.output:
+        return cmd_predict_batch(args)
+    if not args.images:
+        raise UserInputError("give image files, or --input SRC --output OUT.parquet for a batch")
     clf = _load(args)
     failed = 0
     results = []
@@ -139,6 +172,27 @@ def cmd_predict(args) -> int:
     if args.json:
         print(json.dumps(results))
     return 1 if failed else 0
+
+
+def cmd_predict_batch(args) -> int:
+    from .batch import predict_dataset
+
+    if not (args.input and args.output) or args.images:
+        raise UserInputError("a batch takes --input SRC and --output OUT (and no image arguments)")
+    if not args.model:
+        raise UserInputError("no --model given and no bundled default model (models/DEFAULT) found")
+    result = predict_dataset(
+        args.model, args.input, args.output, top_k=args.top_k, engine=args.engine, fmt=args.format,
+        shard_size=args.shard_size, batch_size=args.batch_size, runtime=args.runtime,
+        progress=not args.json, ray_address=args.ray_address or os.environ.get("RAY_ADDRESS") or None,
+        workers=args.workers, cpus_per_worker=args.cpus_per_worker)
+    summary = {"output": str(result.output), "rows": result.rows, "errors": result.errors,
+               "shards": result.shards, "shards_reused": result.shards_skipped, "engine": result.engine,
+               "seconds": round(result.seconds, 2), "images_per_second": round(result.images_per_second, 1)}
+    print(json.dumps(summary) if args.json else
+          f"{result.output}: {result.rows} rows ({result.errors} unreadable), {result.shards} shard(s), "
+          f"{result.shards_skipped} reused from an earlier run, {result.seconds:.1f} s")
+    return 0
 
 
 def cmd_threshold(args) -> int:
@@ -252,6 +306,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--resume", action="store_true",
                    help="continue a run that was interrupted (same options; state in OUT.checkpoint/)")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
+    d = p.add_argument_group("data-parallel training, --mode end_to_end (docs/scale.md)")
+    d.add_argument("--engine", choices=("local", "ray"), default="local",
+                   help="ray: end_to_end on Ray Train workers; cached: the feature cache computed on Ray Data")
+    d.add_argument("--workers", type=int, help="Ray Train workers; --batch-size is split over them")
+    d.add_argument("--ray-address", help="Ray cluster (default $RAY_ADDRESS; auto: the running one)")
+    d.add_argument("--cpus-per-worker", type=float, default=1.0, help="CPUs each Ray worker claims")
+    d.add_argument("--gpu", action="store_true", help="one GPU per Ray worker")
+    d.add_argument("--tf-port", type=int, help="worker i listens for TensorFlow's collectives on this port + i "
+                   "(default: ports Ray picks)")
+    d.add_argument("--strategy", choices=("mirrored",), help="mirrored: every GPU of this machine, no Ray")
     p.set_defaults(func=cmd_train)
 
     def model_arg(p):
@@ -278,7 +342,17 @@ def build_parser() -> argparse.ArgumentParser:
     model_arg(p)
     p.add_argument("--top-k", type=int, default=5)
     p.add_argument("--json", action="store_true")
-    p.add_argument("images", nargs="+", metavar="IMAGE")
+    p.add_argument("images", nargs="*", metavar="IMAGE")
+    b = p.add_argument_group("batch (a table out, resumable; docs/scale.md)")
+    b.add_argument("--input", metavar="SRC", help="folder (recursive), glob, or CSV/Parquet manifest with a path column")
+    b.add_argument("--output", metavar="OUT", help="OUT.parquet (or .csv); shards in OUT.parts/")
+    b.add_argument("--format", choices=("parquet", "csv"), help="default: from OUT's suffix, else parquet")
+    b.add_argument("--engine", choices=("local", "ray"), default="local", help="local (default) or a Ray cluster")
+    b.add_argument("--ray-address", help="Ray cluster (default $RAY_ADDRESS; auto: the running one)")
+    b.add_argument("--workers", type=int, help="Ray actors (default: the cluster's CPUs)")
+    b.add_argument("--cpus-per-worker", type=float, default=0.5, help="CPUs each Ray actor claims (default 0.5)")
+    b.add_argument("--shard-size", type=int, default=1000, help="files per shard, the unit a rerun skips")
+    b.add_argument("--batch-size", type=int, default=32)
     p.set_defaults(func=cmd_predict)
 
     p = sub.add_parser("threshold", help="choose a model's out-of-distribution threshold",

@@ -28,12 +28,21 @@ class Checkpoints:
     folder is removed once the bundle is written.
     """
 
-    def __init__(self, out_dir: Path, config: TrainConfig, *, resume: bool):
+    def __init__(self, out_dir: Path, config: TrainConfig, *, resume: bool, writer: bool = True):
+        """``writer=False``: a data-parallel worker other than the chief. It reads the chief's
+        checkpoints (to resume alike) but never clears them; it saves its own copy of every
+        checkpoint into a scratch folder, because under ``MultiWorkerMirroredStrategy`` reading
+        the weights is a collective operation that every worker must run."""
         import json
         import shutil
+        import tempfile
 
         self.dir = out_dir.with_name(out_dir.name + ".checkpoint")
+        self.out = self.dir
         saved = self.dir / "config.json"
+        if not writer:
+            self.out = Path(tempfile.mkdtemp(prefix="checkpoint-worker-"))
+            return
         if resume and saved.is_file():
             if json.loads(saved.read_text()) != config.to_dict():
                 raise ConfigError(
@@ -58,9 +67,9 @@ class Checkpoints:
         return pd.read_csv(self.dir / f"{stage}.history.csv")
 
     def finish(self, model, stage: str) -> None:
-        tmp = self.dir / f".{stage}.done.weights.h5"
+        tmp = self.out / f".{stage}.done.weights.h5"
         model.save_weights(tmp)
-        os.replace(tmp, self.dir / f"{stage}.done.weights.h5")
+        os.replace(tmp, self.out / f"{stage}.done.weights.h5")
 
     def history(self, stage: str):
         import pandas as pd
@@ -81,15 +90,15 @@ class Checkpoints:
         # Order matters: the checkpoint restores the counters after EarlyStopping and
         # ReduceLROnPlateau have reset them (on_train_begin), and saves after they have updated
         # them (on_epoch_end).
-        return [early, plateau, _epoch_checkpoint(self.dir, stage, early, plateau)]
+        return [early, plateau, _epoch_checkpoint(self.dir, stage, early, plateau, write_to=self.out)]
 
     def remove(self) -> None:
         import shutil
 
-        shutil.rmtree(self.dir, ignore_errors=True)
+        shutil.rmtree(self.out, ignore_errors=True)
 
 
-def _epoch_checkpoint(folder: Path, stage: str, early, plateau):
+def _epoch_checkpoint(folder: Path, stage: str, early, plateau, *, write_to: Path | None = None):
     """An ``EpochCheckpoint`` callback (defined here so that importing this module stays Keras-free).
 
     Each epoch is written to its own folder, then a one-line pointer file (``<stage>/latest``) is
@@ -105,15 +114,17 @@ def _epoch_checkpoint(folder: Path, stage: str, early, plateau):
     class EpochCheckpoint(keras.callbacks.Callback):
         def __init__(self):
             super().__init__()
-            self.root = folder / stage
+            self.read_root = folder / stage  # where a resumed run's state is read (the chief's)
+            self.root = (write_to or folder) / stage  # where this worker writes its own
             self.pointer = self.root / "latest"
-            self.csv = folder / f"{stage}.history.csv"
+            self.csv = (write_to or folder) / f"{stage}.history.csv"
             self.rows: list[dict] = []
 
         def on_train_begin(self, logs=None):
-            if not self.pointer.is_file():
+            pointer = self.read_root / "latest"
+            if not pointer.is_file():
                 return
-            saved = self.root / self.pointer.read_text().strip()
+            saved = self.read_root / pointer.read_text().strip()
             if self.model.optimizer is not None and not self.model.optimizer.built:
                 self.model.optimizer.build(self.model.trainable_variables)  # its slots are saved too
             self.model.load_weights(saved / "model.weights.h5")

@@ -77,7 +77,10 @@ class FeatureExtractor:
     """Computes and caches trunk outputs for lists of image files."""
 
     def __init__(self, trunk, *, image_size: int, cache_dir: str | Path | None = None,
-                 batch_size: int = 32, progress: bool = True, use_onnx: bool | None = None):
+                 batch_size: int = 32, progress: bool = True, use_onnx: bool | None = None,
+                 ray_address: str | None = None, use_ray: bool = False):
+        """``use_ray``: compute the clean and mirrored views on a Ray cluster at ``ray_address``
+        (``distributed.ray_features``); the cache entries are the same either way."""
         self.trunk = trunk
         self.image_size = image_size
         self.batch_size = batch_size
@@ -86,6 +89,8 @@ class FeatureExtractor:
         self.trunk_digest = weights_digest(trunk)
         self._engine = None
         self._use_onnx = use_onnx
+        self._onnx_path: Path | None = None
+        self.use_ray, self.ray_address = use_ray, ray_address
         self.hits = 0
         self.misses = 0
 
@@ -104,6 +109,7 @@ class FeatureExtractor:
                     sample = rng.uniform(0, 255, (2, self.image_size, self.image_size, 3)).astype(np.float32)
                     export_onnx(self.trunk, path, sample=sample, atol=1e-3)
                 self._engine = OnnxEngine(path)
+                self._onnx_path = path
             except Exception as exc:  # any export problem: Keras computes the same, slower
                 log.warning("ONNX trunk unavailable (%s); computing features with Keras", exc)
         if self._engine is None:
@@ -140,6 +146,16 @@ class FeatureExtractor:
 
     def _compute(self, paths: Sequence[str], view: View, desc: str) -> Features:
         engine = self._engine_for_trunk()
+        if self.use_ray and view.kind in ("clean", "flip") and self._onnx_path is not None:
+            from ..distributed.ray_features import compute_features
+
+            values, rows, skipped = compute_features(list(paths), str(self._onnx_path), image_size=self.image_size,
+                                                     flip=view.kind == "flip", batch_size=self.batch_size,
+                                                     address=self.ray_address)
+            SkippedImages([tuple(s) for s in skipped]).warn(desc)
+            if not len(rows):
+                raise ValueError(f"no readable images among {len(paths)} file(s) for {desc}")
+            return Features(values, rows, skipped)
         skipped = SkippedImages()
         chunks, rows = [], []
         for pixels, idx in view_pixels(paths, view, self.image_size, self.batch_size, skipped=skipped,

@@ -16,6 +16,7 @@ else Keras) on the decoded validation images: the same numbers ``evaluate`` give
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import math
 import time
@@ -38,6 +39,24 @@ from .features import FeatureExtractor, View
 from .finalize import write_trained_bundle
 
 log = logging.getLogger(__name__)
+
+
+@dataclass
+class Distributed:
+    """How this process takes part in data-parallel training (``--strategy mirrored`` or
+    ``--engine ray``): the ``tf.distribute`` strategy whose scope builds the model, this
+    worker's rank among ``workers`` processes (each decodes its slice of every global batch),
+    and a ``barrier`` that all workers pass together. Only rank 0 (the chief) writes
+    checkpoints and the bundle."""
+
+    strategy: object
+    rank: int = 0
+    workers: int = 1
+    barrier: object = None
+
+    @property
+    def chief(self) -> bool:
+        return self.rank == 0
 
 
 @dataclass
@@ -120,8 +139,15 @@ def _history_frame(histories: list[tuple[str, object]]):
 
 
 def train(config: TrainConfig, data_dir: str | Path, out_dir: str | Path, *,
-          cache_dir: str | Path | None = None, progress: bool = True, resume: bool = False) -> TrainResult:
+          cache_dir: str | Path | None = None, progress: bool = True, resume: bool = False,
+          distributed: Distributed | None = None, ray_address: str | None = None,
+          features_on_ray: bool = False) -> TrainResult | None:
     """Train a classifier on ``data_dir`` and write its bundle to ``out_dir``.
+
+    With ``distributed`` (end-to-end mode only) the model trains under its strategy, the
+    batch size being the global one; workers other than the chief return None.
+    ``features_on_ray`` (cached mode): the feature cache is computed on the Ray cluster at
+    ``ray_address``.
 
     >>> train(TrainConfig(backbone="efficientnet_lite0"), "../shared/data/sports100", "runs/lite0")
     """
@@ -142,23 +168,51 @@ def train(config: TrainConfig, data_dir: str | Path, out_dir: str | Path, *,
     log.info("%d training / %d validation images, %d classes, %s at %d px",
              len(train_df), len(valid_df), n_classes, config.backbone, size)
 
-    model = build_classifier(config.backbone, n_classes, image_size=size, dropout=config.dropout,
-                             weights=config.weights, tta_flip=config.tta_flip)
+    def build():
+        return build_classifier(config.backbone, n_classes, image_size=size, dropout=config.dropout,
+                                weights=config.weights, tta_flip=config.tta_flip)
+
+    if distributed is not None and config.mode != "end_to_end":
+        from ..errors import ConfigError
+
+        raise ConfigError("distributed training (--workers, --strategy) runs --mode end_to_end only")
+    def scope():
+        return distributed.strategy.scope() if distributed is not None else contextlib.nullcontext()
+
+    with scope():
+        model = build()
     # The layer after which the backbone is fine-tuned in stage 2 (None: head only).
     split = (split_layer(model, config.backbone, config.fine_tune_stages, top=config.fine_tune_top)
              if config.fine_tune_epochs > 0 else None)
     verbose = 2 if progress else 0
-    ckpt = Checkpoints(Path(out_dir).resolve(), config, resume=resume)
+    chief = distributed is None or distributed.chief
+    if chief:
+        ckpt = Checkpoints(Path(out_dir).resolve(), config, resume=resume)
+    if distributed is not None and distributed.barrier is not None:
+        distributed.barrier()  # the chief has set up (or cleared) the checkpoint folder
+    if not chief:
+        ckpt = Checkpoints(Path(out_dir).resolve(), config, resume=resume, writer=False)
     histories: list[tuple[str, object]] = []
     hits = misses = 0
 
     if config.mode == "cached":
         extractor = FeatureExtractor(trunk(model, split), image_size=size, cache_dir=cache_dir,
-                                     batch_size=config.batch_size, progress=progress)
+                                     batch_size=config.batch_size, progress=progress,
+                                     use_ray=features_on_ray, ray_address=ray_address)
         histories = _train_cached(model, config, extractor, split, train_df, valid_df, labels, verbose, ckpt)
         hits, misses = extractor.hits, extractor.misses
     else:
-        histories = _train_end_to_end(model, config, split, train_df, valid_df, size, n_classes, verbose, ckpt)
+        with scope():
+            histories = _train_end_to_end(model, config, split, train_df, valid_df, size, n_classes, verbose,
+                                          ckpt, distributed)
+    if distributed is not None:
+        weights = model.get_weights()  # every worker: reading them can be a collective operation
+        if not chief:
+            ckpt.remove()  # its scratch copy
+            return None
+        # Export and measure a plain copy: the strategy's variables stay inside its scope.
+        model = build()
+        model.set_weights(weights)
 
     history = _history_frame(histories)
     training = config.to_dict() | {
@@ -265,7 +319,42 @@ def _teacher_targets(config, labels, extractor, train_paths, views, rows, valid_
     return soft + [targets(valid_paths, View("clean"), valid_rows, desc="valid")]
 
 
-def _train_end_to_end(model, config, split, train_df, valid_df, size, n_classes, verbose, ckpt):
+def _build_for_multi_worker(model, size: int, n_classes: int) -> None:
+    """Work around two Keras 3 (3.15) faults under ``MultiWorkerMirroredStrategy``.
+
+    1. ``fit`` builds the compiled model's state from a first batch that it averages over the
+       workers with ``strategy.reduce``, which fails ("Attempt to convert a value
+       (PerReplica...)"): build it here from shapes, which is all the build needs, and skip
+       that step.
+    2. Each step's logs (scalars) are averaged with ``strategy.reduce("MEAN", v, axis=0)``,
+       which fails on scalars: average them with ``axis=None`` instead (``_mean_over_workers``).
+    """
+    x = np.zeros((1, size, size, 3), np.float32)
+    y = np.zeros((1, n_classes), np.float32)
+    type(model)._symbolic_build(model, data_batch=(x, y))
+    model._maybe_symbolic_build = lambda iterator=None, data_batch=None: None
+    _mean_over_workers()
+
+
+def _mean_over_workers() -> None:
+    from keras.src import tree
+    from keras.src.backend.tensorflow import trainer as tf_trainer
+
+    original = tf_trainer.reduce_per_replica
+    if getattr(original, "_sports_classifier", False):
+        return
+
+    def reduce_per_replica(values, strategy, reduction):
+        if reduction in ("auto", "mean") and tf_trainer._collective_all_reduce_multi_worker(strategy):
+            return tree.map_structure(lambda v: strategy.reduce("MEAN", v, axis=None), values)
+        return original(values, strategy, reduction)
+
+    reduce_per_replica._sports_classifier = True
+    tf_trainer.reduce_per_replica = reduce_per_replica
+
+
+def _train_end_to_end(model, config, split, train_df, valid_df, size, n_classes, verbose, ckpt,
+                      distributed: Distributed | None = None):
     import tensorflow as tf
 
     from ..models.network import backbone_of
@@ -275,25 +364,44 @@ def _train_end_to_end(model, config, split, train_df, valid_df, size, n_classes,
                         seed=config.seed) if config.augment else None)
     one_hot = lambda x, y: (x, tf.one_hot(y, n_classes))  # noqa: E731 (tf.data map function)
     skipped = {"train": SkippedImages(), "valid": SkippedImages()}
+    shard = None if distributed is None or distributed.workers == 1 else (distributed.rank, distributed.workers)
+    # The shuffle follows Keras' epoch number (head epochs, then fine-tune epochs after them), so
+    # that a resumed run sees the batches the uninterrupted run saw.
+    epoch = [0]
     train_ds = make_tf_dataset(train_df, image_size=size, batch_size=config.batch_size, training=True,
-                               seed=config.seed, augment_layers=aug, skipped=skipped["train"]).map(one_hot)
+                               seed=config.seed, augment_layers=aug, skipped=skipped["train"],
+                               shard=shard, epoch=epoch).map(one_hot)
+
+    def follow(offset: int):
+        import keras
+
+        return keras.callbacks.LambdaCallback(
+            on_epoch_begin=lambda e, logs=None: epoch.__setitem__(0, offset + e))
+
     valid_ds = make_tf_dataset(valid_df, image_size=size, batch_size=config.batch_size,
-                               skipped=skipped["valid"]).map(one_hot)
+                               skipped=skipped["valid"], shard=shard).map(one_hot)
     histories = []
     backbone_of(model).trainable = False
     compile_model(model, optimizer=config.optimizer, learning_rate=config.learning_rate,
                   weight_decay=config.weight_decay, label_smoothing=config.label_smoothing)
+    # Under any strategy (one worker or several alike, so that both see the same shuffles:
+    # building from a first batch would draw one epoch's order too many).
+    multi_worker = distributed is not None
+    if multi_worker:
+        _build_for_multi_worker(model, size, n_classes)
     if config.head_epochs:
         histories.append(_run_stage(ckpt, model, config, "head", lambda callbacks: model.fit(
-            train_ds, validation_data=valid_ds, epochs=config.head_epochs, callbacks=callbacks,
+            train_ds, validation_data=valid_ds, epochs=config.head_epochs, callbacks=[follow(0), *callbacks],
             verbose=verbose)))
     if split is not None:
         set_trainable(model, split)
         compile_model(model, optimizer=config.optimizer, learning_rate=config.fine_tune_learning_rate,
                       weight_decay=config.weight_decay, label_smoothing=config.label_smoothing)
+        if multi_worker:
+            _build_for_multi_worker(model, size, n_classes)
         histories.append(_run_stage(ckpt, model, config, "fine_tune", lambda callbacks: model.fit(
-            train_ds, validation_data=valid_ds, epochs=config.fine_tune_epochs, callbacks=callbacks,
-            verbose=verbose)))
+            train_ds, validation_data=valid_ds, epochs=config.fine_tune_epochs,
+            callbacks=[follow(config.head_epochs), *callbacks], verbose=verbose)))
     for split, items in skipped.items():
         # The pipelines decode every epoch: report each unreadable file once.
         SkippedImages(list(dict.fromkeys(items.items))).warn(split)

@@ -15,7 +15,7 @@ import pytest
 PACKAGE = Path(__file__).resolve().parents[2] / "sports_classifier"
 CORE = sorted(p.stem for p in PACKAGE.glob("*.py") if p.stem not in ("__init__", "__main__"))
 APP = sorted(p.stem for p in (PACKAGE / "app").glob("*.py") if p.stem != "__init__")
-HEAVY = ("tensorflow", "keras", "gradio")
+HEAVY = ("tensorflow", "keras", "gradio", "ray", "pyarrow")  # ray, pyarrow: the optional ray extra
 
 
 def loaded_after_import(modules: list[str]) -> set[str]:
@@ -39,7 +39,7 @@ def test_serving_imports_no_tensorflow_keras_or_gradio(layer, modules):
     loaded = loaded_after_import(modules)
     heavy = sorted(m for m in loaded if m.split(".")[0] in HEAVY)
     assert not heavy, f"importing the {layer} layer loads {heavy[:5]}"
-    training = sorted(m for m in loaded if m.startswith("sports_classifier.training"))
+    training = sorted(m for m in loaded if m.startswith(("sports_classifier.training", "sports_classifier.distributed")))
     assert not training, f"importing the {layer} layer loads {training}"
 
 
