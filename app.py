@@ -16,12 +16,13 @@ import functools
 import hashlib
 import shutil
 import tempfile
+import threading
 import time
 from pathlib import Path
 
 import gradio as gr
 
-from sports_classifier.app import about, batch, compare, examples
+from sports_classifier.app import about, batch, compare, data_view, examples, mistakes
 from sports_classifier.app import predict as predict_tab
 from sports_classifier.app.registry import ModelRegistry
 from sports_classifier.errors import UserInputError
@@ -39,6 +40,7 @@ TITLE = "Sports classifier"
 CACHE_CLEANUP = (3600, 3600)  # (how often, how old) in seconds: gr.Blocks(delete_cache=...)
 GRIDS = Path(tempfile.gettempdir()) / "sports-classifier-grids"
 BATCHES = Path(tempfile.gettempdir()) / "sports-classifier-batches"
+CHARTS = Path(tempfile.gettempdir()) / "sports-classifier-compare"  # drawn once per server, reused
 CSS = """
 .result-note {min-height: 2.5em; font-size: 0.9em}
 """
@@ -96,13 +98,30 @@ def _servable(items: list[tuple[str, str]]) -> list[tuple[str, str]]:
     return out
 
 
+def _servable_paths(paths: list[str | None]) -> list[str | None]:
+    """``_servable`` for single optional paths (a bundle's pictures may be in the Hub cache)."""
+    return [_servable([(p, "")])[0][0] if p else None for p in paths]
+
+
 def allowed_paths(registry: ModelRegistry) -> list[str]:
     """Only the example images and the local bundles' pictures (for the model cards)."""
     return ([str(EXAMPLES)] if EXAMPLES.is_dir() else []) + about.picture_files(registry)
 
 
-def build_demo(registry: ModelRegistry) -> gr.Blocks:
+def prepare_compare(registry: ModelRegistry, cache: mistakes.MistakesCache) -> None:
+    """Draw the Compare tab's charts and predict the example images once, after the models
+    load, so that opening Compare only reads caches (run in a background thread)."""
+    cache.start()
+    compare.speed_chart(registry, CHARTS)
+    for name in registry.names:
+        compare.curves_picture(registry, name, CHARTS)
+    data_view.distribution_chart(data_view.recorded_data(registry), CHARTS)
+
+
+def build_demo(registry: ModelRegistry, cache: mistakes.MistakesCache | None = None) -> gr.Blocks:
     names = registry.names
+    cache = cache or mistakes.MistakesCache(registry, EXAMPLES)
+
     default_models = names if len(names) <= 3 else names[:1]
     sports = examples.example_sports(EXAMPLES)
     first = names[0] if names else None
@@ -166,12 +185,37 @@ def build_demo(registry: ModelRegistry) -> gr.Blocks:
                                out_dir=GRIDS)
         return grid["image"], grid["summary"], seed + 1
 
-    def on_compare():
-        pictures = []
-        for filename in ("curves.png", "confusion_matrix.png"):
-            found = dict((caption, path) for path, caption in _servable(compare.bundle_pictures(registry, filename)))
-            pictures += [found.get(name) for name in names]
-        return [compare.compare_table(registry), *pictures, compare.disagreement_table(registry), predict_tab.status_markdown(registry)]
+    def on_compare(model, sport):
+        records = data_view.recorded_data(registry)
+        curves_out = [compare.curves_picture(registry, name, CHARTS) for name in names]
+        return [compare.speed_chart(registry, CHARTS), compare.compare_table(registry)[compare.COMPARE_COLUMNS],
+                compare.architectures_markdown(registry), *_servable_paths(curves_out),
+                compare.disagreement_table(registry), data_view.data_markdown(records),
+                data_view.distribution_chart(records, CHARTS), *on_mistakes(model, sport),
+                predict_tab.status_markdown(registry)]
+
+    def on_mistakes(model, sport):
+        if not model:
+            return [[], None, [], "", gr.Dropdown(), None]
+        results = cache.get(model)
+        if results is None:
+            cache.start()
+        cm, labels = mistakes.model_confusion(registry, model)
+        pairs = mistakes.confused_pairs(cm, labels)
+        downloads = []
+        entry = registry.entry(model)
+        if entry.ok:
+            picture = Path(entry.classifier.path) / "confusion_matrix.png"
+            if picture.is_file():
+                downloads.append(_servable([(str(picture), model)])[0][0])
+            if cm:
+                safe = hashlib.sha256(f"{entry.classifier.path}".encode()).hexdigest()[:12]
+                downloads.append(str(mistakes.write_confusion_csv(cm, labels, CHARTS / safe / "confusion_matrix.csv")))
+        sports_with = mistakes.mistake_sports(results)
+        sport = sport if sport in sports_with else examples.ALL_SPORTS
+        return [_servable(mistakes.pair_examples(pairs, results, EXAMPLES)), mistakes.pairs_table(pairs),
+                _servable(mistakes.mistakes_gallery(results, sport)), mistakes.mistakes_summary(results, model),
+                gr.Dropdown(choices=[examples.ALL_SPORTS] + sports_with, value=sport), downloads or None]
 
     @_handler
     def on_batch(files, selected):
@@ -237,20 +281,51 @@ def build_demo(registry: ModelRegistry) -> gr.Blocks:
 
             with gr.Tab("Compare", id="compare") as compare_tab:
                 refresh_btn = gr.Button("Refresh", size="sm")
+                with gr.Row(equal_height=False):
+                    speed = gr.Image(label="Validation accuracy vs speed on this server", type="filepath",
+                                     interactive=False, height=380, scale=3, elem_id="compare-speed",
+                                     buttons=["fullscreen", "download"])
+                    gr.Markdown(compare.CHART_NOTE, elem_id="compare-chart-note")
                 metrics = gr.Dataframe(label="Measured metrics (validation split)", interactive=False,
-                                       elem_id="compare-table")
+                                       elem_id="compare-table", max_height=260)
                 gr.Markdown(compare.SPEED_NOTE)
-                curves, confusion = [], []
+                with gr.Accordion("Architectures (full text)", open=False):
+                    arch_md = gr.Markdown()
+                gr.Markdown("### Where each model goes wrong")
+                with gr.Row():
+                    mistake_model = gr.Dropdown(names, value=first, label="Model", scale=2)
+                    mistake_sport = gr.Dropdown([examples.ALL_SPORTS], value=examples.ALL_SPORTS, scale=2,
+                                                label="True sport (mistakes browser filter)")
+                mistake_note = gr.Markdown(elem_id="compare-mistakes-note")
+                with gr.Row(equal_height=False):
+                    with gr.Column(scale=2):
+                        pairs_gallery = gr.Gallery(label="Most-confused pairs on the validation split "
+                                                   "(true → predicted, count)", columns=4, height=330,
+                                                   allow_preview=True, elem_id="compare-pairs")
+                        pairs_table = gr.Dataframe(label="Most-confused pairs (validation split)",
+                                                   interactive=False, max_height=220)
+                        confusion_files = gr.File(label="Full confusion matrix (PNG, CSV)", file_count="multiple",
+                                                  interactive=False, height=90)
+                    with gr.Column(scale=3):
+                        mistakes_gallery = gr.Gallery(label="Mistakes browser: example images this model gets "
+                                                      "wrong, with the true class and its top-3", columns=4,
+                                                      height=560, allow_preview=True, elem_id="compare-mistakes")
+                gr.Markdown("### Training curves")
+                curves = []
                 for name in names:
-                    with gr.Row(equal_height=True):
-                        curves.append(gr.Image(label=f"{name}: accuracy and loss per epoch", type="filepath",
-                                               interactive=False, scale=3, buttons=["fullscreen", "download"],
-                                               elem_id=f"compare-curves-{len(curves)}"))
-                        confusion.append(gr.Image(label=f"{name}: confusion matrix (validation)",
-                                                  type="filepath", interactive=False, scale=2,
-                                                  buttons=["fullscreen", "download"]))
+                    curves.append(gr.Image(label=f"{name}: accuracy and loss per epoch", type="filepath",
+                                           interactive=False, buttons=["fullscreen", "download"],
+                                           elem_id=f"compare-curves-{len(curves)}"))
                 disagree = gr.Dataframe(label="Per-class accuracy (recall) where the models disagree most "
                                         "(with one model: its weakest classes)", interactive=False)
+                gr.Markdown("### The data the models learned from")
+                data_md = gr.Markdown(elem_id="compare-data")
+                with gr.Row(equal_height=False):
+                    distribution = gr.Image(label="Class distribution (from the bundles' training record)",
+                                            type="filepath", interactive=False, scale=3,
+                                            buttons=["fullscreen", "download"], elem_id="compare-distribution")
+                    gr.Gallery(data_view.sample_items(EXAMPLES), label="Sample photos (the app's examples, from "
+                               "the validation split)", columns=4, height=420, scale=2, allow_preview=True)
 
             with gr.Tab("Batch", id="batch"):
                 files = gr.File(file_count="multiple", file_types=["image"], label="Images",
@@ -281,14 +356,18 @@ def build_demo(registry: ModelRegistry) -> gr.Blocks:
         gallery.select(on_example, [sport, chosen], [chosen_example, true_label] + ex_labels + ex_notes,
                        api_visibility="private")
         grid_btn.click(on_grid, [grid_model, sport, grid_seed], [grid, grid_summary, grid_seed], api_name="grid")
-        compare_outputs = [metrics, *curves, *confusion, disagree, status]
-        compare_tab.select(on_compare, None, compare_outputs, api_visibility="private")
-        refresh_btn.click(on_compare, None, compare_outputs, api_name="compare")
+        mistake_outputs = [pairs_gallery, pairs_table, mistakes_gallery, mistake_note, mistake_sport, confusion_files]
+        compare_outputs = [speed, metrics, arch_md, *curves, disagree, data_md, distribution, *mistake_outputs, status]
+        compare_tab.select(on_compare, [mistake_model, mistake_sport], compare_outputs, api_visibility="private")
+        refresh_btn.click(on_compare, [mistake_model, mistake_sport], compare_outputs, api_name="compare")
+        gr.on([mistake_model.change, mistake_sport.change], on_mistakes, [mistake_model, mistake_sport],
+              mistake_outputs, api_visibility="private")
         batch_btn.click(on_batch, [files, batch_models], [batch_table, download], api_name="batch",
                         concurrency_limit=1, concurrency_id="batch")
         timer.tick(on_status, None, [status, timer], api_visibility="private", show_progress="hidden")
 
     demo.queue(default_concurrency_limit=CONCURRENCY, max_size=QUEUE_SIZE)
+    demo.mistakes_cache = cache
     return demo
 
 
@@ -315,7 +394,10 @@ def launch(demo: gr.Blocks, registry: ModelRegistry, args: argparse.Namespace) -
         max_file_size=MAX_FILE_SIZE, allowed_paths=allowed_paths(registry), ssr_mode=False,
         theme=gr.themes.Soft(), css=CSS, footer_links=["api"], prevent_thread_lock=True,
     )
-    registry.warm_up()  # the page already serves; the first prediction then finds models ready
+    loading = registry.warm_up()  # the page already serves; the first prediction then finds models ready
+    # then the Compare tab's charts and example predictions, so that opening it reads caches
+    threading.Thread(target=lambda: (loading.join(), prepare_compare(registry, demo.mistakes_cache)),
+                     name="prepare-compare", daemon=True).start()
     demo.block_thread()
 
 

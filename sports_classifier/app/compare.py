@@ -38,9 +38,18 @@ def count_parameters(weights_file: str | Path) -> int | None:
     return total
 
 
-COMPARE_COLUMNS = ["model", "backbone", "image size", "classes", "valid images", "accuracy",
-                   "top-5 accuracy", "macro F1", "loss", "weights MB", "ONNX MB", "int8 ONNX MB", "parameters",
-                   "ms / image", "engine", "status"]
+# What people compare first (visible at 1280 px), then the details.
+LEADING_COLUMNS = ["model", "accuracy", "top-5 accuracy", "macro F1", "ms / image", "size MB"]
+COMPARE_COLUMNS = LEADING_COLUMNS + ["architecture", "image size", "classes", "valid images", "loss",
+                                     "weights MB", "ONNX MB", "int8 ONNX MB", "parameters", "engine", "status"]
+# The file each engine serves from: its size is the model's size on disk as served.
+SERVED_FILE = {"onnxruntime-int8": bundle.ONNX_INT8, "onnxruntime": bundle.ONNX, "keras": bundle.WEIGHTS}
+
+
+def short_architecture(config) -> str:
+    """``lite0+lite1+lite2`` for an ensemble of EfficientNet-Lite0/1/2, ``lite0`` for one; the
+    full text (``config.architecture``) is in About and under the table."""
+    return "+".join(b.removeprefix("efficientnet_") for b in config.backbones)
 
 
 def _mb(path: Path) -> float | None:
@@ -62,7 +71,7 @@ def compare_rows(registry: ModelRegistry, split: str = "valid") -> list[dict]:
         path = Path(clf.path)
         m = bundle.read_metrics(path).get(split, {})
         row.update({
-            "backbone": clf.config.architecture,
+            "architecture": short_architecture(clf.config),
             "image size": clf.config.image_size,
             "classes": clf.config.num_classes,
             "valid images": m.get("n"),
@@ -75,6 +84,7 @@ def compare_rows(registry: ModelRegistry, split: str = "valid") -> list[dict]:
             "int8 ONNX MB": _mb(path / bundle.ONNX_INT8),
             "parameters": (clf.config.training or {}).get("parameters") or count_parameters(path / bundle.WEIGHTS),
             "ms / image": None if entry.latency_ms is None else round(entry.latency_ms, 1),
+            "size MB": _mb(path / SERVED_FILE.get(clf.runtime, bundle.WEIGHTS)),
             "engine": clf.runtime,
             "status": "ready",
         })
@@ -96,7 +106,7 @@ def compare_table(registry: ModelRegistry, split: str = "valid", *, digits: int 
 
 SPEED_NOTE = (f"`ms / image`: median of {LATENCY_RUNS} single-image predictions (a 224x224 photo in, "
               "preprocessing included, after one warm-up) measured on this server when each model "
-              "was loaded, with the engine shown. Accuracy, top-5, macro F1 and loss are read from "
+              "was loaded, with the engine shown; `size MB`: the model file that engine serves. Accuracy, top-5, macro F1 and loss are read from "
               "each bundle's `metrics.json` (validation split); parameters are the count recorded in "
               "`config.json` if any, else counted in `model.weights.h5` (BatchNorm statistics included).")
 
@@ -139,3 +149,94 @@ def disagreement_table(registry: ModelRegistry, split: str = "valid", *, top: in
     else:
         frame = frame.sort_values("mean", kind="stable")
     return frame.drop(columns="mean").head(top).round(4).reset_index()
+
+
+# -- the accuracy-vs-speed chart and readable curves (matplotlib PNGs, cached) -------------------
+
+# The original notebook's test accuracies: published there, not measured here.
+REPORTED_ELSEWHERE = (
+    ("EfficientNetB0: 97% test accuracy (notebook; reported elsewhere, not measured here)", 0.97),
+    ("ResNet50: 88.7% test accuracy (notebook; reported elsewhere, not measured here)", 0.887),
+)
+_png_cache: dict[tuple, str] = {}
+
+
+def speed_points(registry: ModelRegistry, split: str = "valid") -> tuple[list[tuple[str, float, float]], list[str]]:
+    """(name, ms per image, accuracy) for every loaded model with both numbers, and the names
+    of models that failed to load or lack one of them (with the reason), in registry order."""
+    points, missing = [], []
+    for row in compare_rows(registry, split):
+        if row["status"] != "ready":
+            missing.append(f"{row['model']} (failed to load)")
+        elif row["accuracy"] is None or row["ms / image"] is None:
+            missing.append(f"{row['model']} (no {'accuracy' if row['accuracy'] is None else 'speed'})")
+        else:
+            points.append((row["model"], float(row["ms / image"]), float(row["accuracy"])))
+    return points, missing
+
+
+def _cached_png(key: tuple, render, out_dir: str | Path, stem: str) -> str:
+    """Render once per ``key`` into ``out_dir``; the same file afterwards (while it exists)."""
+    path = _png_cache.get(key)
+    if path and Path(path).is_file():
+        return path
+    import hashlib
+
+    digest = hashlib.sha256(repr(key).encode()).hexdigest()[:16]
+    dest = Path(out_dir) / f"{stem}-{digest}.png"
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    tmp = dest.with_suffix(".tmp")
+    tmp.write_bytes(render())
+    tmp.replace(dest)
+    _png_cache[key] = str(dest)
+    return str(dest)
+
+
+def speed_chart(registry: ModelRegistry, out_dir: str | Path, split: str = "valid") -> str:
+    """The accuracy-vs-speed PNG for the loaded models (re-drawn only when a number changes)."""
+    from ..plots import speed_accuracy_png
+
+    points, missing = speed_points(registry, split)
+    key = ("speed", tuple(points), tuple(missing), REPORTED_ELSEWHERE)
+    return _cached_png(key, lambda: speed_accuracy_png(points, REPORTED_ELSEWHERE, failed=missing),
+                       out_dir, "speed")
+
+
+def curves_picture(registry: ModelRegistry, name: str, out_dir: str | Path) -> str | None:
+    """A loaded model's training curves drawn from its ``history.csv`` (stages as shaded spans,
+    one legend); the bundle's own ``curves.png`` when it has no history; None if neither."""
+    entry = registry.entry(name)
+    if not entry.ok:
+        return None
+    folder = Path(entry.classifier.path)
+    history = folder / bundle.HISTORY
+    if not history.is_file():
+        picture = folder / bundle.CURVES
+        return str(picture) if picture.is_file() else None
+    from ..plots import curves_png
+
+    def render():
+        import pandas as pd
+
+        return curves_png(pd.read_csv(history))
+
+    key = ("curves", str(history.resolve()), history.stat().st_mtime_ns)
+    return _cached_png(key, render, out_dir, "curves")
+
+
+def architectures_markdown(registry: ModelRegistry) -> str:
+    """The full architecture of each model (the table shows the short form)."""
+    lines = []
+    for name in registry.names:
+        entry = registry.entry(name)
+        if entry.ok:
+            cfg = entry.classifier.config
+            lines.append(f"- **{name}** (`{short_architecture(cfg)}`): {cfg.architecture}, {cfg.image_size} px input")
+    return "\n".join(lines)
+
+
+CHART_NOTE = ("**Reading the chart.** One point per model served here: validation accuracy (from its "
+              "bundle) against milliseconds per image measured on this server when it loaded. Red: the "
+              "Pareto front, the models no other model beats on both speed and accuracy. Grey lines: "
+              "the original notebook's published **test** accuracies (EfficientNetB0 97%, ResNet50 88.7%), "
+              "reported elsewhere and not measured here, on another split: a landmark, not a result.")

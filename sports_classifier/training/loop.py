@@ -26,6 +26,7 @@ import numpy as np
 
 from ..version import __version__
 from ..config import ModelConfig, TrainConfig
+from ..data_summary import class_counts
 from ..datasets import discover
 from ..images import SkippedImages
 from ..metrics import summary
@@ -163,6 +164,8 @@ def train(config: TrainConfig, data_dir: str | Path, out_dir: str | Path, *,
             "train_images": int(len(train_df)),
             "valid_images": int(len(valid_df)),
             "description": _describe(train_df, n_classes),
+            # the app draws the class distribution from this, without the dataset folder
+            "class_counts": {"train": class_counts(train_df, labels), "valid": class_counts(valid_df, labels)},
         },
     }
     model_config = ModelConfig(
