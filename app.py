@@ -196,7 +196,7 @@ def build_demo(registry: ModelRegistry, cache: mistakes.MistakesCache | None = N
 
     def on_mistakes(model, sport):
         if not model:
-            return [[], None, [], "", gr.Dropdown(), None]
+            return [[], None, [], None, "", gr.Dropdown(), None]
         results = cache.get(model)
         if results is None:
             cache.start()
@@ -214,7 +214,8 @@ def build_demo(registry: ModelRegistry, cache: mistakes.MistakesCache | None = N
         sports_with = mistakes.mistake_sports(results)
         sport = sport if sport in sports_with else examples.ALL_SPORTS
         return [_servable(mistakes.pair_examples(pairs, results, EXAMPLES)), mistakes.pairs_table(pairs),
-                _servable(mistakes.mistakes_gallery(results, sport)), mistakes.mistakes_summary(results, model),
+                _servable(mistakes.mistakes_gallery(results, sport)), mistakes.mistakes_table(results, sport),
+                mistakes.mistakes_summary(results, model),
                 gr.Dropdown(choices=[examples.ALL_SPORTS] + sports_with, value=sport), downloads or None]
 
     @_handler
@@ -283,7 +284,7 @@ def build_demo(registry: ModelRegistry, cache: mistakes.MistakesCache | None = N
                 refresh_btn = gr.Button("Refresh", size="sm")
                 with gr.Row(equal_height=False):
                     speed = gr.Image(label="Validation accuracy vs speed on this server", type="filepath",
-                                     interactive=False, height=380, scale=3, elem_id="compare-speed",
+                                     show_label=False, interactive=False, height=380, scale=3, elem_id="compare-speed",
                                      buttons=["fullscreen", "download"])
                     gr.Markdown(compare.CHART_NOTE, elem_id="compare-chart-note")
                 metrics = gr.Dataframe(label="Measured metrics (validation split)", interactive=False,
@@ -305,16 +306,20 @@ def build_demo(registry: ModelRegistry, cache: mistakes.MistakesCache | None = N
                         pairs_table = gr.Dataframe(label="Most-confused pairs (validation split)",
                                                    interactive=False, max_height=220)
                         confusion_files = gr.File(label="Full confusion matrix (PNG, CSV)", file_count="multiple",
-                                                  interactive=False, height=90)
+                                                  interactive=False, elem_id="compare-confusion-files")
                     with gr.Column(scale=3):
                         mistakes_gallery = gr.Gallery(label="Mistakes browser: example images this model gets "
-                                                      "wrong, with the true class and its top-3", columns=4,
-                                                      height=560, allow_preview=True, elem_id="compare-mistakes")
+                                                      "wrong (click one for its caption)", columns=4,
+                                                      height=400, allow_preview=True, elem_id="compare-mistakes")
+                        mistakes_table = gr.Dataframe(label="The same mistakes: true class and the model's top-3",
+                                                      interactive=False, max_height=300, wrap=True,
+                                                      elem_id="compare-mistakes-table")
                 gr.Markdown("### Training curves")
                 curves = []
                 for name in names:
+                    gr.Markdown(f"**{name}**: accuracy and loss per epoch, each training stage shaded")
                     curves.append(gr.Image(label=f"{name}: accuracy and loss per epoch", type="filepath",
-                                           interactive=False, buttons=["fullscreen", "download"],
+                                           show_label=False, interactive=False, buttons=["fullscreen", "download"],
                                            elem_id=f"compare-curves-{len(curves)}"))
                 disagree = gr.Dataframe(label="Per-class accuracy (recall) where the models disagree most "
                                         "(with one model: its weakest classes)", interactive=False)
@@ -356,7 +361,8 @@ def build_demo(registry: ModelRegistry, cache: mistakes.MistakesCache | None = N
         gallery.select(on_example, [sport, chosen], [chosen_example, true_label] + ex_labels + ex_notes,
                        api_visibility="private")
         grid_btn.click(on_grid, [grid_model, sport, grid_seed], [grid, grid_summary, grid_seed], api_name="grid")
-        mistake_outputs = [pairs_gallery, pairs_table, mistakes_gallery, mistake_note, mistake_sport, confusion_files]
+        mistake_outputs = [pairs_gallery, pairs_table, mistakes_gallery, mistakes_table, mistake_note, mistake_sport,
+                           confusion_files]
         compare_outputs = [speed, metrics, arch_md, *curves, disagree, data_md, distribution, *mistake_outputs, status]
         compare_tab.select(on_compare, [mistake_model, mistake_sport], compare_outputs, api_visibility="private")
         refresh_btn.click(on_compare, [mistake_model, mistake_sport], compare_outputs, api_name="compare")

@@ -192,6 +192,20 @@ def mistakes_gallery(results: ExampleResults | None, sport: str | None = None) -
     return items
 
 
+def mistakes_table(results: ExampleResults | None, sport: str | None = None):
+    """The mistakes ``mistakes_gallery`` shows, in the same order, as a table: the true class
+    and the model's top-3 with probabilities."""
+    import pandas as pd
+
+    columns = ["image", "true class", "1st", "2nd", "3rd"]
+    rows = []
+    for m in (results.mistakes if results else []):
+        if sport in (None, "", ALL_SPORTS) or m.true == sport:
+            top = [f"{label} ({p:.0%})" for label, p in m.top] + [""] * (TOP_K - len(m.top))
+            rows.append([f"{m.true}/{Path(m.path).name}", m.true, *top[:TOP_K]])
+    return pd.DataFrame(rows, columns=columns)
+
+
 def mistakes_summary(results: ExampleResults | None, name: str) -> str:
     """One line on what the browser shows for ``name``."""
     if results is None:
