@@ -111,11 +111,11 @@ def allowed_paths(registry: ModelRegistry) -> list[str]:
 def prepare_compare(registry: ModelRegistry, cache: mistakes.MistakesCache) -> None:
     """Draw the Compare tab's charts and predict the example images once, after the models
     load, so that opening Compare only reads caches (run in a background thread)."""
-    cache.start()
     compare.speed_chart(registry, CHARTS)
     for name in registry.names:
         compare.curves_picture(registry, name, CHARTS)
     data_view.distribution_chart(data_view.recorded_data(registry), CHARTS)
+    cache.start()
 
 
 def build_demo(registry: ModelRegistry, cache: mistakes.MistakesCache | None = None) -> gr.Blocks:
@@ -185,14 +185,16 @@ def build_demo(registry: ModelRegistry, cache: mistakes.MistakesCache | None = N
                                out_dir=GRIDS)
         return grid["image"], grid["summary"], seed + 1
 
-    def on_compare(model, sport):
+    # Compare opens in three steps, so that the chart and the table show first (each reads caches).
+    def on_compare():
+        return [compare.speed_chart(registry, CHARTS), compare.compare_table(registry)[compare.COMPARE_COLUMNS],
+                compare.architectures_markdown(registry), predict_tab.status_markdown(registry)]
+
+    def on_compare_details():
         records = data_view.recorded_data(registry)
         curves_out = [compare.curves_picture(registry, name, CHARTS) for name in names]
-        return [compare.speed_chart(registry, CHARTS), compare.compare_table(registry)[compare.COMPARE_COLUMNS],
-                compare.architectures_markdown(registry), *_servable_paths(curves_out),
-                compare.disagreement_table(registry), data_view.data_markdown(records),
-                data_view.distribution_chart(records, CHARTS), *on_mistakes(model, sport),
-                predict_tab.status_markdown(registry)]
+        return [*_servable_paths(curves_out), compare.disagreement_table(registry), data_view.data_markdown(records),
+                data_view.distribution_chart(records, CHARTS)]
 
     def on_mistakes(model, sport):
         if not model:
@@ -363,10 +365,15 @@ def build_demo(registry: ModelRegistry, cache: mistakes.MistakesCache | None = N
         grid_btn.click(on_grid, [grid_model, sport, grid_seed], [grid, grid_summary, grid_seed], api_name="grid")
         mistake_outputs = [pairs_gallery, pairs_table, mistakes_gallery, mistakes_table, mistake_note, mistake_sport,
                            confusion_files]
-        compare_outputs = [speed, metrics, arch_md, *curves, disagree, data_md, distribution, *mistake_outputs, status]
-        compare_tab.select(on_compare, [mistake_model, mistake_sport], compare_outputs, api_visibility="private")
-        refresh_btn.click(on_compare, [mistake_model, mistake_sport], compare_outputs, api_name="compare")
-        gr.on([mistake_model.change, mistake_sport.change], on_mistakes, [mistake_model, mistake_sport],
+        compare_outputs = [speed, metrics, arch_md, status]
+        details_outputs = [*curves, disagree, data_md, distribution]
+        for trigger, api in ((compare_tab.select, None), (refresh_btn.click, "compare")):
+            visibility = {"api_name": api} if api else {"api_visibility": "private"}
+            (trigger(on_compare, None, compare_outputs, **visibility)
+             .then(on_compare_details, None, details_outputs, **({"api_name": api + "_details"} if api else visibility))
+             .then(on_mistakes, [mistake_model, mistake_sport], mistake_outputs,
+                   **({"api_name": "mistakes"} if api else visibility)))
+        gr.on([mistake_model.input, mistake_sport.input], on_mistakes, [mistake_model, mistake_sport],
               mistake_outputs, api_visibility="private")
         batch_btn.click(on_batch, [files, batch_models], [batch_table, download], api_name="batch",
                         concurrency_limit=1, concurrency_id="batch")

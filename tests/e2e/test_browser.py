@@ -11,6 +11,7 @@ from __future__ import annotations
 import os
 import re
 import shutil
+import time
 from pathlib import Path
 
 import pytest
@@ -166,3 +167,89 @@ def test_about_tab(page, shots):
     sync_api.expect(curves).to_be_visible()
     page.wait_for_function("img => img.complete && img.naturalWidth > 0", arg=curves.element_handle())
     page.screenshot(path=str(shots / "6-about.png"), full_page=True)
+
+
+# -- Compare at 1280 px, with one and with three models -------------------------------------------------
+
+NARROW = {"width": 1280, "height": 900}
+WARM_CHARTS_MS = 8000
+LEADING = ["model", "accuracy", "top-5 accuracy", "macro F1", "ms / image", "size MB"]
+
+
+def bundled_models() -> list[Path]:
+    from sports_classifier.hub import bundled_models as found
+
+    return [Path(s.location) for s in found(ROOT / "models")]
+
+
+@pytest.fixture(scope="module", params=[1, 3], ids=["one-model", "three-models"])
+def compare_page(request, tmp_path_factory):
+    models = bundled_models()[:request.param]
+    if len(models) < request.param:
+        pytest.skip(f"needs {request.param} bundled models in models/")
+    app = start_app(",".join(map(str, models)), tmp_path_factory.mktemp("compare-log") / "app.log")
+    try:
+        with sync_api.sync_playwright() as pw:
+            browser = pw.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS, headless=True)
+            page = browser.new_page(viewport=NARROW)
+            page.set_default_timeout(TIMEOUT_MS)
+            page.goto(app.url)
+            page.wait_for_selector("#photo")
+            # the models load after the page serves; Compare is measured once they are warm
+            sync_api.expect(page.locator("#model-status")).not_to_contain_text("loading", timeout=TIMEOUT_MS)
+            sync_api.expect(page.locator("#model-status")).not_to_contain_text("not loaded", timeout=TIMEOUT_MS)
+            page.wait_for_timeout(WARM_CHARTS_MS)  # then the app draws the charts in the background
+            yield page, [m.name for m in models]
+            browser.close()
+    finally:
+        app.stop()
+
+
+def right_edge(locator) -> float:
+    box = locator.bounding_box()
+    assert box is not None, "not rendered"
+    return box["x"] + box["width"]
+
+
+def test_compare_reads_at_a_glance_at_1280_px(compare_page, shots):
+    page, names = compare_page
+    start = time.perf_counter()
+    open_tab(page, "Compare")
+    chart = page.locator("#compare-speed img")
+    sync_api.expect(chart).to_be_visible()
+    table = page.locator("#compare-table")
+    for name in names:
+        sync_api.expect(table.get_by_role("row", name=re.compile(rf"^{re.escape(name)} "))).to_be_visible()
+    page.wait_for_function("img => img.complete && img.naturalWidth > 0", arg=chart.element_handle())
+    seconds = time.perf_counter() - start
+    print(f"\nCompare with {len(names)} model(s): chart and table shown {seconds:.2f} s after the click "
+          "(browser round trip included)")
+
+    # nothing to scroll sideways: the chart and the leading columns sit inside 1280 px
+    assert page.evaluate("document.documentElement.scrollWidth") <= NARROW["width"]
+    assert right_edge(chart) <= NARROW["width"]
+    headers = table.locator("thead th")
+    texts = [t.strip() for t in headers.all_inner_texts()]
+    for column in LEADING:
+        i = texts.index(column)
+        assert right_edge(headers.nth(i)) <= NARROW["width"] - 16, f"{column} is off-screen"
+    suffix = "1" if len(names) == 1 else "3"
+    page.screenshot(path=str(shots / f"compare-{suffix}-models.jpg"), type="jpeg", quality=60)
+
+    # the mistakes view: computed in the background; Refresh until it is there
+    note = page.locator("#compare-mistakes-note")
+    for _ in range(30):
+        if "gets" in note.inner_text():
+            break
+        page.get_by_role("button", name="Refresh").click()
+        page.wait_for_timeout(1000)
+    sync_api.expect(note).to_contain_text("example images wrong")
+    mistakes_gallery = page.locator("#compare-mistakes")
+    mistakes_gallery.scroll_into_view_if_needed()
+    sync_api.expect(mistakes_gallery.locator("img").first).to_be_visible()
+    sync_api.expect(page.locator("#compare-mistakes-table")).to_contain_text("true class")
+    sync_api.expect(page.locator("#compare-pairs img").first).to_be_visible()
+    assert right_edge(mistakes_gallery) <= NARROW["width"]
+    page.screenshot(path=str(shots / f"compare-{suffix}-models-mistakes.jpg"), type="jpeg", quality=60)
+    for shot in shots.glob(f"compare-{suffix}-models*.jpg"):
+        assert shot.stat().st_size < 150_000, f"{shot.name} is over 150 KB"

@@ -27,9 +27,21 @@ def real_bundle() -> Path | None:
 
 
 def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+    """A free port: any, or the first free one in $SPORTS_CLASSIFIER_TEST_PORTS (``8000-8049``)
+    when a shared machine gives each user a range."""
+    span = os.environ.get("SPORTS_CLASSIFIER_TEST_PORTS")
+    candidates = [0]
+    if span:
+        low, _, high = span.partition("-")
+        candidates = list(range(int(low), int(high or low) + 1))
+    for port in candidates:
+        with socket.socket() as s:
+            try:
+                s.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+            return s.getsockname()[1]
+    raise RuntimeError(f"no free port in {span}")
 
 
 @dataclass
