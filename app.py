@@ -194,7 +194,7 @@ def build_demo(registry: ModelRegistry, cache: mistakes.MistakesCache | None = N
         records = data_view.recorded_data(registry)
         curves_out = [compare.curves_picture(registry, name, CHARTS) for name in names]
         return [*_servable_paths(curves_out), compare.disagreement_table(registry), data_view.data_markdown(records),
-                data_view.distribution_chart(records, CHARTS)]
+                data_view.distribution_chart(records, CHARTS), data_view.sample_items(EXAMPLES)]
 
     def on_mistakes(model, sport):
         if not model:
@@ -302,18 +302,20 @@ def build_demo(registry: ModelRegistry, cache: mistakes.MistakesCache | None = N
                 mistake_note = gr.Markdown(elem_id="compare-mistakes-note")
                 with gr.Row(equal_height=False):
                     with gr.Column(scale=2):
-                        pairs_gallery = gr.Gallery(label="Most-confused pairs on the validation split "
-                                                   "(true → predicted, count)", columns=4, height=330,
-                                                   allow_preview=True, elem_id="compare-pairs")
+                        gr.Markdown("**Most-confused pairs** on the validation split: true → predicted, "
+                                    "how many (click an image for its caption)")
+                        pairs_gallery = gr.Gallery(label="Most-confused pairs", show_label=False, columns=3,
+                                                   height=330, allow_preview=True, elem_id="compare-pairs")
                         pairs_table = gr.Dataframe(label="Most-confused pairs (validation split)",
                                                    interactive=False, max_height=220)
                         confusion_files = gr.File(label="Full confusion matrix (PNG, CSV)", file_count="multiple",
                                                   interactive=False, elem_id="compare-confusion-files")
                     with gr.Column(scale=3):
-                        mistakes_gallery = gr.Gallery(label="Mistakes browser: example images this model gets "
-                                                      "wrong (click one for its caption)", columns=4,
+                        gr.Markdown("**Mistakes browser**: the example images this model gets wrong, "
+                                    "with the true class and its top-3 (table below)")
+                        mistakes_gallery = gr.Gallery(label="Mistakes browser", show_label=False, columns=4,
                                                       height=400, allow_preview=True, elem_id="compare-mistakes")
-                        mistakes_table = gr.Dataframe(label="The same mistakes: true class and the model's top-3",
+                        mistakes_table = gr.Dataframe(label="The same mistakes, in order: true class and top-3",
                                                       interactive=False, max_height=300, wrap=True,
                                                       elem_id="compare-mistakes-table")
                 gr.Markdown("### Training curves")
@@ -331,8 +333,8 @@ def build_demo(registry: ModelRegistry, cache: mistakes.MistakesCache | None = N
                     distribution = gr.Image(label="Class distribution (from the bundles' training record)",
                                             type="filepath", interactive=False, scale=3,
                                             buttons=["fullscreen", "download"], elem_id="compare-distribution")
-                    gr.Gallery(data_view.sample_items(EXAMPLES), label="Sample photos (the app's examples, from "
-                               "the validation split)", columns=4, height=420, scale=2, allow_preview=True)
+                    samples = gr.Gallery(label="Sample photos (the app's examples, from the validation split)",
+                                         columns=4, height=420, scale=2, allow_preview=True, elem_id="compare-samples")
 
             with gr.Tab("Batch", id="batch"):
                 files = gr.File(file_count="multiple", file_types=["image"], label="Images",
@@ -366,7 +368,7 @@ def build_demo(registry: ModelRegistry, cache: mistakes.MistakesCache | None = N
         mistake_outputs = [pairs_gallery, pairs_table, mistakes_gallery, mistakes_table, mistake_note, mistake_sport,
                            confusion_files]
         compare_outputs = [speed, metrics, arch_md, status]
-        details_outputs = [*curves, disagree, data_md, distribution]
+        details_outputs = [*curves, disagree, data_md, distribution, samples]
         for trigger, api in ((compare_tab.select, None), (refresh_btn.click, "compare")):
             visibility = {"api_name": api} if api else {"api_visibility": "private"}
             (trigger(on_compare, None, compare_outputs, **visibility)

@@ -167,7 +167,7 @@ def pairs_table(pairs: Sequence[dict]):
     import pandas as pd
 
     frame = pd.DataFrame(list(pairs), columns=["true", "predicted", "count", "of"])
-    return frame.rename(columns={"true": "true class", "predicted": "predicted as", "of": "images of true class"})
+    return frame.rename(columns={"true": "true class", "predicted": "predicted as", "of": "of (images)"})
 
 
 def model_confusion(registry: ModelRegistry, name: str, split: str = "valid") -> tuple[list, list[str]]:
@@ -197,12 +197,12 @@ def mistakes_table(results: ExampleResults | None, sport: str | None = None):
     and the model's top-3 with probabilities."""
     import pandas as pd
 
-    columns = ["image", "true class", "1st", "2nd", "3rd"]
+    columns = ["true class", "1st", "2nd", "3rd"]
     rows = []
     for m in (results.mistakes if results else []):
         if sport in (None, "", ALL_SPORTS) or m.true == sport:
             top = [f"{label} ({p:.0%})" for label, p in m.top] + [""] * (TOP_K - len(m.top))
-            rows.append([f"{m.true}/{Path(m.path).name}", m.true, *top[:TOP_K]])
+            rows.append([m.true, *top[:TOP_K]])
     return pd.DataFrame(rows, columns=columns)
 
 

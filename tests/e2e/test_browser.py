@@ -50,18 +50,24 @@ def server(tiny_bundle, tmp_path_factory):
 
 
 @pytest.fixture(scope="module")
-def page(server, tmp_path_factory):
+def browser():
+    """One Chromium for the module (Playwright's sync API cannot be started twice at once)."""
     with sync_api.sync_playwright() as pw:
         browser = pw.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS, headless=True)
-        context = browser.new_context(viewport={"width": 1400, "height": 1000})
-        # Playwright starts chromium with a fresh temporary --user-data-dir on every launch.
-        page = context.new_page()
-        page.set_default_timeout(TIMEOUT_MS)
-        page.goto(server[0].url)
-        page.wait_for_selector("#photo")
-        yield page
-        context.close()
+        yield browser
         browser.close()
+
+
+@pytest.fixture(scope="module")
+def page(server, browser):
+    context = browser.new_context(viewport={"width": 1400, "height": 1000})
+    # Playwright starts chromium with a fresh temporary --user-data-dir on every launch.
+    page = context.new_page()
+    page.set_default_timeout(TIMEOUT_MS)
+    page.goto(server[0].url)
+    page.wait_for_selector("#photo")
+    yield page
+    context.close()
 
 
 def non_sport_photo(tmp_path: Path) -> Path:
@@ -183,25 +189,24 @@ def bundled_models() -> list[Path]:
 
 
 @pytest.fixture(scope="module", params=[1, 3], ids=["one-model", "three-models"])
-def compare_page(request, tmp_path_factory):
+def compare_page(request, browser, tmp_path_factory):
     models = bundled_models()[:request.param]
     if len(models) < request.param:
         pytest.skip(f"needs {request.param} bundled models in models/")
     app = start_app(",".join(map(str, models)), tmp_path_factory.mktemp("compare-log") / "app.log")
+    context = browser.new_context(viewport=NARROW)
     try:
-        with sync_api.sync_playwright() as pw:
-            browser = pw.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS, headless=True)
-            page = browser.new_page(viewport=NARROW)
-            page.set_default_timeout(TIMEOUT_MS)
-            page.goto(app.url)
-            page.wait_for_selector("#photo")
-            # the models load after the page serves; Compare is measured once they are warm
-            sync_api.expect(page.locator("#model-status")).not_to_contain_text("loading", timeout=TIMEOUT_MS)
-            sync_api.expect(page.locator("#model-status")).not_to_contain_text("not loaded", timeout=TIMEOUT_MS)
-            page.wait_for_timeout(WARM_CHARTS_MS)  # then the app draws the charts in the background
-            yield page, [m.name for m in models]
-            browser.close()
+        page = context.new_page()
+        page.set_default_timeout(TIMEOUT_MS)
+        page.goto(app.url)
+        page.wait_for_selector("#photo")
+        # the models load after the page serves; Compare is measured once they are warm
+        sync_api.expect(page.locator("#model-status")).not_to_contain_text("loading", timeout=TIMEOUT_MS)
+        sync_api.expect(page.locator("#model-status")).not_to_contain_text("not loaded", timeout=TIMEOUT_MS)
+        page.wait_for_timeout(WARM_CHARTS_MS)  # then the app draws the charts in the background
+        yield page, [m.name for m in models]
     finally:
+        context.close()
         app.stop()
 
 
@@ -251,5 +256,20 @@ def test_compare_reads_at_a_glance_at_1280_px(compare_page, shots):
     sync_api.expect(page.locator("#compare-pairs img").first).to_be_visible()
     assert right_edge(mistakes_gallery) <= NARROW["width"]
     page.screenshot(path=str(shots / f"compare-{suffix}-models-mistakes.jpg"), type="jpeg", quality=60)
+
+    # the filter: one true class, and only its mistakes remain
+    table = page.locator("#compare-mistakes-table")
+
+    def true_classes() -> list[str]:  # the accessible rows: the header, then one per mistake
+        texts = table.get_by_role("row").all_inner_texts()[1:]
+        return [re.split(r"[\t\n]", t.strip())[0] for t in texts if t.strip()]
+
+    before = true_classes()
+    chosen = before[-1]
+    page.get_by_label("True sport (mistakes browser filter)").click()
+    page.get_by_role("option", name=chosen, exact=True).click()
+    sync_api.expect(mistakes_gallery.locator("img")).to_have_count(before.count(chosen))
+    sync_api.expect(table.get_by_role("row")).to_have_count(1 + before.count(chosen))
+    assert set(true_classes()) == {chosen}
     for shot in shots.glob(f"compare-{suffix}-models*.jpg"):
         assert shot.stat().st_size < 150_000, f"{shot.name} is over 150 KB"
