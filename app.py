@@ -108,14 +108,14 @@ def allowed_paths(registry: ModelRegistry) -> list[str]:
     return ([str(EXAMPLES)] if EXAMPLES.is_dir() else []) + about.picture_files(registry)
 
 
-def prepare_compare(registry: ModelRegistry, cache: mistakes.MistakesCache) -> None:
-    """Draw the Compare tab's charts and predict the example images once, after the models
-    load, so that opening Compare only reads caches (run in a background thread)."""
+def prepare_compare(registry: ModelRegistry) -> None:
+    """Draw the Compare tab's charts once, after the models load, so that opening Compare only
+    reads caches (run in a background thread). The example images are predicted only when
+    Compare is first opened: at start-up that work would slow the first users' predictions."""
     compare.speed_chart(registry, CHARTS)
     for name in registry.names:
         compare.curves_picture(registry, name, CHARTS)
     data_view.distribution_chart(data_view.recorded_data(registry), CHARTS)
-    cache.start()
 
 
 def build_demo(registry: ModelRegistry, cache: mistakes.MistakesCache | None = None) -> gr.Blocks:
@@ -198,10 +198,10 @@ def build_demo(registry: ModelRegistry, cache: mistakes.MistakesCache | None = N
 
     def on_mistakes(model, sport):
         if not model:
-            return [[], None, [], None, "", gr.Dropdown(), None]
+            return [[], None, [], None, "", gr.Dropdown(), None, gr.Timer(active=False)]
         results = cache.get(model)
         if results is None:
-            cache.start()
+            cache.start(first=model)  # then the timer asks again until it is there
         cm, labels = mistakes.model_confusion(registry, model)
         pairs = mistakes.confused_pairs(cm, labels)
         downloads = []
@@ -218,7 +218,8 @@ def build_demo(registry: ModelRegistry, cache: mistakes.MistakesCache | None = N
         return [_servable(mistakes.pair_examples(pairs, results, EXAMPLES)), mistakes.pairs_table(pairs),
                 _servable(mistakes.mistakes_gallery(results, sport)), mistakes.mistakes_table(results, sport),
                 mistakes.mistakes_summary(results, model),
-                gr.Dropdown(choices=[examples.ALL_SPORTS] + sports_with, value=sport), downloads or None]
+                gr.Dropdown(choices=[examples.ALL_SPORTS] + sports_with, value=sport), downloads or None,
+                gr.Timer(active=results is None)]
 
     @_handler
     def on_batch(files, selected):
@@ -300,6 +301,7 @@ def build_demo(registry: ModelRegistry, cache: mistakes.MistakesCache | None = N
                     mistake_sport = gr.Dropdown([examples.ALL_SPORTS], value=examples.ALL_SPORTS, scale=2,
                                                 label="True sport (mistakes browser filter)")
                 mistake_note = gr.Markdown(elem_id="compare-mistakes-note")
+                mistakes_timer = gr.Timer(2.0, active=False)  # while the example images are being predicted
                 with gr.Row(equal_height=False):
                     with gr.Column(scale=2):
                         gr.Markdown("**Most-confused pairs** on the validation split: true → predicted, "
@@ -366,7 +368,7 @@ def build_demo(registry: ModelRegistry, cache: mistakes.MistakesCache | None = N
                        api_visibility="private")
         grid_btn.click(on_grid, [grid_model, sport, grid_seed], [grid, grid_summary, grid_seed], api_name="grid")
         mistake_outputs = [pairs_gallery, pairs_table, mistakes_gallery, mistakes_table, mistake_note, mistake_sport,
-                           confusion_files]
+                           confusion_files, mistakes_timer]
         compare_outputs = [speed, metrics, arch_md, status]
         details_outputs = [*curves, disagree, data_md, distribution, samples]
         for trigger, api in ((compare_tab.select, None), (refresh_btn.click, "compare")):
@@ -375,7 +377,7 @@ def build_demo(registry: ModelRegistry, cache: mistakes.MistakesCache | None = N
              .then(on_compare_details, None, details_outputs, **({"api_name": api + "_details"} if api else visibility))
              .then(on_mistakes, [mistake_model, mistake_sport], mistake_outputs,
                    **({"api_name": "mistakes"} if api else visibility)))
-        gr.on([mistake_model.input, mistake_sport.input], on_mistakes, [mistake_model, mistake_sport],
+        gr.on([mistake_model.input, mistake_sport.input, mistakes_timer.tick], on_mistakes, [mistake_model, mistake_sport],
               mistake_outputs, api_visibility="private")
         batch_btn.click(on_batch, [files, batch_models], [batch_table, download], api_name="batch",
                         concurrency_limit=1, concurrency_id="batch")
@@ -411,7 +413,7 @@ def launch(demo: gr.Blocks, registry: ModelRegistry, args: argparse.Namespace) -
     )
     loading = registry.warm_up()  # the page already serves; the first prediction then finds models ready
     # then the Compare tab's charts and example predictions, so that opening it reads caches
-    threading.Thread(target=lambda: (loading.join(), prepare_compare(registry, demo.mistakes_cache)),
+    threading.Thread(target=lambda: (loading.join(), prepare_compare(registry)),
                      name="prepare-compare", daemon=True).start()
     demo.block_thread()
 

@@ -107,12 +107,15 @@ class MistakesCache:
         self._results[name] = result
         return result
 
-    def start(self) -> threading.Thread:
-        """Compute every model's results in one daemon thread (once; later calls return it)."""
+    def start(self, first: str | None = None) -> threading.Thread:
+        """Compute every model's results in one daemon thread, ``first`` first (once; later
+        calls return the same thread)."""
         with self._lock:
             if self._thread is None:
+                order = sorted(self.registry.names, key=lambda n: n != first)
+
                 def run():
-                    for name in self.registry.names:
+                    for name in order:
                         self.compute(name)
 
                 self._thread = threading.Thread(target=run, name="mistakes", daemon=True)
@@ -209,7 +212,7 @@ def mistakes_table(results: ExampleResults | None, sport: str | None = None):
 def mistakes_summary(results: ExampleResults | None, name: str) -> str:
     """One line on what the browser shows for ``name``."""
     if results is None:
-        return f"**{name}**: predicting the example images in the background, press Refresh in a moment."
+        return f"**{name}**: predicting the example images in the background; they show here in a moment."
     if results.error:
         return f"**{name}**: no mistakes view ({results.error})."
     if results.n == 0:

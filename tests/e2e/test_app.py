@@ -134,7 +134,8 @@ def test_compare_numbers_equal_the_metrics_files(client, tiny_bundle):
     assert "tiny" in architectures
     *curves, disagreement, data_note, distribution, samples = client.predict(api_name="/compare_details")
     assert samples and "tiny" in data_note
-    pairs, pairs_table, wrong, wrong_table, note, _, downloads = client.predict("tiny", ALL_SPORTS, api_name="/mistakes")
+    pairs, pairs_table, wrong, wrong_table, note, _, downloads, _ = client.predict("tiny", ALL_SPORTS,
+                                                                                api_name="/mistakes")
     frame = pd.DataFrame(table["data"], columns=table["headers"]).set_index("model")
     assert table["headers"][:6] == ["model", "accuracy", "top-5 accuracy", "macro F1", "ms / image", "size MB"]
     served = {"tiny": tiny_bundle} | ({REAL.name: REAL} if REAL else {})

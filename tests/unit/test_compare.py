@@ -248,9 +248,10 @@ def test_mistakes_cache_predicts_each_model_once_in_one_background_thread(tmp_pa
     reg = FakeRegistry({"good": good, "bad": None})
     cache = mistakes.MistakesCache(reg, examples_folder(tmp_path))
     assert cache.get("good") is None  # never blocks
-    thread = cache.start()
+    thread = cache.start(first="bad")
     assert cache.start() is thread and thread.name == "mistakes" and thread.daemon
     thread.join(10)
+    assert reg.asked == ["bad", "good"]  # the model asked for first
     assert cache.get("good").correct == 2 and good.calls == 1
     assert cache.get("bad").error == "failed to load: broken bundle"
     assert cache.compute("good") is cache.get("good") and good.calls == 1
