@@ -14,7 +14,10 @@ from __future__ import annotations
 import argparse
 import functools
 import hashlib
+import json
 import shutil
+import subprocess
+import sys
 import tempfile
 import threading
 import time
@@ -112,10 +115,13 @@ def prepare_compare(registry: ModelRegistry) -> None:
     """Draw the Compare tab's charts once, after the models load, so that opening Compare only
     reads caches (run in a background thread). The example images are predicted only when
     Compare is first opened: at start-up that work would slow the first users' predictions."""
-    compare.speed_chart(registry, CHARTS)
-    for name in registry.names:
-        compare.curves_picture(registry, name, CHARTS)
-    data_view.distribution_chart(data_view.recorded_data(registry), CHARTS)
+    specs = [compare.speed_spec(registry, CHARTS), data_view.distribution_spec(data_view.recorded_data(registry), CHARTS)]
+    specs += [compare.curves_spec(registry, name, CHARTS) for name in registry.names]
+    try:  # a nice'd child process: matplotlib never holds this interpreter or takes the CPUs
+        subprocess.run([sys.executable, "-m", "sports_classifier.app.draw"], input=json.dumps([s for s in specs if s]),
+                       text=True, cwd=ROOT, timeout=600, check=True, capture_output=True)
+    except (OSError, subprocess.SubprocessError) as exc:  # then each chart is drawn when first shown
+        print(f"drawing the Compare charts ahead failed: {exc}", file=sys.stderr)
 
 
 def build_demo(registry: ModelRegistry, cache: mistakes.MistakesCache | None = None) -> gr.Blocks:

@@ -158,7 +158,6 @@ REPORTED_ELSEWHERE = (
     ("EfficientNetB0: 97% test accuracy (notebook; reported elsewhere, not measured here)", 0.97),
     ("ResNet50: 88.7% test accuracy (notebook; reported elsewhere, not measured here)", 0.887),
 )
-_png_cache: dict[tuple, str] = {}
 
 
 def speed_points(registry: ModelRegistry, split: str = "valid") -> tuple[list[tuple[str, float, float]], list[str]]:
@@ -175,53 +174,84 @@ def speed_points(registry: ModelRegistry, split: str = "valid") -> tuple[list[tu
     return points, missing
 
 
-def _cached_png(key: tuple, render, out_dir: str | Path, stem: str) -> str:
-    """Render once per ``key`` into ``out_dir``; the same file afterwards (while it exists)."""
-    path = _png_cache.get(key)
-    if path and Path(path).is_file():
-        return path
+def chart_spec(kind: str, args: list, out_dir: str | Path) -> dict:
+    """A chart to draw: ``kind`` (``speed``, ``curves``, ``distribution``), its JSON-able
+    arguments, and the file it goes to, named after both (the same chart, the same file)."""
     import hashlib
+    import json
 
-    digest = hashlib.sha256(repr(key).encode()).hexdigest()[:16]
-    dest = Path(out_dir) / f"{stem}-{digest}.png"
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    tmp = dest.with_suffix(".tmp")
-    tmp.write_bytes(render())
-    tmp.replace(dest)
-    _png_cache[key] = str(dest)
-    return str(dest)
+    digest = hashlib.sha256(json.dumps([kind, args], sort_keys=True).encode()).hexdigest()[:16]
+    return {"kind": kind, "args": args, "dest": str(Path(out_dir) / f"{kind}-{digest}.png")}
+
+
+def draw_png(kind: str, args: list) -> bytes:
+    """The PNG bytes of one chart spec (matplotlib)."""
+    from .. import plots
+
+    if kind == "speed":
+        points, references, failed = args
+        return plots.speed_accuracy_png([tuple(p) for p in points], [tuple(r) for r in references], failed=failed)
+    if kind == "curves":
+        import pandas as pd
+
+        return plots.curves_png(pd.read_csv(args[0]))
+    if kind == "distribution":
+        counts, title = args
+        return plots.class_distribution_png(counts, title=title)
+    raise ValueError(f"unknown chart kind {kind!r}")
+
+
+def draw_specs(specs: list[dict]) -> list[str]:
+    """Draw every spec whose file is missing (atomically); the files, in order. The app runs
+    this in a low-priority child process at start-up (``python -m sports_classifier.app.draw``)
+    so that drawing never competes with the first predictions."""
+    out = []
+    for spec in specs:
+        dest = Path(spec["dest"])
+        if not dest.is_file():
+            dest.parent.mkdir(parents=True, exist_ok=True)
+            tmp = dest.with_name(f".{dest.name}.tmp")
+            tmp.write_bytes(draw_png(spec["kind"], spec["args"]))
+            tmp.replace(dest)
+        out.append(str(dest))
+    return out
+
+
+def _drawn(spec: dict) -> str:
+    return draw_specs([spec])[0]
+
+
+def speed_spec(registry: ModelRegistry, out_dir: str | Path, split: str = "valid") -> dict:
+    points, missing = speed_points(registry, split)
+    return chart_spec("speed", [[list(p) for p in points], [list(r) for r in REPORTED_ELSEWHERE], missing], out_dir)
 
 
 def speed_chart(registry: ModelRegistry, out_dir: str | Path, split: str = "valid") -> str:
     """The accuracy-vs-speed PNG for the loaded models (re-drawn only when a number changes)."""
-    from ..plots import speed_accuracy_png
+    return _drawn(speed_spec(registry, out_dir, split))
 
-    points, missing = speed_points(registry, split)
-    key = ("speed", tuple(points), tuple(missing), REPORTED_ELSEWHERE)
-    return _cached_png(key, lambda: speed_accuracy_png(points, REPORTED_ELSEWHERE, failed=missing),
-                       out_dir, "speed")
+
+def curves_spec(registry: ModelRegistry, name: str, out_dir: str | Path) -> dict | None:
+    """The curves chart of a loaded model with a ``history.csv`` (None otherwise)."""
+    entry = registry.entry(name)
+    if not entry.ok:
+        return None
+    history = Path(entry.classifier.path) / bundle.HISTORY
+    if not history.is_file():
+        return None
+    # the history's modification time is in the name: a retrained bundle gets a new picture
+    return chart_spec("curves", [str(history.resolve()), history.stat().st_mtime_ns], out_dir)
 
 
 def curves_picture(registry: ModelRegistry, name: str, out_dir: str | Path) -> str | None:
     """A loaded model's training curves drawn from its ``history.csv`` (stages as shaded spans,
     one legend); the bundle's own ``curves.png`` when it has no history; None if neither."""
+    spec = curves_spec(registry, name, out_dir)
+    if spec is not None:
+        return _drawn(spec)
     entry = registry.entry(name)
-    if not entry.ok:
-        return None
-    folder = Path(entry.classifier.path)
-    history = folder / bundle.HISTORY
-    if not history.is_file():
-        picture = folder / bundle.CURVES
-        return str(picture) if picture.is_file() else None
-    from ..plots import curves_png
-
-    def render():
-        import pandas as pd
-
-        return curves_png(pd.read_csv(history))
-
-    key = ("curves", str(history.resolve()), history.stat().st_mtime_ns)
-    return _cached_png(key, render, out_dir, "curves")
+    picture = Path(entry.classifier.path) / bundle.CURVES if entry.ok else None
+    return str(picture) if picture is not None and picture.is_file() else None
 
 
 def architectures_markdown(registry: ModelRegistry) -> str:

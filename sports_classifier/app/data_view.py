@@ -10,7 +10,7 @@ from pathlib import Path
 from statistics import median
 
 from ..data_summary import recorded_counts
-from .compare import _cached_png
+from .compare import chart_spec, draw_specs
 from .examples import list_examples
 from .registry import ModelRegistry
 
@@ -63,17 +63,20 @@ def data_markdown(records: list[dict]) -> str:
     return "\n".join(lines)
 
 
-def distribution_chart(records: list[dict], out_dir: str | Path, split: str = "train") -> str | None:
-    """The class-distribution PNG of the first record with per-class counts for ``split``."""
-    from ..plots import class_distribution_png
-
+def distribution_spec(records: list[dict], out_dir: str | Path, split: str = "train") -> dict | None:
+    """The class-distribution chart of the first record with per-class counts for ``split``."""
     for r in records:
         counts = r["counts"].get(split)
         if counts:
             title = f"{r['dataset']}: {split} images per class (as recorded in {', '.join(r['models'])})"
-            key = ("distribution", title, tuple(sorted(counts.items())))
-            return _cached_png(key, lambda: class_distribution_png(counts, title=title), out_dir, "distribution")
+            return chart_spec("distribution", [counts, title], out_dir)
     return None
+
+
+def distribution_chart(records: list[dict], out_dir: str | Path, split: str = "train") -> str | None:
+    """The class-distribution PNG (drawn once), or None when no bundle records class counts."""
+    spec = distribution_spec(records, out_dir, split)
+    return draw_specs([spec])[0] if spec else None
 
 
 def sample_items(examples_dir: str | Path, n: int = SAMPLES) -> list[tuple[str, str]]:

@@ -357,3 +357,20 @@ def test_the_new_handlers_import_no_gradio_or_tensorflow():
             "print(sorted(m for m in ('gradio', 'tensorflow', 'keras', 'matplotlib') if m in sys.modules))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "[]"
+
+
+def test_charts_drawn_ahead_in_a_child_process_are_the_ones_shown(three, tmp_path):
+    import subprocess
+    import sys
+
+    specs = [compare.speed_spec(three, tmp_path)] + [compare.curves_spec(three, n, tmp_path) for n in BUNDLED]
+    assert compare.curves_spec(three, "broken", tmp_path) is None
+    subprocess.run([sys.executable, "-m", "sports_classifier.app.draw"], input=json.dumps(specs), text=True,
+                   check=True, cwd=ROOT, timeout=300)
+    drawn = {s["dest"]: Path(s["dest"]).stat().st_mtime_ns for s in specs}
+    assert all(Image.open(d).format == "PNG" for d in drawn)
+    shown = [compare.speed_chart(three, tmp_path)] + [compare.curves_picture(three, n, tmp_path) for n in BUNDLED]
+    assert shown == [s["dest"] for s in specs]
+    assert {d: Path(d).stat().st_mtime_ns for d in shown} == drawn  # found, not drawn again
+    with pytest.raises(ValueError, match="unknown chart kind"):
+        compare.draw_png("pie", [])
