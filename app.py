@@ -14,15 +14,19 @@ from __future__ import annotations
 import argparse
 import functools
 import hashlib
+import json
 import shutil
+import subprocess
+import sys
 import tempfile
+import threading
 import time
 from pathlib import Path
 
 import gradio as gr
 from gradio.utils import get_upload_folder
 
-from sports_classifier.app import about, batch, compare, examples, uploads
+from sports_classifier.app import about, batch, compare, data_view, examples, mistakes, uploads
 from sports_classifier.app import predict as predict_tab
 from sports_classifier.app.registry import ModelRegistry
 from sports_classifier.errors import UserInputError
@@ -46,6 +50,7 @@ UPLOAD_FOLDER = get_upload_folder()
 UPLOAD_ROOTS = (UPLOAD_FOLDER, str(EXAMPLES))
 RATE = uploads.RateLimiter()
 _last_prune = [0.0]
+CHARTS = Path(tempfile.gettempdir()) / "sports-classifier-compare"  # drawn once per server, reused
 CSS = """
 .result-note {min-height: 2.5em; font-size: 0.9em}
 """
@@ -113,13 +118,33 @@ def _servable(items: list[tuple[str, str]]) -> list[tuple[str, str]]:
     return out
 
 
+def _servable_paths(paths: list[str | None]) -> list[str | None]:
+    """``_servable`` for single optional paths (a bundle's pictures may be in the Hub cache)."""
+    return [_servable([(p, "")])[0][0] if p else None for p in paths]
+
+
 def allowed_paths(registry: ModelRegistry) -> list[str]:
     """Only the example images and the local bundles' pictures (for the model cards)."""
     return ([str(EXAMPLES)] if EXAMPLES.is_dir() else []) + about.picture_files(registry)
 
 
-def build_demo(registry: ModelRegistry) -> gr.Blocks:
+def prepare_compare(registry: ModelRegistry) -> None:
+    """Draw the Compare tab's charts once, after the models load, so that opening Compare only
+    reads caches (run in a background thread). The example images are predicted only when
+    Compare is first opened: at start-up that work would slow the first users' predictions."""
+    specs = [compare.speed_spec(registry, CHARTS), data_view.distribution_spec(data_view.recorded_data(registry), CHARTS)]
+    specs += [compare.curves_spec(registry, name, CHARTS) for name in registry.names]
+    try:  # a nice'd child process: matplotlib never holds this interpreter or takes the CPUs
+        subprocess.run([sys.executable, "-m", "sports_classifier.app.draw"], input=json.dumps([s for s in specs if s]),
+                       text=True, cwd=ROOT, timeout=600, check=True, capture_output=True)
+    except (OSError, subprocess.SubprocessError) as exc:  # then each chart is drawn when first shown
+        print(f"drawing the Compare charts ahead failed: {exc}", file=sys.stderr)
+
+
+def build_demo(registry: ModelRegistry, cache: mistakes.MistakesCache | None = None) -> gr.Blocks:
     names = registry.names
+    cache = cache or mistakes.MistakesCache(registry, EXAMPLES)
+
     default_models = names if len(names) <= 3 else names[:1]
     sports = examples.example_sports(EXAMPLES)
     first = names[0] if names else None
@@ -185,12 +210,41 @@ def build_demo(registry: ModelRegistry) -> gr.Blocks:
                                out_dir=GRIDS)
         return grid["image"], grid["summary"], seed + 1
 
+    # Compare opens in three steps, so that the chart and the table show first (each reads caches).
     def on_compare():
-        pictures = []
-        for filename in ("curves.png", "confusion_matrix.png"):
-            found = dict((caption, path) for path, caption in _servable(compare.bundle_pictures(registry, filename)))
-            pictures += [found.get(name) for name in names]
-        return [compare.compare_table(registry), *pictures, compare.disagreement_table(registry), predict_tab.status_markdown(registry)]
+        return [compare.speed_chart(registry, CHARTS), compare.compare_table(registry)[compare.COMPARE_COLUMNS],
+                compare.architectures_markdown(registry), predict_tab.status_markdown(registry)]
+
+    def on_compare_details():
+        records = data_view.recorded_data(registry)
+        curves_out = [compare.curves_picture(registry, name, CHARTS) for name in names]
+        return [*_servable_paths(curves_out), compare.disagreement_table(registry), data_view.data_markdown(records),
+                data_view.distribution_chart(records, CHARTS), data_view.sample_items(EXAMPLES)]
+
+    def on_mistakes(model, sport):
+        if not model:
+            return [[], None, [], None, "", gr.Dropdown(), None, gr.Timer(active=False)]
+        results = cache.get(model)
+        if results is None:
+            cache.start(first=model)  # then the timer asks again until it is there
+        cm, labels = mistakes.model_confusion(registry, model)
+        pairs = mistakes.confused_pairs(cm, labels)
+        downloads = []
+        entry = registry.entry(model)
+        if entry.ok:
+            picture = Path(entry.classifier.path) / "confusion_matrix.png"
+            if picture.is_file():
+                downloads.append(_servable([(str(picture), model)])[0][0])
+            if cm:
+                safe = hashlib.sha256(f"{entry.classifier.path}".encode()).hexdigest()[:12]
+                downloads.append(str(mistakes.write_confusion_csv(cm, labels, CHARTS / safe / "confusion_matrix.csv")))
+        sports_with = mistakes.mistake_sports(results)
+        sport = sport if sport in sports_with else examples.ALL_SPORTS
+        return [_servable(mistakes.pair_examples(pairs, results, EXAMPLES)), mistakes.pairs_table(pairs),
+                _servable(mistakes.mistakes_gallery(results, sport)), mistakes.mistakes_table(results, sport),
+                mistakes.mistakes_summary(results, model),
+                gr.Dropdown(choices=[examples.ALL_SPORTS] + sports_with, value=sport), downloads or None,
+                gr.Timer(active=results is None)]
 
     @_handler
     def on_batch(files, selected, request: gr.Request):
@@ -258,20 +312,58 @@ def build_demo(registry: ModelRegistry) -> gr.Blocks:
 
             with gr.Tab("Compare", id="compare") as compare_tab:
                 refresh_btn = gr.Button("Refresh", size="sm")
+                with gr.Row(equal_height=False):
+                    speed = gr.Image(label="Validation accuracy vs speed on this server", type="filepath",
+                                     show_label=False, interactive=False, height=380, scale=3, elem_id="compare-speed",
+                                     buttons=["fullscreen", "download"])
+                    gr.Markdown(compare.CHART_NOTE, elem_id="compare-chart-note")
                 metrics = gr.Dataframe(label="Measured metrics (validation split)", interactive=False,
-                                       elem_id="compare-table")
+                                       elem_id="compare-table", max_height=260)
                 gr.Markdown(compare.SPEED_NOTE)
-                curves, confusion = [], []
+                with gr.Accordion("Architectures (full text)", open=False):
+                    arch_md = gr.Markdown()
+                gr.Markdown("### Where each model goes wrong")
+                with gr.Row():
+                    mistake_model = gr.Dropdown(names, value=first, label="Model", scale=2)
+                    mistake_sport = gr.Dropdown([examples.ALL_SPORTS], value=examples.ALL_SPORTS, scale=2,
+                                                label="True sport (mistakes browser filter)")
+                mistake_note = gr.Markdown(elem_id="compare-mistakes-note")
+                mistakes_timer = gr.Timer(2.0, active=False)  # while the example images are being predicted
+                with gr.Row(equal_height=False):
+                    with gr.Column(scale=2):
+                        gr.Markdown("**Most-confused pairs** on the validation split: true → predicted, "
+                                    "how many (click an image for its caption)")
+                        pairs_gallery = gr.Gallery(label="Most-confused pairs", show_label=False, columns=3,
+                                                   height=330, allow_preview=True, elem_id="compare-pairs")
+                        pairs_table = gr.Dataframe(label="Most-confused pairs (validation split)",
+                                                   interactive=False, max_height=220)
+                        confusion_files = gr.File(label="Full confusion matrix (PNG, CSV)", file_count="multiple",
+                                                  interactive=False, elem_id="compare-confusion-files")
+                    with gr.Column(scale=3):
+                        gr.Markdown("**Mistakes browser**: the example images this model gets wrong, "
+                                    "with the true class and its top-3 (table below)")
+                        mistakes_gallery = gr.Gallery(label="Mistakes browser", show_label=False, columns=4,
+                                                      height=400, allow_preview=True, elem_id="compare-mistakes")
+                        mistakes_table = gr.Dataframe(label="The same mistakes, in order: true class and top-3",
+                                                      interactive=False, max_height=300, wrap=True,
+                                                      elem_id="compare-mistakes-table")
+                gr.Markdown("### Training curves")
+                curves = []
                 for name in names:
-                    with gr.Row(equal_height=True):
-                        curves.append(gr.Image(label=f"{name}: accuracy and loss per epoch", type="filepath",
-                                               interactive=False, scale=3, buttons=["fullscreen", "download"],
-                                               elem_id=f"compare-curves-{len(curves)}"))
-                        confusion.append(gr.Image(label=f"{name}: confusion matrix (validation)",
-                                                  type="filepath", interactive=False, scale=2,
-                                                  buttons=["fullscreen", "download"]))
+                    gr.Markdown(f"**{name}**: accuracy and loss per epoch, each training stage shaded")
+                    curves.append(gr.Image(label=f"{name}: accuracy and loss per epoch", type="filepath",
+                                           show_label=False, interactive=False, buttons=["fullscreen", "download"],
+                                           elem_id=f"compare-curves-{len(curves)}"))
                 disagree = gr.Dataframe(label="Per-class accuracy (recall) where the models disagree most "
                                         "(with one model: its weakest classes)", interactive=False)
+                gr.Markdown("### The data the models learned from")
+                data_md = gr.Markdown(elem_id="compare-data")
+                with gr.Row(equal_height=False):
+                    distribution = gr.Image(label="Class distribution (from the bundles' training record)",
+                                            type="filepath", interactive=False, scale=3,
+                                            buttons=["fullscreen", "download"], elem_id="compare-distribution")
+                    samples = gr.Gallery(label="Sample photos (the app's examples, from the validation split)",
+                                         columns=4, height=420, scale=2, allow_preview=True, elem_id="compare-samples")
 
             with gr.Tab("Batch", id="batch"):
                 files = gr.File(file_count="multiple", file_types=["image"], label="Images",
@@ -302,14 +394,24 @@ def build_demo(registry: ModelRegistry) -> gr.Blocks:
         gallery.select(on_example, [sport, chosen], [chosen_example, true_label] + ex_labels + ex_notes,
                        api_visibility="private")
         grid_btn.click(on_grid, [grid_model, sport, grid_seed], [grid, grid_summary, grid_seed], api_name="grid")
-        compare_outputs = [metrics, *curves, *confusion, disagree, status]
-        compare_tab.select(on_compare, None, compare_outputs, api_visibility="private")
-        refresh_btn.click(on_compare, None, compare_outputs, api_name="compare")
+        mistake_outputs = [pairs_gallery, pairs_table, mistakes_gallery, mistakes_table, mistake_note, mistake_sport,
+                           confusion_files, mistakes_timer]
+        compare_outputs = [speed, metrics, arch_md, status]
+        details_outputs = [*curves, disagree, data_md, distribution, samples]
+        for trigger, api in ((compare_tab.select, None), (refresh_btn.click, "compare")):
+            visibility = {"api_name": api} if api else {"api_visibility": "private"}
+            (trigger(on_compare, None, compare_outputs, **visibility)
+             .then(on_compare_details, None, details_outputs, **({"api_name": api + "_details"} if api else visibility))
+             .then(on_mistakes, [mistake_model, mistake_sport], mistake_outputs,
+                   **({"api_name": "mistakes"} if api else visibility)))
+        gr.on([mistake_model.input, mistake_sport.input, mistakes_timer.tick], on_mistakes, [mistake_model, mistake_sport],
+              mistake_outputs, api_visibility="private")
         batch_btn.click(on_batch, [files, batch_models], [batch_table, download], api_name="batch",
                         concurrency_limit=1, concurrency_id="batch")
         timer.tick(on_status, None, [status, timer], api_visibility="private", show_progress="hidden")
 
     demo.queue(default_concurrency_limit=CONCURRENCY, max_size=QUEUE_SIZE)
+    demo.mistakes_cache = cache
     return demo
 
 
@@ -338,7 +440,10 @@ def launch(demo: gr.Blocks, registry: ModelRegistry, args: argparse.Namespace) -
     )
     # uploads left by earlier runs (Gradio's own cleanup covers only this process's files)
     uploads.prune_cache(UPLOAD_FOLDER, max_age=CACHE_CLEANUP[1])
-    registry.warm_up()  # the page already serves; the first prediction then finds models ready
+    loading = registry.warm_up()  # the page already serves; the first prediction then finds models ready
+    # then the Compare tab's charts and example predictions, so that opening it reads caches
+    threading.Thread(target=lambda: (loading.join(), prepare_compare(registry)),
+                     name="prepare-compare", daemon=True).start()
     demo.block_thread()
 
 

@@ -6,7 +6,9 @@ takes in the same run (the floor no app code can go under, and a gauge of how bu
 machine is); then the first prediction after the page serves and the median of
 ``--predictions`` warm predictions, each a full round trip through gradio_client (upload,
 queue, preprocessing, ONNX Runtime, answer); then as many Explain clicks (the heat map from the
-ONNX model's class maps), and whether the app process ever mapped TensorFlow's libraries.
+ONNX model's class maps), and whether the app process ever mapped TensorFlow's libraries; with ``--compare N``, the median of N openings of
+the Compare tab once the models are warm (its three steps: chart and table, curves and data,
+mistakes view), each a round trip, and the slowest step.
 
     python scripts/measure_app.py --models models/lite0 --image examples/basketball/1.jpg
 """
@@ -66,6 +68,31 @@ def stop(proc: subprocess.Popen) -> None:
         proc.kill()
 
 
+def measure_compare(client, model: str, runs: int, *, wait: float = 180) -> dict:
+    """Seconds per Compare opening (its three API steps in a row), after the background work
+    (charts, example predictions) is done: the mistakes view says so when it is. The client
+    does not download the returned pictures (a browser fetches them lazily, in parallel)."""
+    from gradio_client import Client
+
+    client = Client(client.src, verbose=False, download_files=False)
+    begin = time.perf_counter()
+    while "example images wrong" not in str(client.predict(model, "All sports", api_name="/mistakes")[4]):
+        if time.perf_counter() - begin > wait:
+            raise SystemExit("the mistakes view was not ready in time")
+        time.sleep(1)
+    totals, steps = [], {"compare": [], "compare_details": [], "mistakes": []}
+    for _ in range(runs):
+        start_all = time.perf_counter()
+        for step, args in (("compare", ()), ("compare_details", ()), ("mistakes", (model, "All sports"))):
+            t = time.perf_counter()
+            client.predict(*args, api_name=f"/{step}")
+            steps[step].append(time.perf_counter() - t)
+        totals.append(time.perf_counter() - start_all)
+    return {"compare_open_median_s": round(statistics.median(totals), 3),
+            "compare_chart_and_table_median_s": round(statistics.median(steps["compare"]), 3),
+            "compare_steps_median_s": {k: round(statistics.median(v), 3) for k, v in steps.items()}}
+
+
 def main(argv: list[str] | None = None) -> int:
     from gradio_client import Client, handle_file
 
@@ -74,12 +101,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--image", default=str(ROOT / "examples" / "basketball" / "1.jpg"))
     parser.add_argument("--runs", type=int, default=3)
     parser.add_argument("--predictions", type=int, default=10)
+    parser.add_argument("--compare", type=int, default=0, help="time this many Compare openings (0: none)")
+    parser.add_argument("--port", type=int, help="port to serve on (default: any free one)")
     args = parser.parse_args(argv)
 
     imports, serving = [], []
     for i in range(args.runs):
         imports.append(time_import_gradio())
-        proc, seconds = start(args.models, _port())
+        proc, seconds = start(args.models, args.port or _port())
         serving.append(seconds)
         if i < args.runs - 1:
             stop(proc)
@@ -102,6 +131,7 @@ def main(argv: list[str] | None = None) -> int:
             client.predict(image, models[0], api_name="/explain")
             explain.append(time.perf_counter() - begin)
         tensorflow_loaded = "tensorflow" in Path(f"/proc/{proc.pid}/maps").read_text()
+        compare = measure_compare(client, models[0], args.compare) if args.compare else {}
     finally:
         stop(proc)
     top = first[0].get("value", {}).get("label") if isinstance(first[0], dict) else None
@@ -119,6 +149,7 @@ def main(argv: list[str] | None = None) -> int:
         "explain_warm_max_ms": round(max(explain[1:]) * 1000),
         "tensorflow_loaded_by_the_app": tensorflow_loaded,
         "top_label": top,
+        **compare,
         "load_average": os.getloadavg()[0] if hasattr(os, "getloadavg") else None,
         "cpus": os.cpu_count(),
     }

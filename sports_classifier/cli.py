@@ -1,4 +1,4 @@
-"""The ``sports-classifier`` command line: train, ensemble, evaluate, predict, export, bench, push, space.
+"""The ``sports-classifier`` command line: train, ensemble, evaluate, predict, export, bench, data, push, space.
 
 Flags and environment variables are read here and only here; the library takes arguments.
 Errors the user can fix end with one line on stderr and a non-zero exit code
@@ -243,6 +243,25 @@ def cmd_bench(args) -> int:
     return 0
 
 
+def cmd_data(args) -> int:
+    from .data_summary import record_counts, summarize, summary_lines
+    from .plots import class_distribution_png
+
+    splits = tuple(s.strip() for s in args.splits.split(",") if s.strip())
+    summary = summarize(args.data, splits, max_per_class=args.max_per_class)
+    for line in summary_lines(summary):
+        print(printable(line))
+    first = summary.splits[0]
+    out = Path(args.chart)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_bytes(class_distribution_png(first.counts, title=f"{Path(args.data).name}: {first.name} images per class"))
+    print(f"chart: {out}")
+    for bundle_path in args.record_in or []:
+        record_counts(bundle_path, summary)
+        print(f"recorded class counts in {bundle_path}")
+    return 0
+
+
 def cmd_space(args) -> int:
     from .app.space import prepare_space, push_space
 
@@ -406,6 +425,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--passes", type=int, default=5, help="timed passes per batch measurement (median reported)")
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_bench)
+
+    p = sub.add_parser("data", help="images per split and class, skipped files, class-distribution chart")
+    p.add_argument("--data", required=True, help="dataset folder (<split>/<class>/<image>)")
+    p.add_argument("--splits", default="train,valid", help="splits to count (default: train,valid; test is held out)")
+    p.add_argument("--chart", default="class_distribution.png", help="where to write the chart of the first split")
+    p.add_argument("--max-per-class", type=int, help="count only the first N training images per class, "
+                   "as training's --max-per-class does")
+    p.add_argument("--record-in", nargs="*", metavar="BUNDLE",
+                   help="write the class counts into bundles trained on this data (older bundles lack them)")
+    p.set_defaults(func=cmd_data)
 
     p = sub.add_parser("push", help="upload a bundle to the Hugging Face Hub")
     p.add_argument("--model", required=True)

@@ -25,26 +25,128 @@ def _png(fig) -> bytes:
     return buf.getvalue()
 
 
+def stage_spans(stages: Sequence[str]) -> list[tuple[str, int, int]]:
+    """(stage, first epoch, last epoch), 1-based, for each run of equal consecutive stage names
+    (an ensemble's history repeats ``member:head``, ``member:fine-tune`` per member)."""
+    spans: list[tuple[str, int, int]] = []
+    for i, stage in enumerate(stages, start=1):
+        if spans and spans[-1][0] == stage:
+            spans[-1] = (stage, spans[-1][1], i)
+        else:
+            spans.append((stage, i, i))
+    return spans
+
+
+_STAGE_COLOURS = ("#dbe9f6", "#fde4cf", "#dcf2dc", "#eee0f5", "#fbe0e6", "#e8e8e8", "#fff5c2", "#d9f1f1")
+
+
 def curves_png(history) -> bytes:
-    """Accuracy and loss per epoch, train vs validation, one colour band per stage."""
-    fig = _figure(11, 4)
+    """Accuracy and loss per epoch, train vs validation, each training stage as a shaded span;
+    one legend under both panels (lines and stages), so no label sits on another."""
+    from matplotlib.lines import Line2D
+    from matplotlib.patches import Patch
+
+    spans = stage_spans([str(s) for s in history["stage"].tolist()]) if "stage" in history else []
+    colours: dict[str, str] = {}
+    for stage, _, _ in spans:
+        colours.setdefault(stage, _STAGE_COLOURS[len(colours) % len(_STAGE_COLOURS)])
+    styles = {"": ("-", "C1", "train"), "val_": ("--", "C0", "validation")}
+    handles = [Line2D([], [], ls=ls, color=c, label=label) for ls, c, label in styles.values()]
+    handles += [Patch(color=c, label=f"stage: {s}") for s, c in colours.items()]
+    rows = (len(handles) + 3) // 4
+    fig = _figure(11, 4 + 0.25 * rows)
     axes = fig.subplots(1, 2)
     epochs = np.arange(1, len(history) + 1)
     for ax, metric in zip(axes, ("accuracy", "loss")):
-        for prefix, style in (("", "-"), ("val_", "--")):
+        for stage, first, last in spans:
+            ax.axvspan(first - 0.5, last + 0.5, color=colours[stage], lw=0, zorder=0)
+        for prefix, (ls, colour, _) in styles.items():
             col = prefix + metric
             if col in history:
-                ax.plot(epochs, history[col], style, label=("validation" if prefix else "train"))
-        if "stage" in history:
-            stages = history["stage"].tolist()
-            for i in range(1, len(stages)):
-                if stages[i] != stages[i - 1]:
-                    ax.axvline(i + 0.5, color="grey", lw=0.8)
-                    ax.text(i + 0.6, ax.get_ylim()[1], f" {stages[i]}", va="top", fontsize=8, color="grey")
-        ax.set_xlabel("epoch")
+                ax.plot(epochs, history[col], ls, color=colour, zorder=2)
+        ax.set_xlim(0.5, len(history) + 0.5)
+        ax.set_xlabel("epoch" + (" (stages in training order)" if len(spans) > 1 else ""))
         ax.set_title(metric)
-        ax.grid(alpha=0.3)
-        ax.legend()
+        ax.grid(alpha=0.3, zorder=1)
+    fig.legend(handles=handles, loc="lower center", ncol=min(len(handles), 4), fontsize=8, frameon=False)
+    fig.subplots_adjust(bottom=0.12 + 0.07 * rows, wspace=0.2)
+    return _png(fig)
+
+
+def pareto_front(points: Sequence[tuple[float, float]]) -> list[int]:
+    """Indices of the points no other point beats, as (cost, score): lower cost and higher
+    score are better; a point is dominated when another is at least as good on both and
+    strictly better on one. Ordered by increasing cost."""
+    front = []
+    for i, (c, s) in enumerate(points):
+        if not any(c2 <= c and s2 >= s and (c2 < c or s2 > s) for j, (c2, s2) in enumerate(points) if j != i):
+            front.append(i)
+    return sorted(front, key=lambda i: (points[i][0], -points[i][1]))
+
+
+FRONT_LABEL = "Pareto front: no other model is both faster and more accurate"
+
+
+def speed_accuracy_png(points: Sequence[tuple[str, float, float]], references: Sequence[tuple[str, float]] = (),
+                       *, failed: Sequence[str] = (), title: str = "Validation accuracy vs speed",
+                       xlabel: str = "ms per image, measured on this server (lower is faster)") -> bytes:
+    """(label, ms per image, accuracy) per model as labelled points, the Pareto front joined by
+    a line, ``references`` (label, accuracy) as dotted horizontal lines, and the names in
+    ``failed`` written under the chart (they have no point)."""
+    fig = _figure(8, 4.2)
+    ax = fig.subplots()
+    xs = [float(p[1]) for p in points]
+    ys = [float(p[2]) for p in points]
+    front = pareto_front(list(zip(xs, ys)))
+    if points:
+        ax.scatter(xs, ys, s=45, zorder=3, color=["C3" if i in front else "C0" for i in range(len(points))])
+        for i, (label, x, y) in enumerate(points):
+            ax.annotate(label, (x, y), xytext=(7, 6 if i % 2 == 0 else -12), textcoords="offset points", fontsize=9)
+        ax.plot([xs[i] for i in front], [ys[i] for i in front], "-o", color="C3", lw=1.2, ms=6, zorder=2,
+                label=FRONT_LABEL)
+        ax.set_xlim(0, max(xs) * 1.4 + 1e-9)
+    else:
+        ax.text(0.5, 0.5, "no model loaded", transform=ax.transAxes, ha="center", va="center", color="grey")
+    for k, (label, value) in enumerate(references):
+        # named in the legend; its accuracy also written just right of the axes
+        ax.axhline(value, color="grey", ls=(":", "-.", "--")[k % 3], lw=1, zorder=1, label=label)
+        ax.annotate(f"{value:.1%}".replace(".0%", "%"), (1.0, value), xycoords=("axes fraction", "data"),
+                    xytext=(3, 0), textcoords="offset points", ha="left", va="center", fontsize=8, color="dimgrey")
+    values = ys + [float(v) for _, v in references]
+    if values:
+        low, high = min(values), max(values)
+        pad = max(0.01, (high - low) * 0.15)
+        ax.set_ylim(low - pad, high + pad)
+    ax.yaxis.set_major_formatter(lambda v, _: f"{v:.0%}" if abs(v * 100 - round(v * 100)) < 1e-6 else f"{v:.1%}")
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel("validation accuracy")
+    ax.set_title(title)
+    ax.grid(alpha=0.3)
+    if points or references:
+        ax.legend(loc="best", fontsize=8)
+    if failed:
+        fig.text(0.01, 0.0, "failed to load, not plotted: " + ", ".join(failed), fontsize=8, color="C3", va="bottom")
+    return _png(fig)
+
+
+def class_distribution_png(counts: dict[str, int], *, title: str = "Images per class") -> bytes:
+    """One bar per class, fewest first, the median as a line, every class named (small type
+    with 100 classes): the class distribution the notebook opened with."""
+    items = sorted(counts.items(), key=lambda kv: (kv[1], kv[0]))
+    n = len(items)
+    fig = _figure(max(6.0, 0.11 * n + 2), 4.2)
+    ax = fig.subplots()
+    values = [v for _, v in items]
+    ax.bar(range(n), values, color="C0", width=0.8)
+    if values:
+        median = float(np.median(values))
+        ax.axhline(median, color="C3", ls="--", lw=1, label=f"median {median:g}")
+        ax.legend(loc="upper left", fontsize=8)
+    ax.set_xticks(range(n), [k for k, _ in items], rotation=90, fontsize=5 if n > 40 else 8)
+    ax.set_xlim(-0.6, n - 0.4)
+    ax.set_ylabel("images")
+    ax.set_title(title)
+    ax.grid(axis="y", alpha=0.3)
     return _png(fig)
 
 
@@ -78,40 +180,6 @@ def samples_png(images: Sequence[np.ndarray], true: Sequence[str], pred: Sequenc
         ax.imshow(np.clip(np.asarray(img), 0, 255).astype(np.uint8))
         ok = t == p
         ax.set_title(f"true: {t}\npred: {p}", fontsize=9, color="black" if ok else "red")
-    return _png(fig)
-
-
-def pareto_front(points: Sequence[tuple[float, float]]) -> list[int]:
-    """Indices of the (speed, accuracy) points no other point beats on both, fastest first."""
-    order = sorted(range(len(points)), key=lambda i: (-points[i][0], -points[i][1]))
-    front, best = [], -np.inf
-    for i in order:
-        if points[i][1] > best:
-            front.append(i)
-            best = points[i][1]
-    return front
-
-
-def accuracy_speed_png(comparison: dict) -> bytes:
-    """Validation accuracy against images per second (``speed_accuracy.run_comparison``), each
-    point labelled with its model, the Pareto front drawn through the models worth choosing."""
-    names = [Path(n).name for n in comparison["models"]]
-    points = [(r["predict_paths"]["images_per_s"], r["accuracy"] * 100) for r in comparison["models"].values()]
-    fig = _figure(7, 4.5)
-    ax = fig.subplots()
-    front = pareto_front(points)
-    ax.plot([points[i][0] for i in front], [points[i][1] for i in front], "-", color="tab:green",
-            alpha=0.5, lw=2, label="Pareto front (no model beats these on both)")
-    for i, ((x, y), name) in enumerate(zip(points, names)):
-        ax.scatter([x], [y], s=40, color="tab:green" if i in front else "tab:grey", zorder=3)
-        ax.annotate(name, (x, y), textcoords="offset points", xytext=(6, 4), fontsize=9)
-    ax.set_xlabel(f"images per second (JPEG paths, batch {comparison['batch_size']}, "
-                  f"{comparison['machine']['physical_cores']} CPU cores, as served)")
-    ax.set_ylabel(f"top-1 accuracy on {comparison['images']} validation images (%)")
-    ax.set_xscale("log")
-    ax.margins(x=0.25, y=0.15)
-    ax.grid(alpha=0.3, which="both")
-    ax.legend(loc="lower left", fontsize=8)
     return _png(fig)
 
 

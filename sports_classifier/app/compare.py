@@ -41,9 +41,18 @@ def count_parameters(weights_file: str | Path) -> int | None:
     return total
 
 
-COMPARE_COLUMNS = ["model", "backbone", "image size", "classes", "valid images", "accuracy",
-                   "top-5 accuracy", "macro F1", "loss", "weights MB", "ONNX MB", "int8 ONNX MB", "parameters",
-                   "ms / image", "engine", "status"]
+# What people compare first (visible at 1280 px), then the details.
+LEADING_COLUMNS = ["model", "accuracy", "top-5 accuracy", "macro F1", "ms / image", "size MB"]
+COMPARE_COLUMNS = LEADING_COLUMNS + ["architecture", "image size", "classes", "valid images", "loss",
+                                     "weights MB", "ONNX MB", "int8 ONNX MB", "parameters", "engine", "status"]
+# The file each engine serves from: its size is the model's size on disk as served.
+SERVED_FILE = {"onnxruntime-int8": bundle.ONNX_INT8, "onnxruntime": bundle.ONNX, "keras": bundle.WEIGHTS}
+
+
+def short_architecture(config) -> str:
+    """``lite0+lite1+lite2`` for an ensemble of EfficientNet-Lite0/1/2, ``lite0`` for one; the
+    full text (``config.architecture``) is in About and under the table."""
+    return "+".join(b.removeprefix("efficientnet_") for b in config.backbones)
 
 
 def _mb(folder: Path, name: str) -> float | None:
@@ -83,7 +92,7 @@ def _model_row(entry, split: str) -> dict:
     training = clf.config.training if isinstance(clf.config.training, dict) else {}
     weights = bundle.member_or_none(path, bundle.WEIGHTS)
     return {
-        "backbone": clf.config.architecture,
+        "architecture": short_architecture(clf.config),
         "image size": clf.config.image_size,
         "classes": clf.config.num_classes,
         "valid images": _number(m.get("n")),
@@ -96,6 +105,7 @@ def _model_row(entry, split: str) -> dict:
         "int8 ONNX MB": _mb(path, bundle.ONNX_INT8),
         "parameters": _number(training.get("parameters")) or (count_parameters(weights) if weights else None),
         "ms / image": None if entry.latency_ms is None else round(entry.latency_ms, 1),
+        "size MB": _mb(path, SERVED_FILE.get(clf.runtime, bundle.WEIGHTS)),
         "engine": clf.runtime,
         "status": "ready",
     }
@@ -115,7 +125,7 @@ def compare_table(registry: ModelRegistry, split: str = "valid", *, digits: int 
 
 SPEED_NOTE = (f"`ms / image`: median of {LATENCY_RUNS} single-image predictions (a 224x224 photo in, "
               "preprocessing included, after one warm-up) measured on this server when each model "
-              "was loaded, with the engine shown. Accuracy, top-5, macro F1 and loss are read from "
+              "was loaded, with the engine shown; `size MB`: the model file that engine serves. Accuracy, top-5, macro F1 and loss are read from "
               "each bundle's `metrics.json` (validation split); parameters are the count recorded in "
               "`config.json` if any, else counted in `model.weights.h5` (BatchNorm statistics included).")
 
@@ -166,3 +176,124 @@ def disagreement_table(registry: ModelRegistry, split: str = "valid", *, top: in
     else:
         frame = frame.sort_values("mean", kind="stable")
     return frame.drop(columns="mean").head(top).round(4).reset_index()
+
+
+# -- the accuracy-vs-speed chart and readable curves (matplotlib PNGs, cached) -------------------
+
+# The original notebook's test accuracies: published there, not measured here.
+REPORTED_ELSEWHERE = (
+    ("EfficientNetB0: 97% test accuracy (notebook; reported elsewhere, not measured here)", 0.97),
+    ("ResNet50: 88.7% test accuracy (notebook; reported elsewhere, not measured here)", 0.887),
+)
+
+
+def speed_points(registry: ModelRegistry, split: str = "valid") -> tuple[list[tuple[str, float, float]], list[str]]:
+    """(name, ms per image, accuracy) for every loaded model with both numbers, and the names
+    of models that failed to load or lack one of them (with the reason), in registry order."""
+    points, missing = [], []
+    for row in compare_rows(registry, split):
+        if row["status"] != "ready":
+            missing.append(f"{row['model']} (failed to load)")
+        elif row["accuracy"] is None or row["ms / image"] is None:
+            missing.append(f"{row['model']} (no {'accuracy' if row['accuracy'] is None else 'speed'})")
+        else:
+            points.append((row["model"], float(row["ms / image"]), float(row["accuracy"])))
+    return points, missing
+
+
+def chart_spec(kind: str, args: list, out_dir: str | Path) -> dict:
+    """A chart to draw: ``kind`` (``speed``, ``curves``, ``distribution``), its JSON-able
+    arguments, and the file it goes to, named after both (the same chart, the same file)."""
+    import hashlib
+    import json
+
+    digest = hashlib.sha256(json.dumps([kind, args], sort_keys=True).encode()).hexdigest()[:16]
+    return {"kind": kind, "args": args, "dest": str(Path(out_dir) / f"{kind}-{digest}.png")}
+
+
+def draw_png(kind: str, args: list) -> bytes:
+    """The PNG bytes of one chart spec (matplotlib)."""
+    from .. import plots
+
+    if kind == "speed":
+        points, references, failed = args
+        return plots.speed_accuracy_png([tuple(p) for p in points], [tuple(r) for r in references], failed=failed)
+    if kind == "curves":
+        import pandas as pd
+
+        return plots.curves_png(pd.read_csv(args[0]))
+    if kind == "distribution":
+        counts, title = args
+        return plots.class_distribution_png(counts, title=title)
+    raise ValueError(f"unknown chart kind {kind!r}")
+
+
+def draw_specs(specs: list[dict]) -> list[str]:
+    """Draw every spec whose file is missing (atomically); the files, in order. The app runs
+    this in a low-priority child process at start-up (``python -m sports_classifier.app.draw``)
+    so that drawing never competes with the first predictions."""
+    out = []
+    for spec in specs:
+        dest = Path(spec["dest"])
+        if not dest.is_file():
+            dest.parent.mkdir(parents=True, exist_ok=True)
+            tmp = dest.with_name(f".{dest.name}.tmp")
+            tmp.write_bytes(draw_png(spec["kind"], spec["args"]))
+            tmp.replace(dest)
+        out.append(str(dest))
+    return out
+
+
+def _drawn(spec: dict) -> str:
+    return draw_specs([spec])[0]
+
+
+def speed_spec(registry: ModelRegistry, out_dir: str | Path, split: str = "valid") -> dict:
+    points, missing = speed_points(registry, split)
+    return chart_spec("speed", [[list(p) for p in points], [list(r) for r in REPORTED_ELSEWHERE], missing], out_dir)
+
+
+def speed_chart(registry: ModelRegistry, out_dir: str | Path, split: str = "valid") -> str:
+    """The accuracy-vs-speed PNG for the loaded models (re-drawn only when a number changes)."""
+    return _drawn(speed_spec(registry, out_dir, split))
+
+
+def curves_spec(registry: ModelRegistry, name: str, out_dir: str | Path) -> dict | None:
+    """The curves chart of a loaded model with a ``history.csv`` (None otherwise)."""
+    entry = registry.entry(name)
+    if not entry.ok:
+        return None
+    history = Path(entry.classifier.path) / bundle.HISTORY
+    if not history.is_file():
+        return None
+    # the history's modification time is in the name: a retrained bundle gets a new picture
+    return chart_spec("curves", [str(history.resolve()), history.stat().st_mtime_ns], out_dir)
+
+
+def curves_picture(registry: ModelRegistry, name: str, out_dir: str | Path) -> str | None:
+    """A loaded model's training curves drawn from its ``history.csv`` (stages as shaded spans,
+    one legend); the bundle's own ``curves.png`` when it has no history; None if neither."""
+    spec = curves_spec(registry, name, out_dir)
+    if spec is not None:
+        return _drawn(spec)
+    entry = registry.entry(name)
+    picture = Path(entry.classifier.path) / bundle.CURVES if entry.ok else None
+    return str(picture) if picture is not None and picture.is_file() else None
+
+
+def architectures_markdown(registry: ModelRegistry) -> str:
+    """The full architecture of each model (the table shows the short form)."""
+    lines = []
+    for name in registry.names:
+        entry = registry.entry(name)
+        if entry.ok:
+            cfg = entry.classifier.config
+            lines.append(f"- **{name}** (`{short_architecture(cfg)}`): {cfg.architecture}, {cfg.image_size} px input")
+    return "\n".join(lines)
+
+
+CHART_NOTE = ("**Reading the chart.** One point per model served here: validation accuracy (from its "
+              "bundle) against milliseconds per image measured on this server when it loaded. Red: the "
+              "Pareto front, the models no other model beats on both speed and accuracy. Grey lines: "
+              "the original notebook's published **test** accuracies (EfficientNetB0 97%, ResNet50 88.7%), "
+              "reported elsewhere and not measured here, on another split: a landmark, not a result.")

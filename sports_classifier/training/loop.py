@@ -29,6 +29,7 @@ from .. import bundle
 from ..version import __version__
 from ..config import ModelConfig, TrainConfig
 from ..errors import BundleError
+from ..data_summary import class_counts
 from ..datasets import discover
 from ..images import SkippedImages
 from ..metrics import summary
@@ -223,6 +224,8 @@ def train(config: TrainConfig, data_dir: str | Path, out_dir: str | Path, *,
             "train_images": int(len(train_df)),
             "valid_images": int(len(valid_df)),
             "description": _describe(train_df, n_classes),
+            # the app draws the class distribution from this, without the dataset folder
+            "class_counts": {"train": class_counts(train_df, labels), "valid": class_counts(valid_df, labels)},
         },
     }
     model_config = ModelConfig(

@@ -129,10 +129,15 @@ def test_user_errors_come_back_as_messages(client):
 
 
 def test_compare_numbers_equal_the_metrics_files(client, tiny_bundle):
-    table, *pictures, disagreement, _ = client.predict(api_name="/compare")
     n = len(names_served())
-    curves, confusion = pictures[:n], pictures[n:]
+    chart, table, architectures, _ = client.predict(api_name="/compare")
+    assert "tiny" in architectures
+    *curves, disagreement, data_note, distribution, samples = client.predict(api_name="/compare_details")
+    assert samples and "tiny" in data_note
+    pairs, pairs_table, wrong, wrong_table, note, _, downloads, _ = client.predict("tiny", ALL_SPORTS,
+                                                                                api_name="/mistakes")
     frame = pd.DataFrame(table["data"], columns=table["headers"]).set_index("model")
+    assert table["headers"][:6] == ["model", "accuracy", "top-5 accuracy", "macro F1", "ms / image", "size MB"]
     served = {"tiny": tiny_bundle} | ({REAL.name: REAL} if REAL else {})
     for name, path in served.items():
         valid = bundle.read_metrics(path)["valid"]
@@ -141,10 +146,13 @@ def test_compare_numbers_equal_the_metrics_files(client, tiny_bundle):
             assert frame.loc[name, column] == round(valid[key], 4)
         assert frame.loc[name, "valid images"] == valid["n"]
     assert frame.loc["missing", "status"].startswith("failed to load")
-    # one curves and one confusion picture per model, in the order served; none for the missing one
-    assert [c is not None for c in curves] == [c is not None for c in confusion] == [True] * (n - 1) + [False]
-    assert all(Path(p).is_file() for p in curves[:-1] + confusion[:-1])
+    assert Path(chart).is_file()  # the accuracy-vs-speed chart, with the missing model named under it
+    # one curves picture per model, in the order served; none for the missing one
+    assert [c is not None for c in curves] == [True] * (n - 1) + [False]
+    assert all(Path(p).is_file() for p in curves[:-1])
     assert disagreement["headers"][0] == "class"
+    assert pairs_table["headers"][:3] == ["true class", "predicted as", "count"]
+    assert "tiny" in note and downloads  # the confusion matrix stays downloadable
 
 
 def test_batch_returns_a_table_and_a_csv(client):

@@ -11,6 +11,7 @@ from __future__ import annotations
 import os
 import re
 import shutil
+import time
 from pathlib import Path
 
 import pytest
@@ -49,18 +50,24 @@ def server(tiny_bundle, tmp_path_factory):
 
 
 @pytest.fixture(scope="module")
-def page(server, tmp_path_factory):
+def browser():
+    """One Chromium for the module (Playwright's sync API cannot be started twice at once)."""
     with sync_api.sync_playwright() as pw:
         browser = pw.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS, headless=True)
-        context = browser.new_context(viewport={"width": 1400, "height": 1000})
-        # Playwright starts chromium with a fresh temporary --user-data-dir on every launch.
-        page = context.new_page()
-        page.set_default_timeout(TIMEOUT_MS)
-        page.goto(server[0].url)
-        page.wait_for_selector("#photo")
-        yield page
-        context.close()
+        yield browser
         browser.close()
+
+
+@pytest.fixture(scope="module")
+def page(server, browser):
+    context = browser.new_context(viewport={"width": 1400, "height": 1000})
+    # Playwright starts chromium with a fresh temporary --user-data-dir on every launch.
+    page = context.new_page()
+    page.set_default_timeout(TIMEOUT_MS)
+    page.goto(server[0].url)
+    page.wait_for_selector("#photo")
+    yield page
+    context.close()
 
 
 def non_sport_photo(tmp_path: Path) -> Path:
@@ -166,3 +173,98 @@ def test_about_tab(page, shots):
     sync_api.expect(curves).to_be_visible()
     page.wait_for_function("img => img.complete && img.naturalWidth > 0", arg=curves.element_handle())
     page.screenshot(path=str(shots / "6-about.png"), full_page=True)
+
+
+# -- Compare at 1280 px, with one and with three models -------------------------------------------------
+
+NARROW = {"width": 1280, "height": 900}
+WARM_CHARTS_MS = 8000
+LEADING = ["model", "accuracy", "top-5 accuracy", "macro F1", "ms / image", "size MB"]
+
+
+def bundled_models() -> list[Path]:
+    from sports_classifier.hub import bundled_models as found
+
+    return [Path(s.location) for s in found(ROOT / "models")]
+
+
+@pytest.fixture(scope="module", params=[1, 3], ids=["one-model", "three-models"])
+def compare_page(request, browser, tmp_path_factory):
+    models = bundled_models()[:request.param]
+    if len(models) < request.param:
+        pytest.skip(f"needs {request.param} bundled models in models/")
+    app = start_app(",".join(map(str, models)), tmp_path_factory.mktemp("compare-log") / "app.log")
+    context = browser.new_context(viewport=NARROW)
+    try:
+        page = context.new_page()
+        page.set_default_timeout(TIMEOUT_MS)
+        page.goto(app.url)
+        page.wait_for_selector("#photo")
+        # the models load after the page serves; Compare is measured once they are warm
+        sync_api.expect(page.locator("#model-status")).not_to_contain_text("loading", timeout=TIMEOUT_MS)
+        sync_api.expect(page.locator("#model-status")).not_to_contain_text("not loaded", timeout=TIMEOUT_MS)
+        page.wait_for_timeout(WARM_CHARTS_MS)  # then the app draws the charts in the background
+        yield page, [m.name for m in models]
+    finally:
+        context.close()
+        app.stop()
+
+
+def right_edge(locator) -> float:
+    box = locator.bounding_box()
+    assert box is not None, "not rendered"
+    return box["x"] + box["width"]
+
+
+def test_compare_reads_at_a_glance_at_1280_px(compare_page, shots):
+    page, names = compare_page
+    start = time.perf_counter()
+    open_tab(page, "Compare")
+    chart = page.locator("#compare-speed img")
+    sync_api.expect(chart).to_be_visible()
+    table = page.locator("#compare-table")
+    for name in names:
+        sync_api.expect(table.get_by_role("row", name=re.compile(rf"^{re.escape(name)} "))).to_be_visible()
+    page.wait_for_function("img => img.complete && img.naturalWidth > 0", arg=chart.element_handle())
+    seconds = time.perf_counter() - start
+    print(f"\nCompare with {len(names)} model(s): chart and table shown {seconds:.2f} s after the click "
+          "(browser round trip included)")
+
+    # nothing to scroll sideways: the chart and the leading columns sit inside 1280 px
+    assert page.evaluate("document.documentElement.scrollWidth") <= NARROW["width"]
+    assert right_edge(chart) <= NARROW["width"]
+    headers = table.locator("thead th")
+    texts = [t.strip() for t in headers.all_inner_texts()]
+    for column in LEADING:
+        i = texts.index(column)
+        assert right_edge(headers.nth(i)) <= NARROW["width"] - 16, f"{column} is off-screen"
+    suffix = "1" if len(names) == 1 else "3"
+    page.screenshot(path=str(shots / f"compare-{suffix}-models.jpg"), type="jpeg", quality=60)
+
+    # the mistakes view: predicted in the background once Compare opens; it shows up by itself
+    note = page.locator("#compare-mistakes-note")
+    sync_api.expect(note).to_contain_text("example images wrong", timeout=180_000)
+    mistakes_gallery = page.locator("#compare-mistakes")
+    mistakes_gallery.scroll_into_view_if_needed()
+    sync_api.expect(mistakes_gallery.locator("img").first).to_be_visible()
+    sync_api.expect(page.locator("#compare-mistakes-table")).to_contain_text("true class")
+    sync_api.expect(page.locator("#compare-pairs img").first).to_be_visible()
+    assert right_edge(mistakes_gallery) <= NARROW["width"]
+    page.screenshot(path=str(shots / f"compare-{suffix}-models-mistakes.jpg"), type="jpeg", quality=60)
+
+    # the filter: one true class, and only its mistakes remain
+    table = page.locator("#compare-mistakes-table")
+
+    def true_classes() -> list[str]:  # the accessible rows: the header, then one per mistake
+        texts = table.get_by_role("row").all_inner_texts()[1:]
+        return [re.split(r"[\t\n]", t.strip())[0] for t in texts if t.strip()]
+
+    before = true_classes()
+    chosen = before[-1]
+    page.get_by_label("True sport (mistakes browser filter)").click()
+    page.get_by_role("option", name=chosen, exact=True).click()
+    sync_api.expect(mistakes_gallery.locator("img")).to_have_count(before.count(chosen))
+    sync_api.expect(table.get_by_role("row")).to_have_count(1 + before.count(chosen))
+    assert set(true_classes()) == {chosen}
+    for shot in shots.glob(f"compare-{suffix}-models*.jpg"):
+        assert shot.stat().st_size < 150_000, f"{shot.name} is over 150 KB"

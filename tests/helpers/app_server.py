@@ -27,17 +27,21 @@ def real_bundle() -> Path | None:
 
 
 def free_port() -> int:
-    """A free port on 127.0.0.1: any, or one of $SPORTS_CLASSIFIER_TEST_PORTS ("7900-7949")
-    on a machine whose users each keep to a port range."""
-    low, _, high = os.environ.get("SPORTS_CLASSIFIER_TEST_PORTS", "0-0").partition("-")
-    for port in range(int(low), int(high or low) + 1):
+    """A free port: any, or the first free one in $SPORTS_CLASSIFIER_TEST_PORTS (``8000-8049``)
+    when a shared machine gives each user a range."""
+    span = os.environ.get("SPORTS_CLASSIFIER_TEST_PORTS")
+    candidates = [0]
+    if span:
+        low, _, high = span.partition("-")
+        candidates = list(range(int(low), int(high or low) + 1))
+    for port in candidates:
         with socket.socket() as s:
             try:
                 s.bind(("127.0.0.1", port))
             except OSError:
                 continue
             return s.getsockname()[1]
-    raise RuntimeError(f"no free port in $SPORTS_CLASSIFIER_TEST_PORTS={low}-{high}")
+    raise RuntimeError(f"no free port in {span}")
 
 
 @dataclass

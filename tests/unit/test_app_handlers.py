@@ -323,7 +323,7 @@ def test_compare_table_numbers_come_from_the_bundle(registry, sports_tiny):
                         ("macro F1", "macro_f1"), ("loss", "loss")):
         assert row[column] == round(valid[key], 4)
     assert row["valid images"] == valid["n"] == 15
-    assert row["classes"] == 3 and row["backbone"] == "tiny_cnn"
+    assert row["classes"] == 3 and row["architecture"] == "tiny_cnn"
     assert row["weights MB"] == round((sports_tiny / bundle.WEIGHTS).stat().st_size / 2**20, 2)
     assert row["parameters"] == Classifier.from_pretrained(sports_tiny).keras_model.count_params()
     assert row["ms / image"] > 0 and row["engine"] == "onnxruntime"

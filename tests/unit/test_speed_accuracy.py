@@ -7,14 +7,6 @@ import pytest
 from sports_classifier.classifier import Classifier
 from sports_classifier.cli import main
 from sports_classifier.errors import UserInputError
-from sports_classifier.plots import pareto_front
-
-
-def test_pareto_front_keeps_the_models_nothing_beats_on_both():
-    # (images/s, accuracy): the slow-and-worse model is off the front, ties on speed keep the better one
-    points = [(400, 97.0), (100, 98.5), (90, 98.0), (400, 96.0), (50, 99.0)]
-    assert pareto_front(points) == [0, 1, 4]
-    assert pareto_front([(10, 50.0)]) == [0]
 
 
 def test_comparison_measures_accuracy_on_the_served_engine(tiny_bundle, synthetic_dataset, tmp_path, capsys):
