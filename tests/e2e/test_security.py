@@ -224,14 +224,17 @@ def test_ill_typed_bundles_do_not_stop_the_app_or_the_compare_tab(tiny_bundle, t
         event, payload = call(server.url, "compare", [])
         assert event == "complete", payload[:500]
         outputs = json.loads(payload)
-        table = outputs[0]
+        table = outputs[1]  # after the accuracy-against-speed chart
         rows = {r[0]: dict(zip(table["headers"], r)) for r in table["data"]}
         assert rows["tiny"]["status"] == "ready" and rows["tiny"]["accuracy"] is not None
         assert rows["stracc"]["status"] == "ready" and math.isnan(rows["stracc"]["accuracy"])  # shown empty
         assert rows["notobjects"]["status"] == "ready" and rows["latin1card"]["status"] == "ready"
         assert "cannot be read" in rows["listmetrics"]["status"]
         assert rows["trainingstr"]["status"].startswith("failed to load") and "training" in rows["trainingstr"]["status"]
-        disagreement = outputs[1 + 2 * len(rows)]  # after the table, the curves, the matrices
+        event, payload = call(server.url, "compare_details", [])
+        assert event == "complete", payload[:500]
+        details = json.loads(payload)
+        disagreement = details[len(rows)]  # after one curves picture per model
         assert "tiny" in disagreement["headers"] and "notobjects" not in disagreement["headers"]
         event, payload = call(server.url, "predict", [{"path": upload(server.url, "p.png", png_bytes(4))},
                                                       ["tiny", "latin1card"]])
