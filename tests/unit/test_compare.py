@@ -27,7 +27,7 @@ from sports_classifier.hub import parse_model_sources
 
 ROOT = Path(__file__).resolve().parents[2]
 MODELS = ROOT / "models"
-BUNDLED = ("lite0", "lite0-finetuned", "ensemble-lite012")
+BUNDLED = ("lite0", "lite0-distilled", "ensemble-finetuned")
 
 
 def bundled(*names: str) -> list[str]:
@@ -97,14 +97,14 @@ def test_table_leads_with_what_people_compare(three):
     frame = compare.compare_table(three)
     assert list(frame.columns[:6]) == ["model", "accuracy", "top-5 accuracy", "macro F1", "ms / image", "size MB"]
     rows = frame.set_index("model")
-    assert rows.loc["ensemble-lite012", "architecture"] == "lite0+lite1+lite2"
+    assert rows.loc["ensemble-finetuned", "architecture"] == "lite0+lite2"
     assert rows.loc["lite0", "architecture"] == "lite0"
     served = MODELS / "lite0" / compare.SERVED_FILE[three.get("lite0").runtime]
     assert rows.loc["lite0", "size MB"] == round(served.stat().st_size / 2**20, 2)
     assert rows.loc["broken", "status"].startswith("failed to load")
     assert pd.isna(rows.loc["broken", "accuracy"])
     full = compare.architectures_markdown(three)
-    assert "`lite0+lite1+lite2`): ensemble of efficientnet_lite0 (224 px) + efficientnet_lite1" in full
+    assert "`lite0+lite2`): ensemble of efficientnet_lite0 (224 px) + efficientnet_lite2" in full
 
 
 def test_short_architecture_of_single_networks_and_ensembles():
@@ -126,9 +126,9 @@ def test_stage_spans_merge_consecutive_epochs_only():
 
 
 def test_curves_are_drawn_from_the_history_once(three, tmp_path):
-    first = compare.curves_picture(three, "ensemble-lite012", tmp_path)
+    first = compare.curves_picture(three, "ensemble-finetuned", tmp_path)
     assert Image.open(first).format == "PNG" and Path(first).parent == tmp_path
-    assert compare.curves_picture(three, "ensemble-lite012", tmp_path) == first
+    assert compare.curves_picture(three, "ensemble-finetuned", tmp_path) == first
     assert compare.curves_picture(three, "broken", tmp_path) is None
     history = pd.DataFrame({"stage": ["head", "head", "fine_tune"], "accuracy": [0.5, 0.7, 0.8],
                             "val_accuracy": [0.4, 0.6, 0.7], "loss": [2, 1, 0.5], "val_loss": [2.1, 1.2, 0.9]})
