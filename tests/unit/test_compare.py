@@ -308,7 +308,7 @@ def test_data_shown_for_the_bundled_models_comes_from_their_record(three, tmp_pa
     counts = records[0]["counts"]["train"]
     assert sum(counts.values()) == records[0]["data"]["train_images"]
     assert Image.open(data_view.distribution_chart(records, tmp_path)).format == "PNG"
-    assert "min 59, median 70, max 70" in data_view.data_markdown(records)
+    assert "min 59, median 133.5, max 191" in data_view.data_markdown(records)  # the full split
 
 
 def test_an_old_bundle_without_class_counts_is_said_so(tmp_path):
