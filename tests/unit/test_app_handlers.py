@@ -384,14 +384,6 @@ def test_about_and_model_cards(sports_tiny):
                                          for f in (bundle.CURVES, bundle.CONFUSION, bundle.SAMPLES)}
 
 
-def test_importing_the_handlers_stays_cheap():
-    code = ("import sys, sports_classifier.app.registry, sports_classifier.app.predict, sports_classifier.app.compare, "
-            "sports_classifier.app.batch, sports_classifier.app.examples, sports_classifier.app.about; "
-            "print(sorted(m for m in ('gradio', 'tensorflow', 'keras') if m in sys.modules))")
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
-    assert out.stdout.strip() == "[]"
-
-
 def test_disagreement_table_without_shared_classes_lists_the_weakest(sports_tiny, tiny_bundle):
     reg = registry_of(f"{sports_tiny},{tiny_bundle}")
     table = compare.disagreement_table(reg)
