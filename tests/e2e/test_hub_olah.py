@@ -10,7 +10,6 @@ client against it through ``HF_ENDPOINT``.
 from __future__ import annotations
 
 import shutil
-import socket
 import subprocess
 import sys
 import time
@@ -20,28 +19,17 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from helpers.app_server import free_port
 from helpers.hub_server import use_hub
 from sports_classifier import bundle
 from sports_classifier.classifier import Classifier
 
 pytestmark = pytest.mark.slow
-PORTS = range(7950, 8000)
 
 
 def _olah_cli() -> str | None:
     beside = Path(sys.executable).with_name("olah-cli")
     return str(beside) if beside.is_file() else shutil.which("olah-cli")
-
-
-def _free_port() -> int:
-    for port in PORTS:
-        with socket.socket() as s:
-            try:
-                s.bind(("127.0.0.1", port))
-            except OSError:
-                continue
-            return port
-    pytest.skip(f"no free port in {PORTS}")
 
 
 def _git(folder: Path, *args: str) -> str:
@@ -63,7 +51,7 @@ def olah(tiny_bundle, tmp_path):
     _git(repo, "commit", "-q", "-m", "bundle")
     _git(repo, "tag", "v1")
     sha = _git(repo, "rev-parse", "HEAD")
-    port = _free_port()
+    port = free_port()  # within $SPORTS_CLASSIFIER_TEST_PORTS when set
     (tmp_path / "olah.toml").write_text(f"""[basic]
 host = "127.0.0.1"
 port = {port}
