@@ -119,15 +119,15 @@ def render_model_card(config: dict, metrics: dict, *, files: Sequence[str] = ())
                    + f". Input {config['image_size']}x{config['image_size']} px, resized inside the network "
                    "to each member's size; each member is global average pooling, dropout and a softmax "
                    f"over {len(labels)} classes on its backbone.")
-        retrain = ("train each member with its own options (above; the bundled models have presets: "
-                   "`sports-classifier train --data PATH/TO/DATASET --preset NAME --out DIR`), then "
+        retrain = ("train each member with its own options (above; the bundled models have recipes: "
+                   "`sports-classifier train --data PATH/TO/DATASET --recipe NAME --out DIR`), then "
                    "`sports-classifier ensemble --models MEMBER... --data PATH/TO/DATASET --out DIR`")
     else:
         network = (f"Backbone: `{config['backbone']}` at {config['image_size']}x{config['image_size']} px"
                    f"{', with horizontal-flip test-time augmentation' if config.get('tta_flip') else ''}; "
                    f"head: global average pooling, dropout {config.get('dropout')}, softmax over {len(labels)} classes.")
         retrain = (f"`sports-classifier train --data PATH/TO/DATASET --backbone {config['backbone']} --out DIR` "
-                   "with the same options (or `--preset` of the bundled model)")
+                   "with the same options (or `--recipe` of the bundled model)")
     return _seal(f"""---
 {front_matter(config, metrics).strip()}
 ---
