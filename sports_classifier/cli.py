@@ -192,7 +192,9 @@ def cmd_predict_batch(args) -> int:
     print(json.dumps(summary) if args.json else
           f"{result.output}: {result.rows} rows ({result.errors} unreadable), {result.shards} shard(s), "
           f"{result.shards_skipped} reused from an earlier run, {result.seconds:.1f} s")
-    return 0
+    # The table is complete either way; like `predict IMAGE...`, a file that could not be read
+    # makes the exit status 1, so a pipeline notices without parsing the table.
+    return 1 if result.errors else 0
 
 
 def cmd_threshold(args) -> int:
@@ -364,7 +366,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("images", nargs="*", metavar="IMAGE")
     b = p.add_argument_group("batch (a table out, resumable; docs/scale.md)")
     b.add_argument("--input", metavar="SRC", help="folder (recursive), glob, or CSV/Parquet manifest with a path column")
-    b.add_argument("--output", metavar="OUT", help="OUT.parquet (or .csv); shards in OUT.parts/")
+    b.add_argument("--output", metavar="OUT", help="OUT.parquet (or .csv); shards in OUT.parts/. Unreadable "
+                   "files get a row with an error (exit status 1 once the table is written)")
     b.add_argument("--format", choices=("parquet", "csv"), help="default: from OUT's suffix, else parquet")
     b.add_argument("--engine", choices=("local", "ray"), default="local", help="local (default) or a Ray cluster")
     b.add_argument("--ray-address", help="Ray cluster (default $RAY_ADDRESS; auto: the running one)")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import secrets
 from pathlib import Path
 
 import pytest
@@ -11,6 +12,12 @@ from helpers.datasets import make_dataset
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 os.environ.setdefault("KERAS_BACKEND", "tensorflow")
+# Every Ray cluster the tests start (tests/helpers/ray_cluster.py, and ray.init()'s local one)
+# requires this session's own token: Ray's services listen on all interfaces. Ray reads these
+# once, at import, so they are set before anything imports it; they also keep the tests from
+# depending on (or writing) the ~/.ray/auth_token that Ray 2.5x creates for a local ray.init().
+os.environ.setdefault("RAY_AUTH_MODE", "token")
+os.environ.setdefault("RAY_AUTH_TOKEN", secrets.token_hex(32))
 
 ROOT = Path(__file__).resolve().parent.parent
 SHARED_DATA = ROOT.parent / "shared" / "data" / "sports100"

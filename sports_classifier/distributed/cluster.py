@@ -20,7 +20,10 @@ def connect(address: str | None, *, num_cpus: int | None = None) -> tuple[bool, 
     if ray.is_initialized():
         return False, 0.0
     start = time.perf_counter()
-    kwargs = {"include_dashboard": False} if address in (None, "", "local") else {}
+    # A cluster started here serves only this machine: its nodes advertise 127.0.0.1 (Ray's own
+    # services still listen on every interface in Ray 2.60; Ray's default token authentication
+    # guards them, see docs/scale.md).
+    kwargs = {"include_dashboard": False, "_node_ip_address": "127.0.0.1"} if address in (None, "", "local") else {}
     if num_cpus is not None and address in (None, "", "local"):
         kwargs["num_cpus"] = num_cpus
     ray.init(address=None if address in ("", "local") else address, log_to_driver=False,

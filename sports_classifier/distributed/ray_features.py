@@ -3,13 +3,15 @@
 ``training.features.FeatureExtractor`` exports the frozen trunk to ONNX once; here an actor pool
 runs that file over the images (each actor loads it once), and the driver puts the rows back
 in order. The extractor then writes the cache entry exactly as when it computes it itself, under
-the same key, so a later local run reads it (and the other way round). The clean and mirrored
-views go through Ray; augmented views need the Keras augmentation layers and stay local.
+the same key, so a later local run reads it (and the other way round).
+
+Every view goes through Ray, augmented ones included: the work is cut into the same
+``batch_size`` slices of the file list as the local pass, and each slice is transformed by
+``view_transform`` with its slice number, so an augmented slice gets the same random draws
+on whichever actor it lands (``BatchAugmentation``).
 """
 
 from __future__ import annotations
-
-import math
 
 import numpy as np
 import ray
@@ -18,46 +20,58 @@ from .cluster import connect
 
 
 class TrunkActor:
-    """One Ray actor: the ONNX trunk loaded once, then batch after batch of paths."""
+    """One Ray actor: the ONNX trunk (and the view's transform) built once, then slice after slice."""
 
-    def __init__(self, onnx_path: str, image_size: int, flip: bool, threads: int):
+    def __init__(self, onnx_path: str, image_size: int, view: dict, threads: int):
         from ..runtime import OnnxEngine
+        from ..training.features import view_transform
 
         self.engine = OnnxEngine(onnx_path, threads=threads)
-        self.image_size, self.flip = image_size, flip
+        self.image_size = image_size
+        self.transform = view_transform(view)
 
     def __call__(self, batch: dict) -> dict:
         from ..images import try_preprocess_many
 
-        rows = np.asarray(batch["row"], np.int64)
-        pixels, kept, failures = try_preprocess_many(list(batch["path"]), self.image_size)
-        if self.flip:
-            pixels = pixels[:, :, ::-1, :]
-        values = self.engine(pixels).astype(np.float32) if kept else None
-        shape = values.shape[1:] if values is not None else (0,)
-        out = np.zeros((len(rows),) + tuple(shape), np.float32)
-        errors = np.array([""] * len(rows), dtype=object)
-        for j, i in enumerate(kept):
-            out[i] = values[j]
-        for i, reason in failures:
-            errors[i] = reason
-        return {"row": rows, "error": errors, "features": out}
+        rows, errors, values = [], [], []
+        for number, first, paths in zip(batch["slice"], batch["first_row"], batch["paths"]):
+            paths = [str(p) for p in paths]
+            pixels, kept, failures = try_preprocess_many(paths, self.image_size)
+            out = None
+            if kept:
+                out = self.engine(self.transform(pixels, int(number))).astype(np.float32)
+            slice_errors = [""] * len(paths)
+            for i, reason in failures:
+                slice_errors[i] = reason
+            full = None
+            if out is not None:
+                full = np.zeros((len(paths),) + out.shape[1:], np.float32)
+                full[np.asarray(kept)] = out
+            rows.append(np.arange(len(paths), dtype=np.int64) + int(first))
+            errors.append(np.asarray(slice_errors, dtype=object))
+            values.append(full)
+        shapes = {v.shape[1:] for v in values if v is not None}
+        shape = shapes.pop() if shapes else (0,)
+        values = [v if v is not None else np.zeros((len(r),) + shape, np.float32) for v, r in zip(values, rows)]
+        return {"row": np.concatenate(rows), "error": np.concatenate(errors), "features": np.concatenate(values)}
 
 
-def compute_features(paths: list[str], onnx_path: str, *, image_size: int, flip: bool, batch_size: int,
+def compute_features(paths: list[str], onnx_path: str, *, image_size: int, view: dict, batch_size: int,
                      address: str | None, workers: int | None = None, cpus_per_worker: float = 0.5):
-    """Trunk outputs for ``paths``: (values of the readable images in order, their rows,
-    skipped ``[path, reason]`` pairs), as ``FeatureExtractor._compute`` returns them."""
+    """Trunk outputs of ``view`` (a ``View.key()``) for ``paths``: (values of the readable images
+    in order, their rows, skipped ``[path, reason]`` pairs), as ``FeatureExtractor._compute``
+    returns them."""
     started, _ = connect(address)
     try:
         cpus = ray.cluster_resources().get("CPU", 1.0)
         workers = workers or max(1, int(cpus // 1))
         ray.data.DataContext.get_current().enable_progress_bars = False
-        items = [{"row": i, "path": p} for i, p in enumerate(paths)]
-        ds = ray.data.from_items(items, override_num_blocks=max(1, math.ceil(len(items) / batch_size)))
+        slices = [{"slice": k, "first_row": start, "paths": paths[start:start + batch_size]}
+                  for k, start in enumerate(range(0, len(paths), batch_size))]
+        ds = ray.data.from_items(slices, override_num_blocks=len(slices))
         ds = ds.map_batches(TrunkActor, fn_constructor_kwargs={"onnx_path": str(onnx_path), "image_size": image_size,
-                                                                "flip": flip, "threads": 1},
-                            batch_size=batch_size, batch_format="numpy", num_cpus=cpus_per_worker,
+                                                                "view": dict(view), "threads": 1},
+                            batch_size=1, batch_format="numpy", num_cpus=cpus_per_worker,
                             compute=ray.data.ActorPoolStrategy(size=workers))
         rows, errors, values = [], [], []
         for part in ds.iter_batches(batch_size=None, batch_format="numpy"):

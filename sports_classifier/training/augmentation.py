@@ -24,6 +24,31 @@ def augmentation(*, zoom: float, shift: float, horizontal_flip: bool, seed: int)
     return keras.Sequential(layers, name="augmentation")
 
 
+class BatchAugmentation:
+    """A cached view's augmentation as a pure function of the batch's position.
+
+    ``augment(pixels, batch_number)`` draws exactly what the ``batch_number``-th call of a fresh
+    ``augmentation(...)`` draws (Keras' seeded layers keep a ``[seed, counter]`` state that each
+    call advances by a fixed step), whatever this object augmented before. So any worker of a
+    cluster can augment any batch and the feature cache is the same whoever computed it, and a
+    sequential pass over the batches gives the pixels it always gave.
+    """
+
+    def __init__(self, *, zoom: float, shift: float, horizontal_flip: bool, seed: int):
+        self.layers = augmentation(zoom=zoom, shift=shift, horizontal_flip=horizontal_flip, seed=seed)
+        self.generators = [layer.generator for layer in self.layers.layers]
+        self.initial = [np.asarray(g.state.value).copy() for g in self.generators]
+        self.layers(np.zeros((1, 8, 8, 3), np.float32), training=True)  # measure one call's step
+        self.steps = [int(np.asarray(g.state.value)[1] - s[1]) for g, s in zip(self.generators, self.initial)]
+
+    def __call__(self, pixels: np.ndarray, batch_number: int) -> np.ndarray:
+        for generator, initial, step in zip(self.generators, self.initial, self.steps):
+            state = initial.copy()
+            state[1] += batch_number * step
+            generator.state.assign(state)
+        return np.asarray(self.layers(pixels, training=True))
+
+
 def make_tf_dataset(
     frame, *, image_size: int, batch_size: int = 32, training: bool = False, seed: int = 42,
     augment_layers=None, skipped: SkippedImages | None = None, shard: tuple[int, int] | None = None,

@@ -79,7 +79,7 @@ class FeatureExtractor:
     def __init__(self, trunk, *, image_size: int, cache_dir: str | Path | None = None,
                  batch_size: int = 32, progress: bool = True, use_onnx: bool | None = None,
                  ray_address: str | None = None, use_ray: bool = False):
-        """``use_ray``: compute the clean and mirrored views on a Ray cluster at ``ray_address``
+        """``use_ray``: compute every view on a Ray cluster at ``ray_address``
         (``distributed.ray_features``); the cache entries are the same either way."""
         self.trunk = trunk
         self.image_size = image_size
@@ -146,11 +146,11 @@ class FeatureExtractor:
 
     def _compute(self, paths: Sequence[str], view: View, desc: str) -> Features:
         engine = self._engine_for_trunk()
-        if self.use_ray and view.kind in ("clean", "flip") and self._onnx_path is not None:
+        if self.use_ray and self._onnx_path is not None:
             from ..distributed.ray_features import compute_features
 
             values, rows, skipped = compute_features(list(paths), str(self._onnx_path), image_size=self.image_size,
-                                                     flip=view.kind == "flip", batch_size=self.batch_size,
+                                                     view=view.key(), batch_size=self.batch_size,
                                                      address=self.ray_address)
             SkippedImages([tuple(s) for s in skipped]).warn(desc)
             if not len(rows):
@@ -176,21 +176,28 @@ def view_pixels(paths: Sequence[str], view: View, image_size: int, batch_size: i
     files give the same pixels (tests/unit/test_distill.py)."""
     from tqdm.auto import tqdm
 
-    augment = None
-    if view.kind == "augment":
-        from .augmentation import augmentation
-
-        augment = augmentation(zoom=view.zoom, shift=view.shift,
-                               horizontal_flip=view.horizontal_flip, seed=view.seed)
+    transform = view_transform(view)
     with tqdm(total=len(paths), desc=f"{desc} [{view.kind}{view.seed or ''}]",
               unit="img", disable=not progress, leave=False) as bar:
         for pixels, idx in iter_batches(paths, image_size, batch_size, skipped=skipped):
-            if view.kind == "flip":
-                pixels = pixels[:, :, ::-1, :]
-            elif augment is not None:
-                pixels = np.asarray(augment(pixels, training=True))
-            yield pixels, idx
+            yield transform(pixels, int(idx[0]) // batch_size), idx
             bar.update(len(idx))
+
+
+def view_transform(view: View | dict):
+    """``transform(pixels, batch_number)`` for one view: the identity, a mirror, or the seeded
+    augmentation of that batch (``BatchAugmentation``). Batches are the consecutive
+    ``batch_size`` slices of the file list, so the local pass and Ray's actors
+    (``distributed.ray_features``), which see the same slices, compute the same pixels."""
+    view = view if isinstance(view, View) else View(**view)
+    if view.kind == "flip":
+        return lambda pixels, batch_number: pixels[:, :, ::-1, :]
+    if view.kind == "augment":
+        from .augmentation import BatchAugmentation
+
+        return BatchAugmentation(zoom=view.zoom, shift=view.shift,
+                                 horizontal_flip=view.horizontal_flip, seed=view.seed)
+    return lambda pixels, batch_number: pixels
 
 
 class TeacherTargets:

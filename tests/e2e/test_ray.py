@@ -196,7 +196,8 @@ def test_feature_cache_computed_on_ray_is_the_one_the_local_path_reads(ray_addre
     local = FeatureExtractor(net, image_size=32, cache_dir=tmp_path / "local", progress=False)
     on_ray = FeatureExtractor(net, image_size=32, cache_dir=tmp_path / "ray", progress=False,
                               use_ray=True, ray_address=ray_address)
-    for view in (View("clean"), View("flip")):
+    augmented = View("augment", seed=7, zoom=0.2, shift=0.2, horizontal_flip=True)
+    for view in (View("clean"), View("flip"), augmented):
         a, b = local(paths, view), on_ray(paths, view)
         assert b.skipped == a.skipped and len(a.skipped) == 3
         np.testing.assert_array_equal(b.rows, a.rows)

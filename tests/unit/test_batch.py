@@ -109,6 +109,11 @@ def test_cli_batch_writes_csv_and_the_single_image_mode_still_works(images, tmp_
     assert len(table) == 9 and table["label_1"].notna().all() and table["error"].isna().all()
     assert '"rows": 9' in capsys.readouterr().out
     assert main(["predict", "--model", str(LITE0), str(images / "valid" / "cats" / "1.jpg")]) == 0
+    # Unreadable files: the whole table is written, and the exit status says some rows are errors.
+    with_errors = tmp_path / "all.parquet"
+    assert main(["predict", "--model", str(LITE0), "--input", str(images), "--output", str(with_errors), "--json"]) == 1
+    table = pd.read_parquet(with_errors)
+    assert len(table) == 17 and table["error"].notna().sum() == 2  # 15 JPEGs, broken.jpg, empty.png
     assert main(["predict", "--model", str(LITE0), "--input", str(images)]) == 1  # no --output
     assert "--output" in capsys.readouterr().err
     assert main(["predict", "--model", str(LITE0), "--input", str(images), "--output", str(tmp_path / "x.parquet"),

@@ -97,3 +97,18 @@ def test_tf_dataset_batches_and_augments(synthetic_dataset):
     train_ds = make_tf_dataset(frame, image_size=24, batch_size=32, training=True, augment_layers=aug)
     xa, ya = next(iter(train_ds))
     assert xa.shape == x.shape and not np.allclose(np.sort(np.asarray(xa).ravel()), np.sort(np.asarray(x).ravel()))
+
+
+def test_batch_augmentation_depends_only_on_the_batch_number():
+    """Ray's actors augment the batches of a cached view in any order: each batch must get the
+    draws a sequential pass gives it."""
+    from sports_classifier.training.augmentation import BatchAugmentation, augmentation
+
+    rng = np.random.default_rng(0)
+    batches = [rng.uniform(0, 255, (4, 24, 24, 3)).astype(np.float32) for _ in range(3)]
+    sequential = augmentation(zoom=0.2, shift=0.2, horizontal_flip=True, seed=5)
+    want = [np.asarray(sequential(b, training=True)) for b in batches]
+    augment = BatchAugmentation(zoom=0.2, shift=0.2, horizontal_flip=True, seed=5)
+    for k in (2, 0, 1, 2):
+        np.testing.assert_array_equal(augment(batches[k], k), want[k])
+    assert not np.allclose(want[1], augment(batches[1], 0))  # another batch number, other draws
