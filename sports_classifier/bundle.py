@@ -263,6 +263,26 @@ def update_config(path: str | Path, **changes) -> ModelConfig:
     return config
 
 
+def update_metrics(path: str | Path, split: str, measured: dict) -> dict:
+    """Store ``measured`` (``Classifier.evaluate``'s result) as the bundle's figures for ``split``,
+    atomically, and rewrite the model card to match. An earlier entry measured with another
+    engine (the float network at training time, before an int8 export) is kept beside it as
+    ``"<split> (<engine>)"``, so the card shows both and every reader of ``split`` (the app's
+    Compare tab, ``bench``) sees the model as it is served. Returns the new metrics."""
+    from .card import render_model_card
+
+    path = Path(path)
+    metrics = read_metrics(path)
+    earlier = metrics.get(split)
+    if earlier and earlier.get("engine") and earlier.get("engine") != measured.get("engine"):
+        metrics[f"{split} ({earlier['engine']})"] = earlier
+    metrics[split] = {k: v for k, v in measured.items() if k != "skipped"}
+    _replace_file(path / METRICS, json.dumps(metrics, indent=2, ensure_ascii=False) + "\n")
+    present = sorted(p.name for p in path.iterdir())
+    _replace_file(path / CARD, render_model_card(read_config(path).to_dict(), metrics, files=present))
+    return metrics
+
+
 def _replace_file(path: Path, text: str) -> None:
     tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
     tmp.write_text(text, encoding="utf-8")

@@ -138,7 +138,12 @@ def _load(args):
 def cmd_evaluate(args) -> int:
     from .metrics import summary
 
-    metrics = _load(args).evaluate(args.data, split=args.split, progress=not args.json)
+    clf = _load(args)
+    metrics = clf.evaluate(args.data, split=args.split, progress=not args.json)
+    if args.write:
+        from .bundle import update_metrics
+
+        update_metrics(clf.path, args.split, metrics)
     head = summary(metrics)
     if args.json:
         print(json.dumps(head | {"split": args.split, "skipped": metrics["skipped"], "engine": metrics["engine"]}))
@@ -357,6 +362,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--data", required=True)
     p.add_argument("--split", default="valid")
     p.add_argument("--json", action="store_true", help="print one JSON object")
+    p.add_argument("--write", action="store_true",
+                   help="store the figures in the bundle's metrics.json and model card as the split's "
+                        "(after an int8 export: the model as served); figures measured with another "
+                        "engine are kept beside them")
     p.set_defaults(func=cmd_evaluate)
 
     p = sub.add_parser("predict", help="predict the sport in photos")

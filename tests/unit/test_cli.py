@@ -36,6 +36,32 @@ def test_evaluate_json(tiny_bundle, synthetic_dataset, capsys):
     assert {"accuracy", "top5_accuracy", "macro_f1", "n"} <= set(out) and out["n"] == 9
 
 
+def test_evaluate_write_records_the_model_as_served(tiny_bundle, synthetic_dataset, tmp_path, capsys):
+    """After an int8 export, `evaluate --write` makes `valid` the served model's figures and keeps
+    the float ones from training beside them, in metrics.json and in the card."""
+    import shutil
+
+    from sports_classifier import bundle
+
+    model = tmp_path / "tiny"
+    shutil.copytree(tiny_bundle, model)
+    trained = bundle.read_metrics(model)["valid"]
+    assert trained["engine"] == "onnxruntime"
+    assert main(["export", "--model", str(model), "--format", "onnx-int8", "--calibration",
+                 str(synthetic_dataset)]) == 0
+    assert main(["evaluate", "--model", str(model), "--data", str(synthetic_dataset), "--json", "--write"]) == 0
+    printed = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    metrics = bundle.read_metrics(model)
+    assert metrics["valid"]["engine"] == "onnxruntime-int8" and metrics["valid"]["accuracy"] == printed["accuracy"]
+    assert metrics["valid (onnxruntime)"] == trained
+    card = bundle.read_card(model)
+    assert "| valid (onnxruntime) |" in card and "onnxruntime-int8 |" in card
+    assert "dataset_split: valid (onnxruntime)" not in card  # the Hub's metadata names real splits only
+    # Measuring again with the same engine replaces the figures without stacking copies.
+    assert main(["evaluate", "--model", str(model), "--data", str(synthetic_dataset), "--json", "--write"]) == 0
+    assert sorted(bundle.read_metrics(model)) == ["valid", "valid (onnxruntime)"]
+
+
 def test_errors_are_one_line_with_nonzero_exit(tiny_bundle, tmp_path):
     broken = tmp_path / "broken.jpg"
     broken.write_text("not a jpeg")
