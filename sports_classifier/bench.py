@@ -89,7 +89,7 @@ def machine() -> dict:
             "python": platform.python_version(), "platform": platform.platform()}
 
 
-def _load() -> float:
+def load_average() -> float:
     try:
         return round(os.getloadavg()[0], 2)
     except OSError:
@@ -210,7 +210,7 @@ def _serve() -> None:
             return
 
 
-class _Process:
+class ServingProcess:
     """The parent's handle on one worker process."""
 
     def __init__(self, runtime: str):
@@ -266,12 +266,12 @@ def run_benchmark(model, data, *, images: int = 256, repeats: int = 50, as_json:
         "model": str(model), "backbone": config.architecture, "image_size": config.image_size,
         "data": str(data), "images": len(paths), "distinct_images": len(set(paths)),
         "batch_size": BATCH, "repeats": repeats, "passes": passes, "machine": machine(),
-        "load_start": _load(), "engines": {},
+        "load_start": load_average(), "engines": {},
     }
     workers = {}
     try:
         for rt in runtimes:  # all loaded and warmed up before any timing starts
-            workers[rt] = _Process(rt)
+            workers[rt] = ServingProcess(rt)
             workers[rt].ask(cmd="start", model=str(model), runtime=rt, paths=paths)
         raw = {rt: {} for rt in runtimes}
         for p in range(passes):
@@ -289,19 +289,19 @@ def run_benchmark(model, data, *, images: int = 256, repeats: int = 50, as_json:
         for rt, w in workers.items():
             e = w.ask(cmd="summary")
             for what, runs in raw[rt].items():
-                e[what] = _throughput(runs, len(paths)) if what in THROUGHPUT else _latency(runs)
+                e[what] = throughput_summary(runs, len(paths)) if what in THROUGHPUT else latency_summary(runs)
             result["engines"][rt] = e
     finally:
         for w in workers.values():
             w.close()
-    result["load_end"] = _load()
+    result["load_end"] = load_average()
     result["ratios"] = _ratios(result["engines"])
     result["targets"] = _targets(result)
     print(json.dumps(result, indent=2) if as_json else format_table(result))
     return result
 
 
-def _throughput(runs: list[dict], n: int) -> dict:
+def throughput_summary(runs: list[dict], n: int) -> dict:
     walls = [r["wall"] for r in runs]
     cpus = [r["cpu"] for r in runs]
     return {"images_per_s": round(n / float(np.median(walls)), 1),
@@ -309,7 +309,7 @@ def _throughput(runs: list[dict], n: int) -> dict:
             "passes_s": [round(t, 3) for t in walls]}
 
 
-def _latency(times: list[float]) -> dict:
+def latency_summary(times: list[float]) -> dict:
     ms = np.asarray(times) * 1e3
     return {"median_ms": round(float(np.median(ms)), 2), "p95_ms": round(float(np.percentile(ms, 95)), 2),
             "min_ms": round(float(ms.min()), 2), "n": len(times)}

@@ -14,7 +14,7 @@ import json
 from pathlib import Path
 from typing import Sequence
 
-from .bench import BATCH, _latency, _load, _Process, _throughput, find_images, machine
+from .bench import BATCH, ServingProcess, find_images, latency_summary, load_average, machine, throughput_summary
 from .errors import UserInputError
 
 
@@ -40,12 +40,12 @@ def run_comparison(models: Sequence[str | Path], data: str | Path, *, repeats: i
     paths = find_images(data)
     truth = [Path(p).parent.name for p in paths]
     result = {"data": str(data), "images": len(paths), "batch_size": BATCH, "passes": passes,
-              "repeats": repeats, "machine": machine(), "load_start": _load(), "models": {}}
-    workers: dict[str, _Process] = {}
+              "repeats": repeats, "machine": machine(), "load_start": load_average(), "models": {}}
+    workers: dict[str, ServingProcess] = {}
     raw: dict[str, dict[str, list]] = {n: {"predict_paths": [], "latency_predict": []} for n in names}
     try:
         for name in names:  # all loaded and warmed up before any timing starts
-            workers[name] = _Process("auto")
+            workers[name] = ServingProcess("auto")
             workers[name].ask(cmd="start", model=name, runtime="auto", paths=paths)
         for p in range(passes):
             for name, worker in workers.items():
@@ -61,15 +61,15 @@ def run_comparison(models: Sequence[str | Path], data: str | Path, *, repeats: i
             result["models"][name] = {
                 "engine": summary["engine"],
                 "accuracy": round(correct / len(paths), 4),
-                "predict_paths": _throughput(raw[name]["predict_paths"], len(paths)),
-                "latency_predict": _latency(raw[name]["latency_predict"]),
+                "predict_paths": throughput_summary(raw[name]["predict_paths"], len(paths)),
+                "latency_predict": latency_summary(raw[name]["latency_predict"]),
                 "peak_rss_mb": summary["peak_rss_mb"],
                 "size_mb": round(_served_size(name) / 2**20, 1),
             }
     finally:
         for worker in workers.values():
             worker.close()
-    result["load_end"] = _load()
+    result["load_end"] = load_average()
     if plot:
         write_chart(result, plot)
     print(json.dumps(result, indent=2) if as_json else format_comparison(result))
