@@ -31,14 +31,14 @@ def main() -> None:
     args = parser.parse_args()
 
     import onnx
-    from onnxruntime.quantization import (CalibrationDataReader, QuantFormat, QuantType, quant_pre_process,
-                                          quantize_static)
+    from onnxruntime.quantization import quant_pre_process
     from onnxruntime.quantization import qdq_loss_debug as debug
 
     from sports_classifier.datasets import discover
     from sports_classifier.images import try_preprocess_many
     from sports_classifier.runtime import OnnxEngine
-    from sports_classifier.training.export import CALIBRATION_BATCH, calibration_files, float_head
+    from sports_classifier.training.export import (calibration_files, calibration_reader, float_head,
+                                                   quantize_prepared)
 
     source, data = Path(args.model), Path(args.data)
     size = json.loads((source.parent / "config.json").read_text())["image_size"]
@@ -53,19 +53,6 @@ def main() -> None:
     y_valid = valid["class_index"].to_numpy()[kept]
     input_name = OnnxEngine(source, threads=1).input_name
 
-    class Reader(CalibrationDataReader):
-        def __init__(self, pixels):
-            self.pixels, self.i = pixels, 0
-
-        def get_next(self):
-            if self.i >= len(self.pixels):
-                return None
-            self.i += CALIBRATION_BATCH
-            return {input_name: self.pixels[self.i - CALIBRATION_BATCH : self.i]}
-
-        def rewind(self):
-            self.i = 0
-
     def run(path, pixels):
         engine = OnnxEngine(path, threads=2)
         return np.concatenate([engine(pixels[i : i + 64]) for i in range(0, len(pixels), 64)])
@@ -78,10 +65,8 @@ def main() -> None:
         head = float_head(graph)
         producer = {out: node.name for node in graph.node for out in node.output}
 
-        def quantise(exclude, out):
-            quantize_static(str(prepared), str(out), Reader(cal_px), quant_format=QuantFormat.QDQ, per_channel=True,
-                            activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8,
-                            nodes_to_exclude=head + list(exclude), extra_options={"CalibMovingAverage": True})
+        def quantise(exclude, out):  # as `export --format onnx-int8`, plus ``exclude`` in float
+            quantize_prepared(prepared, out, calibration_reader(cal_px, input_name), keep_float=head + list(exclude))
             return out
 
         float_held, float_valid = run(source, held_px), run(source, val_px)
@@ -105,8 +90,10 @@ def main() -> None:
             float_aug, int8_aug = tmp / "float-aug.onnx", tmp / "int8-aug.onnx"
             debug.modify_model_output_intermediate_tensors(str(prepared), str(float_aug), save_as_external_data=False)
             debug.modify_model_output_intermediate_tensors(str(base), str(int8_aug), save_as_external_data=False)
-            matched = debug.create_activation_matching(debug.collect_activations(str(int8_aug), Reader(cal_px[:32])),
-                                                       debug.collect_activations(str(float_aug), Reader(cal_px[:32])))
+            sample = cal_px[:32]
+            matched = debug.create_activation_matching(
+                debug.collect_activations(str(int8_aug), calibration_reader(sample, input_name)),
+                debug.collect_activations(str(float_aug), calibration_reader(sample, input_name)))
             errors = debug.compute_activation_error(matched)
             ranked = sorted((e.get("xmodel_err", 99.0), e.get("qdq_err", 99.0), name) for name, e in errors.items())
             for xmodel, qdq, name in ranked[:10]:

@@ -253,13 +253,10 @@ def read_config(path: str | Path) -> ModelConfig:
 def update_config(path: str | Path, **changes) -> ModelConfig:
     """Change fields of a bundle's config.json that no checksum covers (the out-of-distribution
     threshold), atomically, and rewrite the model card to match."""
-    from .card import render_model_card
-
     path = Path(path)
     config = read_config(path).replace(**changes)
     _replace_file(path / CONFIG, json.dumps(config.to_dict(), indent=2, ensure_ascii=False) + "\n")
-    present = sorted(p.name for p in path.iterdir())
-    _replace_file(path / CARD, render_model_card(config.to_dict(), read_metrics(path), files=present))
+    _rewrite_card(path, config, read_metrics(path))
     return config
 
 
@@ -269,8 +266,6 @@ def update_metrics(path: str | Path, split: str, measured: dict) -> dict:
     engine (the float network at training time, before an int8 export) is kept beside it as
     ``"<split> (<engine>)"``, so the card shows both and every reader of ``split`` (the app's
     Compare tab, ``bench``) sees the model as it is served. Returns the new metrics."""
-    from .card import render_model_card
-
     path = Path(path)
     metrics = read_metrics(path)
     earlier = metrics.get(split)
@@ -278,9 +273,16 @@ def update_metrics(path: str | Path, split: str, measured: dict) -> dict:
         metrics[f"{split} ({earlier['engine']})"] = earlier
     metrics[split] = {k: v for k, v in measured.items() if k != "skipped"}
     _replace_file(path / METRICS, json.dumps(metrics, indent=2, ensure_ascii=False) + "\n")
-    present = sorted(p.name for p in path.iterdir())
-    _replace_file(path / CARD, render_model_card(read_config(path).to_dict(), metrics, files=present))
+    _rewrite_card(path, read_config(path), metrics)
     return metrics
+
+
+def _rewrite_card(path: Path, config: ModelConfig, metrics: dict) -> None:
+    """The model card regenerated from what the bundle now holds."""
+    from .card import render_model_card
+
+    present = sorted(p.name for p in path.iterdir())
+    _replace_file(path / CARD, render_model_card(config.to_dict(), metrics, files=present))
 
 
 def _replace_file(path: Path, text: str) -> None:

@@ -14,6 +14,7 @@ from __future__ import annotations
 import shutil
 import tempfile
 from pathlib import Path
+from typing import Sequence
 
 import numpy as np
 
@@ -169,14 +170,44 @@ def calibration_files(folder: str | Path, n: int = CALIBRATION_IMAGES) -> list[s
     return files
 
 
+def calibration_reader(pixels: np.ndarray, input_name: str):
+    """ONNX Runtime's calibration input: ``pixels`` in batches of ``CALIBRATION_BATCH``."""
+    from onnxruntime.quantization import CalibrationDataReader
+
+    class Reader(CalibrationDataReader):
+        def __init__(self):
+            self.start = 0
+
+        def get_next(self):
+            if self.start >= len(pixels):
+                return None
+            self.start += CALIBRATION_BATCH
+            return {input_name: pixels[self.start - CALIBRATION_BATCH : self.start]}
+
+        def rewind(self):
+            self.start = 0
+
+    return Reader()
+
+
+def quantize_prepared(prepared: str | Path, dest: str | Path, reader, *, keep_float: Sequence[str] = ()) -> None:
+    """The one int8 recipe: static QDQ, per-channel int8 weights, uint8 activations whose ranges
+    are averaged over the calibration batches; the nodes ``keep_float`` stay float.
+    ``prepared``: a model through ``quant_pre_process``."""
+    from onnxruntime.quantization import QuantFormat, QuantType, quantize_static
+
+    quantize_static(str(prepared), str(dest), reader, quant_format=QuantFormat.QDQ, per_channel=True,
+                    activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8,
+                    nodes_to_exclude=list(keep_float), extra_options={"CalibMovingAverage": True})
+
+
 def quantize_int8(source: str | Path, dest: str | Path, calibration_paths: list[str], image_size: int) -> dict:
     """Quantise the float ONNX model at ``source`` into ``dest`` (static QDQ, per-channel int8
     weights, uint8 activations calibrated on ``calibration_paths``). Returns how closely the
     int8 model follows the float one on the calibration images. Leaves no file on failure."""
     try:
         import onnx
-        from onnxruntime.quantization import (CalibrationDataReader, QuantFormat, QuantType,
-                                              quant_pre_process, quantize_static)
+        from onnxruntime.quantization import quant_pre_process
     except ImportError as exc:  # onnx, and sympy for the shape inference, come with [train]
         raise ExportError(f"int8 quantisation needs {exc.name or exc}: "
                           "pip install 'sports_classifier[train]'") from None
@@ -192,21 +223,6 @@ def quantize_int8(source: str | Path, dest: str | Path, calibration_paths: list[
         prepared = Path(tmp) / "prepared.onnx"
         out = Path(tmp) / "int8.onnx"
         input_name = OnnxEngine(source, threads=1).input_name
-
-        class Reader(CalibrationDataReader):
-            def __init__(self):
-                self.start = 0
-
-            def get_next(self):
-                if self.start >= len(pixels):
-                    return None
-                batch = pixels[self.start : self.start + CALIBRATION_BATCH]
-                self.start += CALIBRATION_BATCH
-                return {input_name: batch}
-
-            def rewind(self):
-                self.start = 0
-
         try:
             # Graph clean-up and ONNX shape inference. ONNX Runtime's symbolic shape inference
             # is skipped: ONNX's own covers these networks, and the symbolic one gives up on an
@@ -216,11 +232,7 @@ def quantize_int8(source: str | Path, dest: str | Path, calibration_paths: list[
             # ensemble's average) stays float: it costs nothing, and quantised probabilities
             # would move in steps of 1/255.
             head = float_head(onnx.load(str(prepared)).graph)
-            quantize_static(
-                str(prepared), str(out), Reader(), quant_format=QuantFormat.QDQ, per_channel=True,
-                activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8,
-                nodes_to_exclude=head, extra_options={"CalibMovingAverage": True},
-            )
+            quantize_prepared(prepared, out, calibration_reader(pixels, input_name), keep_float=head)
             expected = OnnxEngine(source)(pixels)
             got = OnnxEngine(out)(pixels)
         except Exception as exc:
