@@ -319,7 +319,7 @@ def build_demo(registry: ModelRegistry, cache: mistakes.MistakesCache | None = N
                     gr.Markdown(compare.CHART_NOTE, elem_id="compare-chart-note")
                 metrics = gr.Dataframe(label="Measured metrics (validation split)", interactive=False,
                                        elem_id="compare-table", max_height=260)
-                gr.Markdown(compare.SPEED_NOTE)
+                gr.Markdown(compare.SPEED_NOTE + "\n\n" + compare.server_note())
                 with gr.Accordion("Architectures (full text)", open=False):
                     arch_md = gr.Markdown()
                 gr.Markdown("### Where each model goes wrong")
@@ -374,7 +374,7 @@ def build_demo(registry: ModelRegistry, cache: mistakes.MistakesCache | None = N
                 download = gr.DownloadButton("Download CSV", visible=False)
 
             with gr.Tab("About", id="about"):
-                gr.Markdown(about.about_markdown(registry))
+                gr.Markdown(functools.partial(about.about_markdown, registry))  # re-read per page load: which engine serves
                 for source in registry.sources:
                     if not source.hub:
                         with gr.Accordion(f"Model card: {source.name}", open=False):

@@ -75,18 +75,10 @@ def _pick(paths: list[str], n: int) -> list[str]:
 
 
 def machine() -> dict:
-    from .runtime import physical_cores
+    """The machine a benchmark ran on: ``hardware.measured_on`` plus Python and the platform."""
+    from .hardware import measured_on
 
-    cpu = platform.processor() or platform.machine()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    return {"cpu": cpu, "logical_cpus": os.cpu_count(), "physical_cores": physical_cores(),
-            "python": platform.python_version(), "platform": platform.platform()}
+    return measured_on() | {"python": platform.python_version(), "platform": platform.platform()}
 
 
 def load_average() -> float:
@@ -182,7 +174,7 @@ class _Worker:
             import onnxruntime as ort
 
             versions |= {"onnxruntime": ort.__version__}
-        return {"engine": self.clf.runtime, "load_s": self.load_s, "rss_after_load_mb": self.rss_after_load_mb,
+        return {"engine": self.clf.runtime, "serving": self.clf.serving_note, "load_s": self.load_s, "rss_after_load_mb": self.rss_after_load_mb,
                 "peak_rss_mb": _peak_rss_mb(), "top1": self.top1, "versions": versions,
                 "threads": self.clf.threads,
                 "tensorflow_imported": "tensorflow" in sys.modules}
@@ -363,12 +355,14 @@ def _targets(result: dict) -> dict:
 
 
 def format_table(result: dict) -> str:
+    from .hardware import describe
+
     engines = result["engines"]
     m = result["machine"]
     lines = [
         f"model {result['model']} ({result['backbone']}, {result['image_size']}px)  "
         f"images {result['images']} ({result['distinct_images']} distinct) from {result['data']}",
-        f"machine: {m['cpu']}, {m['physical_cores']} physical cores; 1-min load average "
+        f"machine: {describe(m)}, {m['physical_cores']} physical cores; 1-min load average "
         f"{result['load_start']} at start, {result['load_end']} at end; "
         f"{result['passes']} interleaved passes, {result['repeats']} single images per engine",
         "",

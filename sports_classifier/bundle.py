@@ -4,8 +4,11 @@ A bundle is a folder (the same locally and on the Hub):
 
     config.json           ModelConfig: rebuild the network offline; labels; SHA-256 of weights
     model.weights.h5      Keras weights (rebuilt from config, then loaded: no pickles, no code)
-    model.onnx            optional ONNX export of the same network (fast serving, no TensorFlow)
+    model.onnx            optional ONNX export of the same network (fast serving, no TensorFlow);
+                          its weights may be stored as float16 (it still computes in float32)
     model.int8.onnx       optional int8-quantised copy of model.onnx (served by default when present)
+    selfcheck.npz         with model.int8.onnx: reference images and the float network's answers,
+                          run at load to check the int8 model on this CPU (selfcheck.py)
     metrics.json          per split: n, accuracy, top-5, macro F1, loss, per-class scores
     history.csv           training curves per epoch and stage
     curves.png, confusion_matrix.png, samples.png
@@ -33,18 +36,22 @@ CONFIG = "config.json"
 WEIGHTS = "model.weights.h5"
 ONNX = "model.onnx"
 ONNX_INT8 = "model.int8.onnx"
+SELFCHECK = "selfcheck.npz"
 METRICS = "metrics.json"
 HISTORY = "history.csv"
 CURVES = "curves.png"
 CONFUSION = "confusion_matrix.png"
 SAMPLES = "samples.png"
 CARD = "README.md"
-CHECKSUMMED = (WEIGHTS, ONNX, ONNX_INT8)
-FILES = (CONFIG, WEIGHTS, ONNX, ONNX_INT8, METRICS, HISTORY, CURVES, CONFUSION, SAMPLES, CARD)
+CHECKSUMMED = (WEIGHTS, ONNX, ONNX_INT8, SELFCHECK)
+FILES = (CONFIG, WEIGHTS, ONNX, ONNX_INT8, SELFCHECK, METRICS, HISTORY, CURVES, CONFUSION, SAMPLES, CARD)
 # What serving reads besides the model file: the config, the metrics and the pictures the app's
 # Compare tab shows. A Hub download for serving and a Space's preload list are exactly these
 # (those the repo has) plus ``served_model_file``: never the Keras weights an ONNX model does not use.
 SERVING_EXTRAS = (CONFIG, METRICS, CURVES, CONFUSION)
+# Read at load with the int8 model (its self-check); the float ONNX model it falls back to is
+# fetched only when the check fails.
+INT8_COMPANIONS = (SELFCHECK,)
 
 Writer = Callable[[Path], None]
 
@@ -327,8 +334,9 @@ def served_model_file(config: ModelConfig, runtime: str = "auto", *, onnxruntime
 
 def serving_files(config: ModelConfig, runtime: str = "auto", *, onnxruntime_ok: bool = True) -> list[str]:
     """Every file serving this bundle with ``runtime`` may read (see ``SERVING_EXTRAS``)."""
-    return [CONFIG, served_model_file(config, runtime, onnxruntime_ok=onnxruntime_ok),
-            *SERVING_EXTRAS[1:]]
+    served = served_model_file(config, runtime, onnxruntime_ok=onnxruntime_ok)
+    companions = [n for n in INT8_COMPANIONS if n in config.files_sha256] if served == ONNX_INT8 else []
+    return [CONFIG, served, *companions, *SERVING_EXTRAS[1:]]
 
 
 def load_keras_model(path: str | Path, config: ModelConfig):
@@ -370,3 +378,13 @@ def read_card(path: str | Path) -> str | None:
 
 def write_metrics(data: dict) -> Writer:
     return lambda dest: _write_json(dest, data)
+
+
+def read_selfcheck(path: str | Path, config: ModelConfig):
+    """The int8 model's self-check reference (``selfcheck.Reference``), verified; None when the
+    bundle records none (exported before self-checks existed)."""
+    from . import selfcheck
+
+    if SELFCHECK not in config.files_sha256:
+        return None
+    return selfcheck.read(verified_file(path, config, SELFCHECK))

@@ -59,15 +59,33 @@ def front_matter(config: dict, metrics: dict) -> str:
 
 
 def _metrics_table(metrics: dict) -> str:
-    rows = ["| split | images | accuracy | top-5 | macro F1 | loss | measured with |",
-            "|---|---|---|---|---|---|---|"]
+    from .hardware import describe
+
+    rows = ["| split | images | accuracy | top-5 | macro F1 | loss | measured with | measured on |",
+            "|---|---|---|---|---|---|---|---|"]
     for split, m in metrics.items():
         if isinstance(m, dict) and "accuracy" in m:
+            where = m.get("measured_on")
+            where = describe(where) if isinstance(where, dict) else "not recorded"
             rows.append(
                 f"| {split} | {m.get('n', '')} | {m['accuracy']:.2%} | {m.get('top5_accuracy', 0):.2%} "
-                f"| {m.get('macro_f1', 0):.4f} | {m.get('loss', float('nan')):.4f} | {m.get('engine', '')} |"
+                f"| {m.get('macro_f1', 0):.4f} | {m.get('loss', float('nan')):.4f} | {m.get('engine', '')} "
+                f"| {_cell(where)} |"
             )
     return "\n".join(rows) if len(rows) > 2 else "_No metrics recorded yet: run `sports-classifier evaluate`._"
+
+
+def _int8_note(files: Sequence[str]) -> str:
+    if "selfcheck.npz" not in files:
+        return ""
+    return (" This model's int8 weights are 7-bit where ONNX Runtime's u8s8 kernels multiply them, so "
+            "they cannot saturate on x86 CPUs without VNNI; at load the model checks itself against "
+            "float references stored in the bundle (`selfcheck.npz`) and serves its float ONNX model "
+            "where the check fails.")
+
+
+def _cell(text: str) -> str:
+    return str(text).replace("|", "/").replace("\n", " ")
 
 
 FULL_TRAIN_IMAGES = 13492
@@ -142,10 +160,11 @@ Trained with the `sports_classifier` package (Keras 3). {'An ONNX export serves 
 
 {_metrics_table(metrics)}
 
-Measured with the engine in the last column (`sports-classifier evaluate` gives the same figures
-with it). A row named `valid (onnxruntime)` keeps the float network's figures from training,
-before an int8 copy was added; `valid` is then the model as served (`evaluate --write` measured
-it). The `valid` split has only 5 images per class, so one image is 0.2 points of accuracy.
+Measured with the engine and on the CPU in the last columns (`sports-classifier evaluate` gives
+the same figures with them). A row named `valid (onnxruntime)` keeps the float network's figures
+from training, before an int8 copy was added; `valid` is then the model as served (`evaluate
+--write` measured it). int8 results depend on the CPU's int8 kernels.{_int8_note(files)} The `valid`
+split has only 5 images per class, so one image is 0.2 points of accuracy.
 
 ## Usage
 

@@ -3,8 +3,10 @@ classify images, explain a prediction, evaluate, save, push.
 
 Serving goes through ONNX Runtime when the bundle carries an ONNX model and onnxruntime is
 installed (no TensorFlow import at all; the int8 model first when present), else through Keras.
-The app, the CLI, batch prediction and the benchmark all call this class; none of them touches
-the engine underneath.
+An int8 model first checks itself on this CPU against float references stored in the bundle
+(``selfcheck``); where it fails, the float ONNX model serves instead. The app, the CLI, batch
+prediction and the benchmark all call this class, so all of them get that check; none of them
+touches the engine underneath.
 """
 
 from __future__ import annotations
@@ -63,14 +65,17 @@ class Classifier:
     [('basketball', 0.98), ('volleyball', 0.01), ('netball', 0.004)]
     """
 
-    def __init__(self, config: ModelConfig, path: Path, *, runtime: str = "auto", threads: int | None = None):
+    def __init__(self, config: ModelConfig, path: Path, *, runtime: str = "auto", threads: int | None = None,
+                 fetch=None):
         if runtime not in RUNTIMES:
             raise UserInputError(f"runtime must be one of {RUNTIMES}, got {runtime!r}")
         self.config = config
         self.path = Path(path)
         self._keras_model = None
-        self._fetch = None  # Hub models: fetches bundle files serving did not download
+        self._fetch = fetch  # Hub models: fetches bundle files serving did not download
         self._threads = threads
+        self.selfcheck = None  # selfcheck.SelfCheck of the int8 model, when it was run
+        self.serving_note = ""  # which engine serves and why, in words (the app's About, the CLI)
         self._engine = self._make_engine(runtime)
 
     # -- loading ---------------------------------------------------------------------------
@@ -115,27 +120,59 @@ class Classifier:
         # Only what serving with this runtime reads (no Keras weights for an ONNX model).
         path = download_bundle(repo_id, revision=revision, cache_dir=cache_dir, token=token,
                                local_files_only=local_files_only, runtime=runtime)
-        clf = cls(bundle.read_config(path), path, runtime=runtime, threads=threads)
-        clf._fetch = lambda names: download_files(repo_id, path.name, names, cache_dir=cache_dir, token=token,
-                                                  local_files_only=local_files_only)
-        return clf
+        def fetch(names):
+            download_files(repo_id, path.name, names, cache_dir=cache_dir, token=token,
+                           local_files_only=local_files_only)
+
+        return cls(bundle.read_config(path), path, runtime=runtime, threads=threads, fetch=fetch)
 
     def _make_engine(self, runtime: str):
         from .runtime import KerasEngine, onnxruntime_available
 
-        if runtime == "onnx-int8":
-            return self._onnx_engine(bundle.ONNX_INT8)
-        if (runtime == "auto" and bundle.ONNX_INT8 in self.config.files_sha256
-                and (self.path / bundle.ONNX_INT8).is_file() and onnxruntime_available()):
-            # A bundle carries an int8 model only when someone exported it on purpose (and should
-            # have checked its accuracy: `evaluate --runtime onnx-int8`); it is 2x faster again.
-            return self._onnx_engine(bundle.ONNX_INT8)
-        onnx_ok = bundle.has_onnx(self.path, self.config)
-        if runtime == "onnx" or (runtime == "auto" and onnx_ok and onnxruntime_available()):
-            if not onnx_ok:
+        served = bundle.served_model_file(self.config, runtime, onnxruntime_ok=onnxruntime_available())
+        if served == bundle.ONNX_INT8:
+            return self._checked_int8_engine(explicit=runtime == "onnx-int8")
+        if served == bundle.ONNX:
+            if not bundle.has_onnx(self.path, self.config):
                 raise BundleError(f"{self.path} has no {bundle.ONNX}; run `sports-classifier export`")
+            self.serving_note = "float ONNX model"
             return self._onnx_engine(bundle.ONNX)
+        self.serving_note = "Keras (float)"
         return KerasEngine(self.keras_model)
+
+    def _checked_int8_engine(self, *, explicit: bool):
+        """The int8 engine once it has passed its self-check on this CPU (``selfcheck``); the
+        float ONNX model when it fails, or a ``BundleError`` when the bundle has none. An int8
+        model asked for by name is served anyway, with a warning."""
+        import warnings
+
+        from . import selfcheck
+        from .hardware import describe, measured_on
+
+        engine = self._onnx_engine(bundle.ONNX_INT8)
+        reference = bundle.read_selfcheck(self.path, self.config)
+        if reference is None:
+            self.serving_note = "int8 (the bundle records no self-check)"
+            return engine
+        check = self.selfcheck = selfcheck.run(engine, reference)
+        if check.passed:
+            self.serving_note = "int8, self-check passed on this CPU"
+            return engine
+        where = describe(measured_on(engine.threads))
+        problem = (f"{self.path.name}: the int8 model does not match its float network on this CPU "
+                   f"({where}): {check.describe()}")
+        if explicit:
+            warnings.warn(problem + "; serving it anyway because runtime='onnx-int8' was asked for", stacklevel=3)
+            self.serving_note = "int8 (asked for), self-check FAILED on this CPU"
+            return engine
+        if bundle.ONNX not in self.config.files_sha256:
+            raise BundleError(problem + f". The bundle has no float {bundle.ONNX} to serve instead: "
+                              "`sports-classifier export --format onnx-fp16` adds one")
+        if self._fetch is not None and not (self.path / bundle.ONNX).is_file():
+            self._fetch([bundle.ONNX])
+        warnings.warn(problem + f"; serving the float {bundle.ONNX} instead", stacklevel=3)
+        self.serving_note = "float ONNX model: the int8 model failed its self-check on this CPU"
+        return self._onnx_engine(bundle.ONNX)
 
     def _onnx_engine(self, name: str):
         from .runtime import OnnxEngine
@@ -170,6 +207,12 @@ class Classifier:
     @property
     def labels(self) -> list[str]:
         return list(self.config.labels)
+
+    @property
+    def serving_summary(self) -> str:
+        """Which engine serves, why, and the self-check's figures (the CLI, the app's About)."""
+        check = f"; {self.selfcheck.describe()}" if self.selfcheck is not None else ""
+        return f"{self.runtime}: {self.serving_note}{check}"
 
     @property
     def runtime(self) -> str:
@@ -310,7 +353,8 @@ class Classifier:
         return heat, self.config.labels[index], prob
 
     def evaluate(self, data_dir: str | Path, split: str = "valid", *, progress: bool = False) -> dict:
-        """Accuracy, top-5, macro F1, loss, per-class scores and confusion matrix on a split.
+        """Accuracy, top-5, macro F1, loss, per-class scores and confusion matrix on a split,
+        with the engine that served and the machine it ran on (``hardware.measured_on``).
 
         Raises:
             DatasetLayoutError: the folder is not in the Kaggle layout, or names classes this model lacks.
@@ -335,8 +379,13 @@ class Classifier:
             raise DatasetLayoutError(f"none of the {len(frame)} images of split {split!r} in {data_dir} "
                                      f"could be read (first: {skipped[0][1]})")
         metrics = classification_metrics(y[rows], probs, self.labels)
+        from .hardware import measured_on
+
         metrics["skipped"] = len(skipped)
         metrics["engine"] = self.runtime
+        metrics["measured_on"] = measured_on(self.threads)  # int8 figures hold for this kind of CPU
+        if self.selfcheck is not None:
+            metrics["selfcheck"] = self.selfcheck.to_dict()
         return metrics
 
     # -- saving ------------------------------------------------------------------------------

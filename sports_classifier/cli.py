@@ -146,10 +146,15 @@ def cmd_evaluate(args) -> int:
         update_metrics(clf.path, args.split, metrics)
     head = summary(metrics)
     if args.json:
-        print(json.dumps(head | {"split": args.split, "skipped": metrics["skipped"], "engine": metrics["engine"]}))
+        print(json.dumps(head | {"split": args.split, "skipped": metrics["skipped"], "engine": metrics["engine"],
+                                 "measured_on": metrics["measured_on"], "selfcheck": metrics.get("selfcheck")}))
     else:
+        from .hardware import describe
+
         print(f"{args.split}: {head['n']} images  accuracy {head['accuracy']:.4f}  "
               f"top-5 {head['top5_accuracy']:.4f}  macro F1 {head['macro_f1']:.4f}  loss {head['loss']:.4f}")
+        print(printable(f"served by {metrics['engine']} ({clf.serving_note}); measured on "
+                        f"{describe(metrics['measured_on'])}"))
         worst = sorted(metrics["per_class"].items(), key=lambda kv: kv[1]["f1"])[:5]
         print("lowest F1: " + ", ".join(f"{k} {v['f1']:.2f}" for k, v in worst))
     return 0
@@ -412,9 +417,12 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("export", help="add an ONNX (and optional int8) export to a bundle")
     p.add_argument("--model", required=True)
-    p.add_argument("--format", nargs="+", choices=("onnx", "onnx-int8", "weights-fp16"), default=["onnx"],
-                   help="onnx: float32 ONNX; onnx-int8: quantised copy (served by default); "
-                        "weights-fp16: store the Keras weights in float16 (half the size)")
+    p.add_argument("--format", nargs="+", choices=("onnx", "onnx-fp16", "onnx-int8", "weights-fp16"),
+                   default=["onnx"],
+                   help="onnx: float32 ONNX; onnx-fp16: the same with its weights stored in float16 (half "
+                        "the size, float32 arithmetic); onnx-int8: 7-bit-weight int8 copy with its "
+                        "self-check (served by default; the float ONNX model serves where the check "
+                        "fails); weights-fp16: store the Keras weights in float16 (half the size)")
     p.add_argument("--drop-float-onnx", action="store_true",
                    help="leave model.onnx out of the bundle once it has model.int8.onnx (smaller bundle)")
     p.add_argument("--calibration", metavar="DIR",

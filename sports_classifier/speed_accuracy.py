@@ -79,13 +79,15 @@ def run_comparison(models: Sequence[str | Path], data: str | Path, *, repeats: i
 def write_chart(result: dict, path: str | Path) -> None:
     """The comparison as the app's accuracy-against-speed chart (``plots.speed_accuracy_png``),
     speed as batch throughput turned into ms per image."""
+    from .hardware import describe
     from .plots import speed_accuracy_png, write_png
 
     points = [(Path(name).name, 1000.0 / r["predict_paths"]["images_per_s"], r["accuracy"])
               for name, r in result["models"].items()]
     m = result["machine"]
     write_png(speed_accuracy_png(
-        points, title=f"Top-1 accuracy on {result['images']} validation images vs speed, as served",
+        points, title=f"Top-1 accuracy on {result['images']} validation images vs speed, as served\n"
+                      f"on {describe(m)}",
         xlabel=f"ms per image: JPEG paths in batches of {result['batch_size']}, decoding included, "
                f"{m['physical_cores']} CPU cores (lower is faster)"))(path)
 
@@ -96,9 +98,11 @@ def _served_size(model: str | Path) -> int:
 
 
 def format_comparison(result: dict) -> str:
+    from .hardware import describe
+
     m = result["machine"]
     lines = [
-        f"{result['images']} images from {result['data']}; {m['cpu']}, {m['physical_cores']} physical cores; "
+        f"{result['images']} images from {result['data']}; {describe(m)}, {m['physical_cores']} physical cores; "
         f"1-min load average {result['load_start']} at start, {result['load_end']} at end; "
         f"{result['passes']} interleaved passes, {result['repeats']} single images per model",
         "",

@@ -29,7 +29,16 @@ def about_markdown(registry: ModelRegistry) -> str:
         except Exception as exc:  # shown, not raised: the About tab (and the app) must render
             lines.append(f"- **{source.name}** (`{source.location}`): cannot read the bundle: {exc}")
     models = "\n".join(lines) or "_No models configured._"
-    return ABOUT_TEMPLATE.read_text(encoding="utf-8").replace("{models}", models)
+    return ABOUT_TEMPLATE.read_text(encoding="utf-8").replace("{models}", models) + serving_markdown(registry)
+
+
+def serving_markdown(registry: ModelRegistry) -> str:
+    """This server's CPU and, for each loaded model, the engine that serves it and why."""
+    from ..hardware import describe, measured_on
+
+    lines = [f"\n\n### On this server\n\n{describe(measured_on())}."]
+    lines += [f"- **{name}**: {summary}" for name, summary in registry.serving().items()]
+    return "\n".join(lines)
 
 
 def _model_line(source) -> str:

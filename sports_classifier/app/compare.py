@@ -44,7 +44,8 @@ def count_parameters(weights_file: str | Path) -> int | None:
 # What people compare first (visible at 1280 px), then the details.
 LEADING_COLUMNS = ["model", "accuracy", "top-5 accuracy", "macro F1", "ms / image", "size MB"]
 COMPARE_COLUMNS = LEADING_COLUMNS + ["architecture", "image size", "classes", "valid images", "loss",
-                                     "weights MB", "ONNX MB", "int8 ONNX MB", "parameters", "engine", "status"]
+                                     "weights MB", "ONNX MB", "int8 ONNX MB", "parameters", "engine",
+                                     "accuracy measured on", "status"]
 # The file each engine serves from: its size is the model's size on disk as served.
 SERVED_FILE = {"onnxruntime-int8": bundle.ONNX_INT8, "onnxruntime": bundle.ONNX, "keras": bundle.WEIGHTS}
 
@@ -107,8 +108,30 @@ def _model_row(entry, split: str) -> dict:
         "ms / image": None if entry.latency_ms is None else round(entry.latency_ms, 1),
         "size MB": _mb(path, SERVED_FILE.get(clf.runtime, bundle.WEIGHTS)),
         "engine": clf.runtime,
-        "status": "ready",
+        "accuracy measured on": measured_on_cell(m.get("measured_on")),
+        "status": ("ready, in float: the int8 model failed its self-check here"
+                   if clf.selfcheck is not None and not clf.selfcheck.passed and clf.runtime == "onnxruntime"
+                   else "ready"),
     }
+
+
+def measured_on_cell(where) -> str:
+    """Where a model's accuracy was measured, marked when its int8 kernels differ from this
+    server's (int8 figures from another kind of CPU do not describe this one)."""
+    from ..hardware import describe, same_int8_kind
+
+    if not isinstance(where, dict):
+        return "not recorded"
+    same = same_int8_kind(where)
+    return describe(where) + ("" if same is not False else " (another kind of CPU than this server)")
+
+
+def server_note() -> str:
+    """"This server: ..." for the page, next to the figures measured on it."""
+    from ..hardware import describe, measured_on
+
+    return (f"This server: {describe(measured_on())}. `ms / image` is measured here; accuracy comes from "
+            "each bundle and says, in `accuracy measured on`, which CPU measured it.")
 
 
 def compare_table(registry: ModelRegistry, split: str = "valid", *, digits: int = 4):

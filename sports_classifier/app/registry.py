@@ -116,6 +116,10 @@ class ModelRegistry:
         """Every model, loaded (or failed), in the order given."""
         return [self.entry(name) for name in self.names]
 
+    def serving(self) -> dict[str, str]:
+        """Which engine serves each loaded model and why (``Classifier.serving_summary``)."""
+        return {name: entry.classifier.serving_summary for name, entry in self._loaded.items() if entry.ok}
+
     def status(self) -> dict[str, str]:
         out = {}
         for name in self.names:
@@ -123,7 +127,7 @@ class ModelRegistry:
             if entry is None:
                 out[name] = "not loaded yet" if not self._locks[name].locked() else "loading"
             elif entry.ok:
-                out[name] = f"ready ({entry.classifier.runtime}, loaded in {entry.load_seconds:.1f} s)"
+                out[name] = f"ready ({entry.classifier.serving_note}; loaded in {entry.load_seconds:.1f} s)"
             else:
                 out[name] = f"failed to load: {entry.error}"
         return out

@@ -1,12 +1,18 @@
 """Add fast-inference exports to an existing bundle (``sports-classifier export``).
 
 * ``onnx``: ``model.onnx``, the float32 network, verified against Keras (max |diff| < 1e-4).
-* ``onnx-int8``: ``model.int8.onnx``, quantised from ``model.onnx`` with ONNX Runtime: static
-  QDQ, int8 weights per output channel, uint8 activations whose ranges are calibrated on real
-  training images (min/max, averaged over calibration batches); the dense head and softmax
-  stay float32. On EfficientNet-Lite0 this kept
-  valid accuracy within 0.5 points, where dynamic or per-tensor quantisation lost 4 to 5
-  (docs/benchmark.md). It is only used when asked for (``runtime="onnx-int8"``).
+* ``onnx-fp16``: ``model.onnx`` with its weights stored as float16 (half the size); it still
+  computes in float32. The float model a failed int8 self-check falls back to.
+* ``onnx-int8``: ``model.int8.onnx``, quantised from the float network with ONNX Runtime:
+  static QDQ, **7-bit** int8 weights per output channel (``reduce_range``), uint8 activations
+  whose ranges are calibrated on real training images (min/max, averaged over calibration
+  batches); the dense head and softmax stay float32. Plus ``selfcheck.npz``: reference images
+  with the float network's answers, which ``Classifier`` runs at load (``selfcheck``).
+
+Why 7-bit weights: on x86 CPUs without VNNI, ONNX Runtime's u8s8 kernels multiply with
+``vpmaddubsw``, which adds two u8 x s8 products into a *saturating* int16. With weights in
+[-64, 64] the largest pair sum is 2 x 255 x 64 = 32,640 <= 32,767: it cannot saturate, so the
+int8 model computes the same integers on every x86 CPU (``max_pair_sum`` checks a file).
 """
 
 from __future__ import annotations
@@ -21,12 +27,15 @@ import numpy as np
 from .. import bundle
 from ..errors import ExportError
 from ..models.network import with_class_maps
-from ..runtime import export_onnx, onnxruntime_available
+from ..runtime import OnnxEngine, export_onnx, onnxruntime_available
 
-FORMATS = ("onnx", "onnx-int8", "weights-fp16")
+FORMATS = ("onnx", "onnx-fp16", "onnx-int8", "weights-fp16")
 CALIBRATION_IMAGES = 200
 CALIBRATION_BATCH = 8
 FLOAT_OPS = ("Softmax", "MatMul", "Gemm")  # the classification head is left in float32
+# u8s8 without VNNI: two uint8 x int8 products summed into an int16 that saturates.
+INT16_MAX = 32767
+UINT8_MAX = 255
 
 
 def export_bundle(path: str | Path, *, formats=("onnx",), calibration: str | Path | None = None,
@@ -66,17 +75,31 @@ def export_bundle(path: str | Path, *, formats=("onnx",), calibration: str | Pat
             name: bundle.copy_from(file) for name, file in present.items()
             if name not in (bundle.CONFIG, bundle.CARD) and file is not None
         }
+        # The float32 network, from the Keras weights: the source of every ONNX format (an
+        # existing model.onnx may be stored in float16, which quantisation must not start from).
+        # A bundle without a float ONNX model gets one with its int8 model: the model a failed
+        # self-check serves instead.
         onnx_path = None
-        need_float = "onnx" in formats or not bundle.has_onnx(path, config)
-        if need_float:
-            onnx_path = Path(tmp) / bundle.ONNX
+        keep_float = ("onnx" in formats or "onnx-fp16" in formats
+                      or ("onnx-int8" in formats and not bundle.has_onnx(path, config)))
+        if keep_float or "onnx-int8" in formats:
+            onnx_path = Path(tmp) / "float32.onnx"
             model = with_class_maps(bundle.load_keras_model(path, config), config)
             rng = np.random.default_rng(0)
             sample = rng.uniform(0, 255, (8, config.image_size, config.image_size, 3)).astype(np.float32)
             diff = export_onnx(model, onnx_path, sample=sample)
-            writers[bundle.ONNX] = bundle.copy_from(onnx_path)
-            report.append(f"{bundle.ONNX}: max |probability difference| vs Keras {diff:.1e} "
-                          f"({onnx_path.stat().st_size / 2**20:.1f} MB)")
+            line = f"max |probability difference| vs Keras {diff:.1e}"
+            if "onnx-fp16" in formats:
+                stored = Path(tmp) / "float16-stored.onnx"
+                n = store_onnx_fp16(onnx_path, stored)
+                diff16 = float(np.max(np.abs(OnnxEngine(stored)(sample) - OnnxEngine(onnx_path)(sample))))
+                writers[bundle.ONNX] = bundle.copy_from(stored)
+                report.append(f"{bundle.ONNX}: {n} weight arrays stored as float16, computed in float32, "
+                              f"{diff16:.1e} from the float32 export ({line}; "
+                              f"{stored.stat().st_size / 2**20:.1f} MB)")
+            elif keep_float:
+                writers[bundle.ONNX] = bundle.copy_from(onnx_path)
+                report.append(f"{bundle.ONNX}: {line} ({onnx_path.stat().st_size / 2**20:.1f} MB)")
         if "weights-fp16" in formats:
             halved = Path(tmp) / bundle.WEIGHTS
             n = halve_weights(bundle.verified_file(path, config, bundle.WEIGHTS), halved)
@@ -86,15 +109,18 @@ def export_bundle(path: str | Path, *, formats=("onnx",), calibration: str | Pat
                           f"{halved.stat().st_size / 2**20:.1f} MB); check accuracy with "
                           "`evaluate --runtime keras`")
         if "onnx-int8" in formats:
-            source = onnx_path or bundle.verified_file(path, config, bundle.ONNX)
-            int8_path = Path(tmp) / bundle.ONNX_INT8
-            check = quantize_int8(source, int8_path, calibration_paths, config.image_size)
+            int8_path, reference_path = Path(tmp) / bundle.ONNX_INT8, Path(tmp) / bundle.SELFCHECK
+            check = quantize_int8(onnx_path, int8_path, calibration_paths, config.image_size,
+                                  reference=reference_path)
             writers[bundle.ONNX_INT8] = bundle.copy_from(int8_path)
+            writers[bundle.SELFCHECK] = bundle.copy_from(reference_path)
             report.append(
-                f"{bundle.ONNX_INT8}: static QDQ int8, per-channel weights, calibrated on "
-                f"{len(calibration_paths)} images; on them it agrees with {bundle.ONNX} on the top "
+                f"{bundle.ONNX_INT8}: static QDQ, 7-bit per-channel weights (largest u8s8 pair sum "
+                f"{check['max_pair_sum']:,} <= {INT16_MAX:,}: cannot saturate), calibrated on "
+                f"{len(calibration_paths)} images; on them it agrees with the float network on the top "
                 f"class for {check['top1_agreement']:.1%}, max |probability difference| "
                 f"{check['max_abs_diff']:.3f} ({int8_path.stat().st_size / 2**20:.1f} MB). "
+                f"{bundle.SELFCHECK}: {check['reference_images']} reference images for the self-check at load. "
                 "Check accuracy with `evaluate --runtime onnx-int8` on a held-out split.")
         if drop_float_onnx:
             if bundle.ONNX_INT8 not in writers:
@@ -191,20 +217,24 @@ def calibration_reader(pixels: np.ndarray, input_name: str):
 
 
 def quantize_prepared(prepared: str | Path, dest: str | Path, reader, *, keep_float: Sequence[str] = ()) -> None:
-    """The one int8 recipe: static QDQ, per-channel int8 weights, uint8 activations whose ranges
+    """The one int8 recipe: static QDQ, per-channel 7-bit int8 weights, uint8 activations whose ranges
     are averaged over the calibration batches; the nodes ``keep_float`` stay float.
     ``prepared``: a model through ``quant_pre_process``."""
     from onnxruntime.quantization import QuantFormat, QuantType, quantize_static
 
     quantize_static(str(prepared), str(dest), reader, quant_format=QuantFormat.QDQ, per_channel=True,
+                    reduce_range=True,  # 7-bit weights: no u8s8 saturation (module docstring)
                     activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8,
                     nodes_to_exclude=list(keep_float), extra_options={"CalibMovingAverage": True})
 
 
-def quantize_int8(source: str | Path, dest: str | Path, calibration_paths: list[str], image_size: int) -> dict:
-    """Quantise the float ONNX model at ``source`` into ``dest`` (static QDQ, per-channel int8
-    weights, uint8 activations calibrated on ``calibration_paths``). Returns how closely the
-    int8 model follows the float one on the calibration images. Leaves no file on failure."""
+def quantize_int8(source: str | Path, dest: str | Path, calibration_paths: list[str], image_size: int,
+                  *, reference: str | Path | None = None) -> dict:
+    """Quantise the float ONNX model at ``source`` into ``dest`` (``quantize_prepared``'s recipe,
+    calibrated on ``calibration_paths``) and, when ``reference`` is given, write the self-check
+    reference there (``selfcheck.REFERENCE_IMAGES`` of the calibration images, spread evenly).
+    Returns how closely the int8 model follows the float one on the calibration images, and its
+    largest u8s8 pair sum. Leaves no file on failure."""
     try:
         import onnx
         from onnxruntime.quantization import quant_pre_process
@@ -212,8 +242,8 @@ def quantize_int8(source: str | Path, dest: str | Path, calibration_paths: list[
         raise ExportError(f"int8 quantisation needs {exc.name or exc}: "
                           "pip install 'sports_classifier[train]'") from None
 
+    from .. import selfcheck
     from ..images import try_preprocess_many
-    from ..runtime import OnnxEngine
 
     pixels, kept, _ = try_preprocess_many(calibration_paths, image_size)
     if not len(kept):
@@ -233,13 +263,99 @@ def quantize_int8(source: str | Path, dest: str | Path, calibration_paths: list[
             # would move in steps of 1/255.
             head = float_head(onnx.load(str(prepared)).graph)
             quantize_prepared(prepared, out, calibration_reader(pixels, input_name), keep_float=head)
-            expected = OnnxEngine(source)(pixels)
-            got = OnnxEngine(out)(pixels)
+            float_engine, int8_engine = OnnxEngine(source), OnnxEngine(out)
+            expected, got = float_engine(pixels), int8_engine(pixels)
         except Exception as exc:
             raise ExportError(f"int8 quantisation failed: {type(exc).__name__}: {exc}") from None
         if got.shape != expected.shape or not np.all(np.isfinite(got)):
             raise ExportError(f"int8 model gives outputs of shape {got.shape} (expected {expected.shape}) "
                               "or non-finite values")
+        pair_sum = max_pair_sum(out)
+        if pair_sum > INT16_MAX:
+            raise ExportError(f"int8 weights reach a u8s8 pair sum of {pair_sum} > {INT16_MAX}: the model "
+                              "would saturate on CPUs without VNNI")
+        n_ref = 0
+        if reference is not None:
+            chosen = np.linspace(0, len(pixels) - 1, min(selfcheck.REFERENCE_IMAGES, len(pixels))).round()
+            ref = selfcheck.make_reference(pixels[chosen.astype(int)], float_engine, int8_engine)
+            selfcheck.write(ref, reference)
+            n_ref = len(ref.pixels)
         shutil.move(str(out), str(dest))
     return {"top1_agreement": float(np.mean(got.argmax(1) == expected.argmax(1))),
-            "max_abs_diff": float(np.max(np.abs(got - expected))), "images": int(len(kept))}
+            "max_abs_diff": float(np.max(np.abs(got - expected))), "images": int(len(kept)),
+            "max_pair_sum": pair_sum, "reference_images": n_ref}
+
+
+def is_depthwise(node, weight_shape) -> bool:
+    """A convolution with one input channel per group: ONNX Runtime runs its int8 form with a
+    kernel that widens both operands to int16 and sums in int32 (``MlasConvDepthwiseKernelAvx2``),
+    so its weights cannot saturate and keep all 8 bits."""
+    group = next((a.i for a in node.attribute if a.name == "group"), 1)
+    return node.op_type == "Conv" and group > 1 and len(weight_shape) == 4 and weight_shape[1] == 1
+
+
+def depthwise_weights(graph) -> list[str]:
+    """Names of the float weights of ``graph``'s depthwise convolutions."""
+    shapes = {i.name: list(i.dims) for i in graph.initializer}
+    return [n.input[1] for n in graph.node
+            if n.op_type == "Conv" and n.input[1] in shapes and is_depthwise(n, shapes[n.input[1]])]
+
+
+def u8s8_gemm_weights(path: str | Path) -> dict[str, np.ndarray]:
+    """The int8 weights of a QDQ model that ONNX Runtime multiplies in its u8s8 GEMM kernels
+    (every convolution but the depthwise ones, and matrix products), by name."""
+    import onnx
+    from onnx import numpy_helper
+
+    graph = onnx.load(str(path)).graph
+    inits = {i.name: i for i in graph.initializer}
+    producer = {out: node for node in graph.node for out in node.output}
+    weights = {}
+    for node in graph.node:
+        if node.op_type not in ("Conv", "MatMul", "Gemm") or len(node.input) < 2:
+            continue
+        dq = producer.get(node.input[1])
+        if dq is None or dq.op_type != "DequantizeLinear" or dq.input[0] not in inits:
+            continue
+        array = numpy_helper.to_array(inits[dq.input[0]])
+        if array.dtype == np.int8 and not is_depthwise(node, array.shape):
+            weights[dq.input[0]] = array
+    return weights
+
+
+def max_pair_sum(path: str | Path) -> int:
+    """The largest |a*w + b*w'| a u8s8 GEMM kernel can form from this model's int8 weights and
+    uint8 activations a, b (``vpmaddubsw`` sums such pairs into an int16): 0 for a model with
+    none. At most 32,767 means the model computes the same integers on every x86 CPU."""
+    weights = u8s8_gemm_weights(path)
+    if not weights:
+        return 0
+    largest = max(int(np.abs(w.astype(np.int32)).max()) for w in weights.values())
+    return 2 * UINT8_MAX * largest
+
+
+def store_onnx_fp16(source: str | Path, dest: str | Path, *, min_size: int = 16) -> int:
+    """Copy an ONNX model with its float32 weights (initializers of ``min_size`` values or more)
+    stored as float16, each read through a Cast back to float32: half the file, the same float32
+    arithmetic (ONNX Runtime folds the casts when the session is made). Returns how many arrays
+    were halved."""
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+
+    model = onnx.load(str(source))
+    graph = model.graph
+    casts, halved = [], 0
+    for init in graph.initializer:
+        if init.data_type != TensorProto.FLOAT:
+            continue
+        array = numpy_helper.to_array(init)
+        if array.size < min_size or float(np.max(np.abs(array))) > 60000.0:
+            continue
+        name, stored = init.name, f"{init.name}__fp16"
+        init.CopyFrom(numpy_helper.from_array(array.astype(np.float16), stored))
+        casts.append(helper.make_node("Cast", [stored], [name], to=TensorProto.FLOAT, name=f"{stored}_to_float"))
+        halved += 1
+    for node in reversed(casts):
+        graph.node.insert(0, node)
+    onnx.save(model, str(dest))
+    return halved
