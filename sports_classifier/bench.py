@@ -238,7 +238,8 @@ class ServingProcess:
 
 def run_benchmark(model, data, *, images: int = 256, repeats: int = 50, as_json: bool = False,
                   passes: int = 5, runtimes: tuple[str, ...] | None = None) -> dict:
-    """Benchmark Keras against ONNX Runtime (and the int8 model when the bundle has one) on
+    """Benchmark Keras against ONNX Runtime (and the int8 model when the bundle has one, and
+    ``auto``, the model as served, when it has both) on
     ``images`` JPEG files found under ``data``: ``passes`` timed passes of each batch
     measurement and ``repeats`` single images per engine, interleaved between engines.
     Prints a table (or JSON) and returns the dict."""
@@ -254,6 +255,8 @@ def run_benchmark(model, data, *, images: int = 256, repeats: int = 50, as_json:
             runtimes += ("onnx",)
         if (Path(model) / bundle.ONNX_INT8).is_file() and bundle.ONNX_INT8 in config.files_sha256:
             runtimes += ("onnx-int8",)
+            if bundle.has_onnx(model, config):  # as served: int8, close calls re-run in float
+                runtimes += ("auto",)
     result = {
         "model": str(model), "backbone": config.architecture, "image_size": config.image_size,
         "data": str(data), "images": len(paths), "distinct_images": len(set(paths)),

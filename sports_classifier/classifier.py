@@ -25,6 +25,8 @@ from .images import ImageInput
 from .runtime import RUNTIMES
 
 TopK = list[tuple[str, float]]
+# int8 serving: images whose two best classes are closer than this re-run in float (CloseCallEngine).
+CLOSE_CALL_MARGIN = 0.25
 
 
 @dataclass(frozen=True)
@@ -157,7 +159,7 @@ class Classifier:
         check = self.selfcheck = selfcheck.run(engine, reference)
         if check.passed:
             self.serving_note = "int8, self-check passed on this CPU"
-            return engine
+            return engine if explicit else self._with_close_calls(engine)
         where = describe(measured_on(engine.threads))
         problem = (f"{self.path.name}: the int8 model does not match its float network on this CPU "
                    f"({where}): {check.describe()}")
@@ -173,6 +175,22 @@ class Classifier:
         warnings.warn(problem + f"; serving the float {bundle.ONNX} instead", stacklevel=3)
         self.serving_note = "float ONNX model: the int8 model failed its self-check on this CPU"
         return self._onnx_engine(bundle.ONNX)
+
+    def _with_close_calls(self, int8_engine):
+        """int8 with its close calls settled by the float ONNX model, when the bundle has one
+        (``runtime.CloseCallEngine``)."""
+        from .runtime import CloseCallEngine
+
+        if bundle.ONNX not in self.config.files_sha256:
+            return int8_engine
+
+        def float_engine():
+            if self._fetch is not None and not (self.path / bundle.ONNX).is_file():
+                self._fetch([bundle.ONNX])
+            return self._onnx_engine(bundle.ONNX)
+
+        self.serving_note += f"; close calls (top-2 margin < {CLOSE_CALL_MARGIN:g}) re-run in float"
+        return CloseCallEngine(int8_engine, float_engine, margin=CLOSE_CALL_MARGIN)
 
     def _onnx_engine(self, name: str):
         from .runtime import OnnxEngine

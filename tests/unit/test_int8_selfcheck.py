@@ -170,3 +170,54 @@ def _dataset_of(jpegs):
     from pathlib import Path
 
     return Path(jpegs[0]).parents[2]
+
+
+# -- close calls ------------------------------------------------------------------------------------------
+
+
+class _Fixed:
+    """An engine that answers fixed probabilities (one row per image, by position)."""
+
+    def __init__(self, probs):
+        self.probs, self.calls = np.asarray(probs, np.float32), []
+        self.threads, self.name = 3, "fixed"
+
+    def __call__(self, pixels):
+        self.calls.append(len(pixels))
+        return self.probs[pixels[:, 0, 0, 0].astype(int)]
+
+
+def test_close_calls_are_settled_by_the_float_model():
+    from sports_classifier.runtime import CloseCallEngine
+
+    int8 = _Fixed([[0.50, 0.45, 0.05], [0.90, 0.05, 0.05], [0.40, 0.20, 0.40]])
+    exact = _Fixed([[0.40, 0.55, 0.05], [0.80, 0.10, 0.10], [0.30, 0.20, 0.50]])
+    made = []
+    engine = CloseCallEngine(int8, lambda: made.append(1) or exact, margin=0.25)
+    pixels = np.zeros((3, 2, 2, 3), np.float32)
+    pixels[:, 0, 0, 0] = [0, 1, 2]
+    probs = engine(pixels)
+    np.testing.assert_allclose(probs[0], exact.probs[0])   # margin 0.05: float decides
+    np.testing.assert_allclose(probs[1], int8.probs[1])    # margin 0.85: int8 stands
+    np.testing.assert_allclose(probs[2], exact.probs[2])   # a tie: float decides
+    assert exact.calls == [2] and made == [1] and (engine.images, engine.close_calls) == (3, 2)
+    assert engine.threads == 3  # the int8 engine's attributes show through
+
+    confident = pixels[1:2]
+    engine(confident)
+    assert exact.calls == [2] and made == [1]  # no close call, no float run; the float model made once
+
+
+def test_the_bundle_serves_int8_with_close_calls_and_int8_alone_on_request(int8_bundle, jpegs):
+    from sports_classifier.runtime import CloseCallEngine
+
+    served = Classifier.from_pretrained(int8_bundle)
+    assert isinstance(served._engine, CloseCallEngine) and "close calls" in served.serving_note
+    pure = Classifier.from_pretrained(int8_bundle, runtime="onnx-int8")
+    assert not isinstance(pure._engine, CloseCallEngine)
+    exact = Classifier.from_pretrained(int8_bundle, runtime="onnx")
+    p_served, p_int8, p_float = (c.predict_proba(jpegs) for c in (served, pure, exact))
+    top2 = np.sort(p_int8, 1)[:, -2:]
+    close = top2[:, 1] - top2[:, 0] < 0.25
+    np.testing.assert_allclose(p_served[close], p_float[close], atol=1e-6)
+    np.testing.assert_allclose(p_served[~close], p_int8[~close], atol=1e-6)
