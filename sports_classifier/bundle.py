@@ -49,9 +49,9 @@ FILES = (CONFIG, WEIGHTS, ONNX, ONNX_INT8, SELFCHECK, METRICS, HISTORY, CURVES, 
 # Compare tab shows. A Hub download for serving and a Space's preload list are exactly these
 # (those the repo has) plus ``served_model_file``: never the Keras weights an ONNX model does not use.
 SERVING_EXTRAS = (CONFIG, METRICS, CURVES, CONFUSION)
-# Read at load with the int8 model (its self-check); the float ONNX model it falls back to is
-# fetched only when the check fails.
-INT8_COMPANIONS = (SELFCHECK,)
+# Served with the int8 model: its self-check reference, read at load, and the float ONNX model
+# that settles close calls and serves where the check fails.
+INT8_COMPANIONS = (SELFCHECK, ONNX)
 
 Writer = Callable[[Path], None]
 

@@ -13,6 +13,7 @@ import logging
 import os
 import sys
 import time
+import warnings
 from pathlib import Path
 
 from .errors import SportsClassifierError, UserInputError
@@ -491,6 +492,8 @@ def main(argv: list[str] | None = None) -> int:
     debug = args.debug or os.environ.get("SPORTS_CLASSIFIER_DEBUG") == "1"
     logging.basicConfig(level=logging.WARNING, format="%(message)s", stream=sys.stderr)
     logging.getLogger("sports_classifier").setLevel(logging.INFO)  # not tf2onnx's INFO chatter
+    # Warnings meant for users (an int8 model that failed its self-check here) read as one line.
+    warnings.showwarning = lambda message, *_args, **_kw: print(f"warning: {one_line(message)}", file=sys.stderr)
     try:
         return args.func(args)
     except KeyboardInterrupt:

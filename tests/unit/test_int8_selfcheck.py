@@ -221,3 +221,16 @@ def test_the_bundle_serves_int8_with_close_calls_and_int8_alone_on_request(int8_
     close = top2[:, 1] - top2[:, 0] < 0.25
     np.testing.assert_allclose(p_served[close], p_float[close], atol=1e-6)
     np.testing.assert_allclose(p_served[~close], p_int8[~close], atol=1e-6)
+
+
+def test_the_cli_says_when_the_float_model_serves(int8_bundle, tmp_path, jpegs, capsys):
+    from sports_classifier.cli import main
+
+    bad = _rewritten(int8_bundle, tmp_path / "bad", **{bundle.ONNX_INT8: _tampered_int8(int8_bundle / bundle.ONNX_INT8)})
+    with warnings.catch_warnings():
+        assert main(["predict", "--model", str(bad), "--top-k", "1", jpegs[0]]) == 0
+    err = capsys.readouterr().err
+    assert "warning:" in err and "serving the float model.onnx instead" in err and "Traceback" not in err
+    assert main(["evaluate", "--model", str(bad), "--data", str(_dataset_of(jpegs)), "--json"]) == 0
+    out = capsys.readouterr().out
+    assert '"selfcheck": {"passed": false' in out and '"int8_kind"' in out
