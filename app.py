@@ -14,20 +14,25 @@ from __future__ import annotations
 import argparse
 import functools
 import hashlib
+import html
 import json
+import os
 import subprocess
 import sys
 import tempfile
 import threading
 from pathlib import Path
+from types import SimpleNamespace
 
 import gradio as gr
 from gradio.utils import get_upload_folder
 
-from sports_classifier.app import about, batch, compare, data_view, examples, mistakes, served_files, uploads
+from sports_classifier import bundle, feedback
+from sports_classifier.app import (about, batch, compare, data_view, examples, live, mistakes, served_files,
+                                   sport_names, sports_list, uploads, verdict)
 from sports_classifier.app import predict as predict_tab
 from sports_classifier.app.registry import ModelRegistry
-from sports_classifier.errors import UserInputError
+from sports_classifier.errors import UnreadablePhotoError, UserInputError
 from sports_classifier.hub import MODELS_ENV, served_models
 
 ROOT = Path(__file__).resolve().parent
@@ -50,8 +55,23 @@ UPLOAD_ROOTS = (UPLOAD_FOLDER, str(EXAMPLES))
 SERVED_HOMES = (Path.cwd(), ROOT, Path(tempfile.gettempdir()))
 ADMISSION = served_files.Admission(UPLOAD_FOLDER)
 CHARTS = Path(tempfile.gettempdir()) / "sports-classifier-compare"  # drawn once per server, reused
-CSS = """
-.result-note {min-height: 2.5em; font-size: 0.9em}
+# Feedback ("Was this right?"): a local folder, pushed to a Hub dataset repo when one is configured.
+FEEDBACK = feedback.FeedbackStore(repo_id=os.environ.get(feedback.FEEDBACK_REPO_ENV) or None)
+NOT_RIGHT = "✗ Wrong? Pick the sport…"  # the feedback list's first line: picking a sport records it
+LIVE_SECONDS = 300  # one camera stream runs at most this long; start it again for more
+CSS = verdict.CSS + """
+#page-title h2 {margin: 0}
+#page-title p {margin: 2px 0 0}
+.message {padding: 8px 12px; border-radius: 8px; color: var(--error-text-color);
+          background: var(--error-background-fill); border: 1px solid var(--error-border-color)}
+.captioned .caption-label {white-space: normal; max-width: 100%; opacity: 0.9}
+/* empty message and verdict boxes take no room (and leave no gap) */
+#predict-message:not(:has(.message)), #verdict:not(:has(.verdict)) {display: none}
+#feedback-row {align-items: center}
+.controls-row {align-items: flex-end}
+#model-status {text-align: right; align-self: center}
+@media (max-width: 640px) {#model-status {text-align: left}}
+#verdict:not(:has(.verdict)) ~ #feedback-row, #verdict:not(:has(.verdict)) ~ #feedback-thanks {display: none}
 """
 
 
@@ -105,123 +125,284 @@ def prepare_compare(registry: ModelRegistry) -> None:
 
 
 # -- one builder per tab (FastChat's gradio_web_server_multi.py is the pattern): each lays out its
-# tab inside the caller's gr.Blocks and wires its own events; what other tabs need is returned. --
+# tab inside the caller's gr.Blocks and wires its own events; what other tabs need is returned.
+# The page's own events show a UserInputError as one message by the upload and leave the outputs
+# empty; the public API endpoints keep raising it (clients see an exception). --
 
 
-class ResultSlots:
-    """One gr.Label and one note per served model, shown for the models ticked on Predict."""
+class ApiResults:
+    """The /predict endpoint's outputs, kept as they were for API clients: one gr.Label (top-k)
+    and one note per served model. Hidden: the page shows ``verdict`` HTML instead."""
 
-    def __init__(self, names: list[str], shown: list[str], prefix: str):
+    def __init__(self, names: list[str]):
         self.names = names
-        self.labels, self.notes = [], []
-        with gr.Row(equal_height=False):
-            for i, name in enumerate(names):
-                with gr.Column(min_width=220):
-                    self.labels.append(gr.Label(label=name, num_top_classes=predict_tab.TOP_K,
-                                                visible=name in shown, elem_id=f"{prefix}-label-{i}"))
-                    self.notes.append(gr.Markdown(elem_classes="result-note", visible=name in shown))
+        self.labels = [gr.Label(label=n, num_top_classes=predict_tab.TOP_K, visible=False) for n in names]
+        self.notes = [gr.Markdown(visible=False) for _ in names]
 
     @property
     def outputs(self) -> list:
         return self.labels + self.notes
 
-    def values(self, results: list[predict_tab.ModelResult], selected: list[str]) -> list:
+    def values(self, results: list[predict_tab.ModelResult]) -> list:
         by_name = {r.name: r for r in results}
-        labels, notes = [], []
-        for name in self.names:
-            r, shown = by_name.get(name), name in selected
-            labels.append(gr.Label(value=(r.confidences or None) if r else None, visible=shown))
-            notes.append(gr.Markdown(value=r.note if r else "", visible=shown))
-        return labels + notes
+        labels = [(by_name[n].confidences or None) if n in by_name else None for n in self.names]
+        return labels + [by_name[n].note if n in by_name else "" for n in self.names]
 
-    def visibility(self, selected: list[str]) -> list:
-        return ([gr.Label(visible=n in selected) for n in self.names]
-                + [gr.Markdown(visible=n in selected) for n in self.names])
+
+def _message_html(text: str) -> str:
+    """One error message, shown by the upload (the page's events show errors this way; API
+    clients get them as exceptions)."""
+    return f'<div class="message" role="alert">{html.escape(text)}</div>' if text else ""
+
+
+def _client(request: gr.Request | None) -> str | None:
+    return getattr(getattr(request, "client", None), "host", None)
 
 
 def build_predict_tab(registry: ModelRegistry, status: gr.Markdown) -> gr.CheckboxGroup:
-    """Photo in, each ticked model's top-k and Explain's heat map out. Returns the model ticks
-    (the Examples tab predicts with the same models)."""
+    """Photo in; one verdict right under it (so that it is on screen on a phone), each model's
+    panel and Explain's heat map beside it. Returns the model ticks (Examples and Live use them)."""
     names = registry.names
     default_models = names if len(names) <= 3 else names[:1]
-    with gr.Row():
+    with gr.Row(equal_height=False):
         with gr.Column(scale=2, min_width=300):
-            image = gr.Image(type="pil", sources=["upload", "clipboard", "webcam"], label="Photo",
-                             height=340, elem_id="photo")
-            chosen = gr.CheckboxGroup(names, value=default_models, label="Models")
-            with gr.Row():
-                predict_btn = gr.Button("Predict", variant="primary", elem_id="predict-button")
-                explain_btn = gr.Button("Explain", elem_id="explain-button")
-            explain_model = gr.Dropdown(names, value=names[0] if names else None, label="Model to explain")
+            image = gr.Image(type="pil", sources=["upload", "clipboard", "webcam"], label="Photo", height=270,
+                             elem_id="photo")
+            message = gr.HTML(elem_id="predict-message")
+            verdict_box = gr.HTML(elem_id="verdict")
+            feedback_ui = build_feedback_row(registry)
             if EXAMPLES.is_dir():
                 picks = [e.path for e in examples.list_examples(EXAMPLES)][::40][:5]
                 gr.Examples(picks, inputs=image, label="Try one", cache_examples=False)
-        with gr.Column(scale=3):
-            slots = ResultSlots(names, default_models, "predict")
-            heatmap = gr.Image(label="Class activation map", interactive=False, height=340, elem_id="heatmap")
-            heat_caption = gr.Markdown()
+        with gr.Column(scale=3, min_width=300):
+            panels = gr.HTML(elem_id="predict-panels")
+            with gr.Row(equal_height=False, elem_classes="controls-row"):
+                chosen = gr.CheckboxGroup(names, value=default_models, label="Models", scale=4)
+                predict_btn = gr.Button("Predict again", size="sm", elem_id="predict-button", scale=1, min_width=100)
+            explain_ui = build_explain_row(registry, image, message)
+    build_sports_list(registry)
+    api = ApiResults(names)
 
     @_handler
-    def on_predict(image, selected, request: gr.Request):
+    def on_predict_api(image, selected, request: gr.Request):
         _admit(request)
         image = _photo_path(image)
         results = predict_tab.predict(registry, image, selected) if image is not None else []
-        return slots.values(results, selected or []) + [predict_tab.status_markdown(registry)]
+        return api.values(results) + [predict_tab.status_markdown(registry)]
+
+    def on_predict(image, selected, explain_with, request: gr.Request):
+        status_now = predict_tab.status_markdown(registry)
+        try:
+            _admit(request)
+            path = _photo_path(image)
+            results = predict_tab.predict(registry, path, selected) if path is not None else []
+        except UserInputError as exc:
+            cleared = gr.Image(value=None) if isinstance(exc, UnreadablePhotoError) else gr.skip()
+            return [cleared, _message_html(str(exc)), "", "", explain_ui.choices([]), [], status_now]
+        if path is None:  # the photo was removed (or cleared after an error: keep that message)
+            return [gr.skip(), gr.skip(), "", "", explain_ui.choices([]), [], status_now]
+        return [gr.skip(), "", verdict.verdict_html(results), verdict.panels_html(results),
+                explain_ui.choices(results, explain_with), results, status_now]
+
+    outputs = [image, message, verdict_box, panels, explain_ui.label, feedback_ui.results, status]
+    gr.on([predict_btn.click, image.change], on_predict, [image, chosen, explain_ui.model], outputs,
+          api_visibility="private", trigger_mode="always_last", preprocess=False, show_progress="minimal")
+    # The API keeps its contract (gr.Label values per model; errors as exceptions), on a trigger
+    # the page never fires.
+    api_trigger = gr.Button(visible=False)
+    api_trigger.click(on_predict_api, [image, chosen], api.outputs + [status], api_name="predict", preprocess=False)
+    feedback_ui.wire(image, message)
+    return chosen
+
+
+def build_explain_row(registry: ModelRegistry, image: gr.Image, message: gr.HTML) -> SimpleNamespace:
+    """Explain: which model, which class (its top one by default), and the heat map."""
+    names = registry.names
+    first = names[0] if names else None
+    top = predict_tab.TOP_CLASS
+    with gr.Row(equal_height=False, elem_classes="controls-row"):
+        model = gr.Dropdown(names, value=first, label="Explain with", scale=2, min_width=140)
+        label = gr.Dropdown([(top, top)], value=top, label="Class to explain", scale=2, min_width=140,
+                            elem_id="explain-class")
+        button = gr.Button("Explain", elem_id="explain-button", scale=1, min_width=90)
+    heatmap = gr.Image(label="Class activation map", interactive=False, height=240, elem_id="heatmap")
+    caption = gr.Markdown(elem_id="heat-caption")
+
+    def choices(results, model_name=None):
+        return gr.Dropdown(choices=predict_tab.class_choices(registry, model_name or first, results), value=top)
+
+    def on_explain(image, model, label, request: gr.Request):
+        try:
+            _admit(request)
+            return [*predict_tab.explain(registry, _photo_path(image), model, label), ""]
+        except UserInputError as exc:
+            return [None, "", _message_html(str(exc))]
 
     @_handler
-    def on_explain(image, model, request: gr.Request):
+    def on_explain_api(image, model, request: gr.Request):
         _admit(request)
         return predict_tab.explain(registry, _photo_path(image), model)
 
-    gr.on([predict_btn.click, image.change], on_predict, [image, chosen], slots.outputs + [status],
-          api_name="predict", trigger_mode="always_last", preprocess=False)
     # a new photo makes the previous heatmap stale
-    image.change(lambda: (None, ""), None, [heatmap, heat_caption], api_visibility="private",
+    image.change(lambda: (None, ""), None, [heatmap, caption], api_visibility="private",
                  show_progress="hidden", queue=False)
-    chosen.change(slots.visibility, chosen, slots.outputs, api_visibility="private")
-    explain_btn.click(on_explain, [image, explain_model], [heatmap, heat_caption], api_name="explain",
+    model.input(lambda m: choices([], m), model, label, api_visibility="private", show_progress="hidden")
+    button.click(on_explain, [image, model, label], [heatmap, caption, message], api_visibility="private",
+                 concurrency_limit=1, concurrency_id="explain", preprocess=False, scroll_to_output=True)
+    api_trigger = gr.Button(visible=False)  # the API's /explain, unchanged: errors as exceptions
+    api_trigger.click(on_explain_api, [image, model], [heatmap, caption], api_name="explain",
                       concurrency_limit=1, concurrency_id="explain", preprocess=False)
-    return chosen
+    return SimpleNamespace(model=model, label=label, choices=choices)
+
+
+def build_feedback_row(registry: ModelRegistry) -> SimpleNamespace:
+    """"Was this right?": one click to confirm the verdict, or pick the right sport. Records
+    the photo, the label and every model's answer (``feedback.FeedbackStore``)."""
+    results = gr.State([])
+    with gr.Row(equal_height=False, elem_id="feedback-row"):
+        yes = gr.Button("✓ Right", size="sm", scale=1, min_width=90, elem_id="feedback-yes")
+        correction = gr.Dropdown([(NOT_RIGHT, "")] + [(sport_names.display_name(s), s) for s in known_labels(registry)],
+                                 value="", show_label=False, container=False, scale=2, min_width=160,
+                                 elem_id="feedback-correction")
+    thanks = gr.Markdown(elem_id="feedback-thanks")
+
+    def on_feedback(image, results, label, request: gr.Request):
+        if label == "":  # the "No, it shows…" line itself
+            return gr.skip(), gr.skip()
+        try:
+            _admit(request)
+            path = _photo_path(image)
+            label = label or verdict.top_label(results)
+            record = FEEDBACK.record(path, label, results, bundle_checksums(registry, results),
+                                     known_labels=known_labels(registry))
+        except UserInputError as exc:
+            return _message_html(str(exc)), ""
+        return "", f"Thanks: recorded as **{sport_names.display_name(record.label)}**."
+
+    def on_yes(image, results, request: gr.Request):
+        return on_feedback(image, results, None, request)
+
+    def wire(image: gr.Image, message: gr.HTML) -> None:
+        yes.click(on_yes, [image, results], [message, thanks], api_visibility="private", preprocess=False)
+        correction.input(on_feedback, [image, results, correction], [message, thanks],
+                         api_visibility="private", preprocess=False)
+        image.change(lambda: ("", ""), None, [thanks, correction], api_visibility="private",
+                     show_progress="hidden", queue=False)
+
+    return SimpleNamespace(results=results, wire=wire)
+
+
+def known_labels(registry: ModelRegistry) -> list[str]:
+    """Every class of the served models (read from local bundles' configs, or from loaded
+    models), else the example sports: what "No, it shows…" offers and feedback accepts."""
+    labels = set()
+    for source in registry.sources:
+        entry = registry.loaded(source.name)
+        try:
+            if entry is not None and entry.ok:
+                labels.update(entry.classifier.config.labels)
+            elif not source.hub:
+                labels.update(bundle.read_config(source.location).labels)
+        except Exception:  # an unreadable bundle is reported elsewhere; its classes are not offered
+            continue
+    return sorted(labels or examples.example_sports(EXAMPLES), key=sport_names.display_name)
+
+
+def bundle_checksums(registry: ModelRegistry, results) -> dict[str, dict]:
+    """The checksums of the bundles that gave ``results`` (which exact model answered)."""
+    loaded = {r.name: registry.loaded(r.name) for r in results}
+    return feedback.bundle_checksums({n: e.classifier for n, e in loaded.items() if e is not None and e.ok})
+
+
+def build_sports_list(registry: ModelRegistry) -> None:
+    """What it knows: a searchable list of the sports, each with a photo and its accuracy."""
+    total = len(sports_list.sports_items(registry, EXAMPLES))
+    with gr.Accordion(f"What it knows: the {total} sports", open=False, elem_id="sports-list") as panel:
+        search = gr.Textbox(placeholder="Search a sport, e.g. rowing", show_label=False, elem_id="sports-search")
+        note = gr.Markdown()
+        gallery = gr.Gallery(columns=6, height=420, allow_preview=False, show_label=False,
+                             elem_id="sports-gallery", elem_classes="captioned")
+
+    def on_search(query):
+        items = sports_list.sports_items(registry, EXAMPLES, query or "")
+        return items, sports_list.sports_note(registry, len(items), total)
+
+    gr.on([panel.expand, search.change], on_search, search, [gallery, note], api_visibility="private",
+          show_progress="hidden")
+
+
+def build_live_tab(registry: ModelRegistry, chosen: gr.CheckboxGroup) -> None:
+    """The camera, classified continuously while it runs, with the frame rate."""
+    gr.Markdown("Start the camera: the answer updates while it runs (the models ticked on Predict).")
+    with gr.Row(equal_height=False):
+        with gr.Column(min_width=300):
+            camera = gr.Image(sources=["webcam"], streaming=True, type="numpy", label="Camera", height=320,
+                              elem_id="live-camera")
+        with gr.Column(min_width=300):
+            live_verdict = gr.HTML(elem_id="live-verdict")
+            rate = gr.Markdown(elem_id="live-fps")
+            live_panels = gr.HTML(elem_id="live-panels")
+    meter = gr.State(None)
+
+    def on_frame(frame, selected, meter):
+        meter = meter or live.FrameRate()
+        if frame is None:
+            return gr.skip(), gr.skip(), gr.skip(), meter
+        try:
+            results = predict_tab.predict(registry, frame, selected or registry.names[:1])
+        except UserInputError as exc:
+            return _message_html(str(exc)), "", "", meter
+        return verdict.verdict_html(results), verdict.panels_html(results), live.FrameRate.text(meter.tick()), meter
+
+    # Frames are not files (no upload cache); the stream is bounded in time and concurrency.
+    camera.stream(on_frame, [camera, chosen, meter], [live_verdict, live_panels, rate, meter], stream_every=0.2,
+                  time_limit=LIVE_SECONDS, concurrency_limit=CONCURRENCY, concurrency_id="live",
+                  api_visibility="private", show_progress="hidden")
 
 
 def build_examples_tab(registry: ModelRegistry, chosen: gr.CheckboxGroup) -> None:
     """The example photos by sport (click one to predict it), and a grid of predictions."""
-    names = registry.names
-    with gr.Row():
-        with gr.Column(scale=3):
-            sport = gr.Dropdown([examples.ALL_SPORTS] + examples.example_sports(EXAMPLES), value=examples.ALL_SPORTS,
-                                label="Sport", info="All sports: one photo each; pick a sport to see all its photos")
-            gallery = gr.Gallery(examples.gallery_items(examples.list_examples(EXAMPLES), one_per_class=True),
-                                 label="Examples (click one to predict it)", columns=6, height=480,
-                                 allow_preview=False, elem_id="examples-gallery")
-        with gr.Column(scale=2):
+    names, all_sports = registry.names, examples.ALL_SPORTS
+    sports = examples.example_sports(EXAMPLES)
+    with gr.Row(equal_height=False):
+        with gr.Column(scale=3, min_width=300):
+            with gr.Row(equal_height=True):
+                search = gr.Textbox(label="Find a sport", placeholder="type a name, then Enter", scale=1,
+                                    min_width=150, elem_id="examples-search")
+                sport = gr.Dropdown([(all_sports, all_sports)] + [(sport_names.display_name(s), s) for s in sports],
+                                    value=all_sports, label="Sport", scale=1, min_width=150, elem_id="examples-sport")
+            gallery = gr.Gallery(_example_items(all_sports), label="Examples (click one to predict it)", columns=5,
+                                 height=460, allow_preview=False, elem_id="examples-gallery", elem_classes="captioned")
+        with gr.Column(scale=2, min_width=300):
             chosen_example = gr.Image(label="Selected", type="filepath", interactive=False, height=220)
             true_label = gr.Markdown()
-            slots = ResultSlots(names, chosen.value or [], "examples")
+            example_verdict = gr.HTML(elem_id="examples-verdict")
+            example_panels = gr.HTML(elem_id="examples-panels")
     gr.Markdown("### Predictions on example images\nEach photo is titled with its true and "
                 "predicted sport; wrong predictions are in red. Uses the sport filter above.")
     with gr.Row():
         grid_model = gr.Dropdown(names, value=names[0] if names else None, label="Model", scale=2)
-        grid_btn = gr.Button(f"Predict {GRID_SIZE} examples (click again for others)", scale=1)
+        grid_btn = gr.Button(_grid_button_text(all_sports), scale=1, elem_id="grid-button")
     grid_seed = gr.State(0)
     grid_summary = gr.Markdown()
     grid = gr.Image(label="Predictions on example images", show_label=False, type="filepath",
                     interactive=False, elem_id="examples-grid", buttons=["fullscreen", "download"])
 
-    def on_filter(sport):
-        found = examples.list_examples(EXAMPLES, sport)
-        return gr.Gallery(value=examples.gallery_items(found, one_per_class=sport in (None, examples.ALL_SPORTS)),
-                          selected_index=None)
+    def on_search(query, current):
+        found = sport_names.best_match(sports, query or "")
+        return gr.skip() if found is None or found == current else found
 
-    @_handler
+    def on_filter(sport):
+        return gr.Gallery(value=_example_items(sport), selected_index=None), _grid_button_text(sport)
+
     def on_example(sport, selected, evt: gr.SelectData):
-        found = examples.list_examples(EXAMPLES, sport)
-        if sport in (None, examples.ALL_SPORTS):
-            found = [examples.Example(p, c) for p, c in examples.gallery_items(found, one_per_class=True)]
-        example = found[evt.index]
-        selected = selected or names[:1]  # the models ticked on the Predict tab
-        results = predict_tab.predict(registry, example.path, selected)
-        return [example.path, f"True sport: **{example.label}**"] + slots.values(results, selected)
+        example = _examples_shown(sport)[evt.index]
+        try:
+            results = predict_tab.predict(registry, example.path, selected or names[:1])
+        except UserInputError as exc:
+            return [example.path, _message_html(str(exc)), "", ""]
+        return [example.path, f"True sport: **{sport_names.display_name(example.label)}**",
+                verdict.verdict_html(results), verdict.panels_html(results)]
 
     @_handler
     def on_grid(model, sport, seed):
@@ -230,10 +411,28 @@ def build_examples_tab(registry: ModelRegistry, chosen: gr.CheckboxGroup) -> Non
                                      seed=seed, out_dir=GRIDS)
         return grid["image"], grid["summary"], seed + 1
 
-    sport.change(on_filter, sport, gallery, api_visibility="private")
-    gallery.select(on_example, [sport, chosen], [chosen_example, true_label] + slots.outputs,
+    search.submit(on_search, [search, sport], sport, api_visibility="private", show_progress="hidden")
+    sport.change(on_filter, sport, [gallery, grid_btn], api_visibility="private")
+    gallery.select(on_example, [sport, chosen], [chosen_example, true_label, example_verdict, example_panels],
                    api_visibility="private")
     grid_btn.click(on_grid, [grid_model, sport, grid_seed], [grid, grid_summary, grid_seed], api_name="grid")
+
+
+def _examples_shown(sport: str | None) -> list[examples.Example]:
+    """The examples the gallery shows for the filter: one per sport for all sports."""
+    found = examples.list_examples(EXAMPLES, sport)
+    if sport in (None, examples.ALL_SPORTS):
+        found = [examples.Example(p, c) for p, c in examples.gallery_items(found, one_per_class=True)]
+    return found
+
+
+def _example_items(sport: str | None) -> list[tuple[str, str]]:
+    return [(e.path, sport_names.display_name(e.label)) for e in _examples_shown(sport)]
+
+
+def _grid_button_text(sport: str | None) -> str:
+    n = min(GRID_SIZE, len(examples.list_examples(EXAMPLES, sport)))
+    return f"Predict {n} examples (click again for others)"
 
 
 def _compare_overview() -> list:
@@ -364,13 +563,15 @@ def build_compare_tab(registry: ModelRegistry, cache: mistakes.MistakesCache, st
           mistake_outputs, api_visibility="private")
 
 
-def build_batch_tab(registry: ModelRegistry) -> None:
-    """Many photos in, one table (and a CSV) out."""
-    names = registry.names
+def build_batch_tab(registry: ModelRegistry, default_models: list[str]) -> None:
+    """Many photos in: numbered thumbnails, one table (and a CSV) out."""
     files = gr.File(file_count="multiple", file_types=["image"], label="Images", elem_id="batch-files")
-    models = gr.CheckboxGroup(names, value=names[:1], label="Models")
-    batch_btn = gr.Button("Predict all", variant="primary")
-    table = gr.Dataframe(label="Predictions", interactive=False, wrap=True)
+    with gr.Row(equal_height=True):
+        models = gr.CheckboxGroup(registry.names, value=default_models, label="Models", scale=3)
+        batch_btn = gr.Button("Predict all", variant="primary", scale=1, min_width=120)
+    photos = gr.Gallery(label="Photos (numbered as in the table)", columns=8, height=170, allow_preview=True,
+                        elem_id="batch-photos", elem_classes="captioned")
+    table = gr.Dataframe(label="Predictions", interactive=False, wrap=False, elem_id="batch-table")
     download = gr.DownloadButton("Download CSV", visible=False)
 
     @_handler
@@ -381,46 +582,68 @@ def build_batch_tab(registry: ModelRegistry) -> None:
         BATCHES.mkdir(parents=True, exist_ok=True)
         frame, csv_path = batch.batch_predict(registry, files, selected,
                                               out_dir=tempfile.mkdtemp(prefix="batch-", dir=BATCHES))
-        return frame, gr.DownloadButton(value=csv_path, visible=True)
+        return batch.page_view(frame), gr.DownloadButton(value=csv_path, visible=True)
 
-    batch_btn.click(on_batch, [files, models], [table, download], api_name="batch",
-                    concurrency_limit=1, concurrency_id="batch")
+    def on_photos(files):  # the thumbnails, numbered, once the files are in (no prediction yet)
+        return [(p, f"#{i}") for i, p in enumerate(uploads.uploaded_files(files, UPLOAD_ROOTS), 1)]
+
+    files.change(on_photos, files, photos, api_visibility="private", show_progress="hidden")
+    (batch_btn.click(on_batch, [files, models], [table, download], api_name="batch",
+                     concurrency_limit=1, concurrency_id="batch")
+     .success(lambda f, t: batch.photo_captions(uploads.uploaded_files(f, UPLOAD_ROOTS), _frame_of(t)),
+              [files, table], photos, api_visibility="private", show_progress="hidden"))
 
 
-def build_about_tab(registry: ModelRegistry) -> None:
-    """What the app is, and each local model's card."""
+def _frame_of(table):
+    """A gr.Dataframe's value as pandas (the Batch thumbnails read their captions from it)."""
+    import pandas as pd
+
+    return table if isinstance(table, pd.DataFrame) else pd.DataFrame(table["data"], columns=table["headers"])
+
+
+def build_about_tab(registry: ModelRegistry) -> gr.Tab:
+    """What the app is, which engine serves each model, and each local model's card."""
     gr.Markdown(about.about_markdown(registry))
+    gr.Markdown("### How the models are served")
+    engines = gr.Markdown(about.engine_markdown(registry), elem_id="about-engines")
     for source in registry.sources:
         if not source.hub:
             with gr.Accordion(f"Model card: {source.name}", open=False):
                 gr.Markdown(about.model_card_markdown(source.location))
+    return engines
 
 
 def build_demo(registry: ModelRegistry, cache: mistakes.MistakesCache | None = None) -> gr.Blocks:
-    """The page: a header with the models' status, then one tab per builder."""
+    """The page: a header with the models' status in words, then one tab per builder."""
     cache = cache or mistakes.MistakesCache(registry, EXAMPLES)
     # Uploads and returned files pile up in Gradio's cache: every hour, drop those over an hour old.
     with gr.Blocks(title=TITLE, analytics_enabled=False, fill_width=True, delete_cache=CACHE_CLEANUP) as demo:
-        gr.Markdown(f"# {TITLE}\nWhich of 100 sports does a photo show? Upload, paste or take a photo.")
-        status = gr.Markdown(predict_tab.status_markdown(registry), elem_id="model-status")
+        with gr.Row(equal_height=False):
+            gr.Markdown(f"## {TITLE}\nWhich of 100 sports does a photo show? Upload, paste or take a photo.",
+                        elem_id="page-title")
+            status = gr.Markdown(predict_tab.status_markdown(registry), elem_id="model-status")
         timer = gr.Timer(2.0, active=bool(registry.names))
-        with gr.Tabs():
+        # "wrap": on a phone every tab stays in sight (the default hides some behind a menu)
+        with gr.Tabs(overflow_behavior="wrap"):
             with gr.Tab("Predict", id="predict"):
                 chosen = build_predict_tab(registry, status)
+            with gr.Tab("Live camera", id="live"):
+                build_live_tab(registry, chosen)
             with gr.Tab("Examples", id="examples"):
                 build_examples_tab(registry, chosen)
             with gr.Tab("Compare", id="compare") as compare_tab:
                 build_compare_tab(registry, cache, status, compare_tab)
             with gr.Tab("Batch", id="batch"):
-                build_batch_tab(registry)
-            with gr.Tab("About", id="about"):
-                build_about_tab(registry)
+                build_batch_tab(registry, chosen.value or [])
+            with gr.Tab("About", id="about") as about_tab:
+                engines = build_about_tab(registry)
 
         def on_status():
             pending = any(registry.loaded(n) is None for n in registry.names)
-            return predict_tab.status_markdown(registry), gr.Timer(active=pending)
+            return predict_tab.status_markdown(registry), about.engine_markdown(registry), gr.Timer(active=pending)
 
-        timer.tick(on_status, None, [status, timer], api_visibility="private", show_progress="hidden")
+        timer.tick(on_status, None, [status, engines, timer], api_visibility="private", show_progress="hidden")
+        about_tab.select(lambda: about.engine_markdown(registry), None, engines, api_visibility="private")
     demo.queue(default_concurrency_limit=CONCURRENCY, max_size=QUEUE_SIZE)
     demo.mistakes_cache = cache
     return demo
