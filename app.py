@@ -58,7 +58,8 @@ CHARTS = Path(tempfile.gettempdir()) / "sports-classifier-compare"  # drawn once
 # Feedback ("Was this right?"): a local folder, pushed to a Hub dataset repo when one is configured.
 FEEDBACK = feedback.FeedbackStore(repo_id=os.environ.get(feedback.FEEDBACK_REPO_ENV) or None)
 NOT_RIGHT = "✗ Wrong? Pick the sport…"  # the feedback list's first line: picking a sport records it
-LIVE_SECONDS = 300  # one camera stream runs at most this long; start it again for more
+LIVE_SECONDS = 300
+LATENCY_ROUNDS_AFTER_LOAD = 2  # with the one at load: three rounds of latency for Compare  # one camera stream runs at most this long; start it again for more
 CSS = verdict.CSS + """
 #page-title h2 {margin: 0}
 #page-title p {margin: 2px 0 0}
@@ -114,7 +115,9 @@ def allowed_paths(registry: ModelRegistry) -> list[str]:
 def prepare_compare(registry: ModelRegistry) -> None:
     """Draw the Compare tab's charts once, after the models load, so that opening Compare only
     reads caches (run in a background thread). The example images are predicted only when
-    Compare is first opened: at start-up that work would slow the first users' predictions."""
+    Compare is first opened: at start-up that work would slow the first users' predictions.
+    Latency is measured twice more first, so that Compare shows a range, not one noisy run."""
+    registry.measure_again(rounds=LATENCY_ROUNDS_AFTER_LOAD)
     specs = [compare.speed_spec(registry, CHARTS), data_view.distribution_spec(data_view.recorded_data(registry), CHARTS)]
     specs += [compare.curves_spec(registry, name, CHARTS) for name in registry.names]
     try:  # a nice'd child process: matplotlib never holds this interpreter or takes the CPUs
@@ -282,10 +285,14 @@ def build_feedback_row(registry: ModelRegistry) -> SimpleNamespace:
     def on_yes(image, results, request: gr.Request):
         return on_feedback(image, results, None, request)
 
+    def on_correction(image, results, label, request: gr.Request):
+        return *on_feedback(image, results, label, request), ""  # the list back to its first line
+
     def wire(image: gr.Image, message: gr.HTML) -> None:
         yes.click(on_yes, [image, results], [message, thanks], api_visibility="private", preprocess=False)
-        correction.input(on_feedback, [image, results, correction], [message, thanks],
-                         api_visibility="private", preprocess=False)
+        # .select: once per pick by the user (.input also fires while the list is typed into)
+        correction.select(on_correction, [image, results, correction], [message, thanks, correction],
+                          api_visibility="private", preprocess=False)
         image.change(lambda: ("", ""), None, [thanks, correction], api_visibility="private",
                      show_progress="hidden", queue=False)
 
@@ -454,7 +461,6 @@ def _compare_overview() -> list:
 def _mistakes_section(names: list[str]) -> tuple[list, list]:
     """Where each model goes wrong: confused pairs and the mistakes browser. Returns the
     inputs (model, sport) and the outputs of ``on_mistakes``."""
-    gr.Markdown("### Where each model goes wrong")
     with gr.Row():
         model = gr.Dropdown(names, value=names[0] if names else None, label="Model", scale=2)
         sport = gr.Dropdown([examples.ALL_SPORTS], value=examples.ALL_SPORTS, scale=2,
@@ -483,9 +489,8 @@ def _mistakes_section(names: list[str]) -> tuple[list, list]:
     return [model, sport], outputs
 
 
-def _details_section(names: list[str]) -> list:
-    """Training curves, where the models disagree, and the data they learned from."""
-    gr.Markdown("### Training curves")
+def _curves_section(names: list[str]) -> list:
+    """Training curves per model, and where the models disagree."""
     curves = []
     for i, name in enumerate(names):
         gr.Markdown(f"**{name}**: accuracy and loss per epoch, each training stage shaded")
@@ -493,7 +498,11 @@ def _details_section(names: list[str]) -> list:
                                interactive=False, buttons=["fullscreen", "download"], elem_id=f"compare-curves-{i}"))
     disagree = gr.Dataframe(label="Per-class accuracy (recall) where the models disagree most "
                             "(with one model: its weakest classes)", interactive=False)
-    gr.Markdown("### The data the models learned from")
+    return [*curves, disagree]
+
+
+def _data_section() -> list:
+    """The data the models learned from."""
     data_md = gr.Markdown(elem_id="compare-data")
     with gr.Row(equal_height=False):
         distribution = gr.Image(label="Class distribution (from the bundles' training record)",
@@ -501,7 +510,7 @@ def _details_section(names: list[str]) -> list:
                                 buttons=["fullscreen", "download"], elem_id="compare-distribution")
         samples = gr.Gallery(label="Sample photos (the app's examples, from the validation split)",
                              columns=4, height=420, scale=2, allow_preview=True, elem_id="compare-samples")
-    return [*curves, disagree, data_md, distribution, samples]
+    return [data_md, distribution, samples]
 
 
 def _mistakes_values(registry: ModelRegistry, cache: mistakes.MistakesCache, model, sport) -> list:
@@ -526,21 +535,29 @@ def _mistakes_values(registry: ModelRegistry, cache: mistakes.MistakesCache, mod
     sport = sport if sport in sports_with else examples.ALL_SPORTS
     return [_servable(mistakes.pair_examples(pairs, results, EXAMPLES)), mistakes.pairs_table(pairs),
             _servable(mistakes.mistakes_gallery(results, sport)), mistakes.mistakes_table(results, sport),
-            mistakes.mistakes_summary(results, model),
+            mistakes.mistakes_summary(results, model, cache.progress(model)),
             gr.Dropdown(choices=[examples.ALL_SPORTS] + sports_with, value=sport), downloads or None,
             gr.Timer(active=results is None)]
 
 
 def build_compare_tab(registry: ModelRegistry, cache: mistakes.MistakesCache, status: gr.Markdown,
                       tab: gr.Tab) -> None:
-    """The models side by side. Opening the tab fills it in three steps, so that the chart and
-    the table show first (each step reads caches)."""
-    refresh_btn, *overview = _compare_overview()
-    mistake_inputs, mistake_outputs = _mistakes_section(registry.names)
-    details = _details_section(registry.names)
+    """The models side by side, one sub-tab per question (the page stays short). Opening the tab
+    fills it in three steps, so that the chart and the table show first (each step reads caches)."""
+    with gr.Tabs(overflow_behavior="wrap"):
+        with gr.Tab("Accuracy and speed"):
+            refresh_btn, *overview = _compare_overview()
+        with gr.Tab("Where each model goes wrong"):
+            mistake_inputs, mistake_outputs = _mistakes_section(registry.names)
+        with gr.Tab("Training curves"):
+            curves = _curves_section(registry.names)
+        with gr.Tab("The data"):
+            data = _data_section()
+    details = curves + data
 
     def on_compare():
-        return [compare.speed_chart(registry, CHARTS), compare.compare_table(registry)[compare.COMPARE_COLUMNS],
+        table = compare.compare_table(registry)[compare.COMPARE_COLUMNS]
+        return [compare.speed_chart(registry, CHARTS), compare.page_view(table, registry),
                 compare.architectures_markdown(registry), predict_tab.status_markdown(registry)]
 
     def on_compare_details():

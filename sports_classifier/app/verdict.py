@@ -53,7 +53,9 @@ def headline(results: Sequence[ModelResult]) -> dict | None:
     if len(answered) == 1:
         detail = f"{best:.0%} sure"
     elif count == len(answered):
-        detail = f"all {count} models agree ({best:.0%})"
+        low = min(r.top[1] for r in confident)
+        detail = f"all {count} models agree ({low:.0%}–{best:.0%})" if f"{low:.0%}" != f"{best:.0%}" else \
+            f"all {count} models agree ({best:.0%})"
     else:
         others = [f"{r.name}: {display_name(r.top[0])}" for r in confident if r.top[0] != label]
         unsure = len(answered) - len(confident)
