@@ -57,7 +57,7 @@ ADMISSION = served_files.Admission(UPLOAD_FOLDER)
 CHARTS = Path(tempfile.gettempdir()) / "sports-classifier-compare"  # drawn once per server, reused
 # Feedback ("Was this right?"): a local folder, pushed to a Hub dataset repo when one is configured.
 FEEDBACK = feedback.FeedbackStore(repo_id=os.environ.get(feedback.FEEDBACK_REPO_ENV) or None)
-NOT_RIGHT = "✗ Wrong? Pick the sport…"  # the feedback list's first line: picking a sport records it
+NOT_RIGHT = "✗ No, it is…"  # the feedback list's first line: picking a sport records it
 LIVE_SECONDS = 300
 LATENCY_ROUNDS_AFTER_LOAD = 2  # with the one at load: three rounds of latency for Compare  # one camera stream runs at most this long; start it again for more
 CSS = verdict.CSS + """
@@ -147,9 +147,9 @@ class ApiResults:
         return self.labels + self.notes
 
     def values(self, results: list[predict_tab.ModelResult]) -> list:
-        by_name = {r.name: r for r in results}
-        labels = [(by_name[n].confidences or None) if n in by_name else None for n in self.names]
-        return labels + [by_name[n].note if n in by_name else "" for n in self.names]
+        by_name = {r.name: r for r in results}  # updates, as before: clients read each one's "value"
+        labels = [gr.Label(value=(by_name[n].confidences or None) if n in by_name else None) for n in self.names]
+        return labels + [gr.Markdown(value=by_name[n].note if n in by_name else "") for n in self.names]
 
 
 def _message_html(text: str) -> str:
@@ -637,8 +637,8 @@ def build_demo(registry: ModelRegistry, cache: mistakes.MistakesCache | None = N
     with gr.Blocks(title=TITLE, analytics_enabled=False, fill_width=True, delete_cache=CACHE_CLEANUP) as demo:
         with gr.Row(equal_height=False):
             gr.Markdown(f"## {TITLE}\nWhich of 100 sports does a photo show? Upload, paste or take a photo.",
-                        elem_id="page-title")
-            status = gr.Markdown(predict_tab.status_markdown(registry), elem_id="model-status")
+                        elem_id="page-title", min_width=340)  # on a phone the status goes below
+            status = gr.Markdown(predict_tab.status_markdown(registry), elem_id="model-status", min_width=300)
         timer = gr.Timer(2.0, active=bool(registry.names))
         # "wrap": on a phone every tab stays in sight (the default hides some behind a menu)
         with gr.Tabs(overflow_behavior="wrap"):
