@@ -447,9 +447,10 @@ def _compare_overview() -> list:
     refresh_btn = gr.Button("Refresh", size="sm")
     with gr.Row(equal_height=False):
         speed = gr.Image(label="Validation accuracy vs speed on this server", type="filepath",
-                         show_label=False, interactive=False, height=380, scale=3, elem_id="compare-speed",
-                         buttons=["fullscreen", "download"])
-        gr.Markdown(compare.CHART_NOTE, elem_id="compare-chart-note")
+                         show_label=False, interactive=False, height=380, scale=3, min_width=360,
+                         elem_id="compare-speed", buttons=["fullscreen", "download"])
+        with gr.Column(scale=1, min_width=280):  # beside the chart, or below it on a phone
+            gr.Markdown(compare.CHART_NOTE, elem_id="compare-chart-note")
     metrics = gr.Dataframe(label="Measured metrics (validation split)", interactive=False,
                            elem_id="compare-table", max_height=260)
     gr.Markdown(compare.SPEED_NOTE)
@@ -635,10 +636,12 @@ def build_demo(registry: ModelRegistry, cache: mistakes.MistakesCache | None = N
     cache = cache or mistakes.MistakesCache(registry, EXAMPLES)
     # Uploads and returned files pile up in Gradio's cache: every hour, drop those over an hour old.
     with gr.Blocks(title=TITLE, analytics_enabled=False, fill_width=True, delete_cache=CACHE_CLEANUP) as demo:
-        with gr.Row(equal_height=False):
-            gr.Markdown(f"## {TITLE}\nWhich of 100 sports does a photo show? Upload, paste or take a photo.",
-                        elem_id="page-title", min_width=340)  # on a phone the status goes below
-            status = gr.Markdown(predict_tab.status_markdown(registry), elem_id="model-status", min_width=300)
+        with gr.Row(equal_height=False):  # on a phone the status goes below the title
+            with gr.Column(scale=3, min_width=340):
+                gr.Markdown(f"## {TITLE}\nWhich of 100 sports does a photo show? Upload, paste or take a photo.",
+                            elem_id="page-title")
+            with gr.Column(scale=2, min_width=300):
+                status = gr.Markdown(predict_tab.status_markdown(registry), elem_id="model-status")
         timer = gr.Timer(2.0, active=bool(registry.names))
         # "wrap": on a phone every tab stays in sight (the default hides some behind a menu)
         with gr.Tabs(overflow_behavior="wrap"):

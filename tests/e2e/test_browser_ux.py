@@ -63,6 +63,7 @@ def server(tiny_bundle, tmp_path_factory):
     app = start_app(",".join(map(str, models)), tmp_path_factory.mktemp("ux-log") / "app.log",
                     env={"SPORTS_CLASSIFIER_FEEDBACK": str(folder)})
     app.real = models[0] != tiny_bundle
+    app.models = models
     app.feedback = folder
     yield app
     app.stop()
@@ -132,6 +133,26 @@ def test_the_verdict_is_on_screen_after_an_upload(page, server, shots):
     assert inside_viewport(page, title), f"verdict at {title.bounding_box()} in {page.viewport_size}"
     assert page.locator(".verdict-title").count() == 1
     sync_api.expect(page.locator("#predict-panels")).to_contain_text("answered in")
+
+
+def test_explain_a_chosen_class_and_on_a_desktop_all_above_the_fold(page, server, shots):
+    """After the upload above: Explain the second-ranked class; at 1280x800 the map, its
+    caption and "Try one" are on screen without scrolling."""
+    choice = page.locator("#explain-class")
+    choice.click()
+    options = page.get_by_role("option")
+    sync_api.expect(options.nth(2)).to_be_visible()
+    wanted = options.nth(2).inner_text().strip()  # 0: its top class, 1: the top class by name
+    options.nth(2).click()
+    page.locator("#explain-button").click()
+    caption = page.locator("#heat-caption")
+    sync_api.expect(caption).to_contain_text(f"for the class {wanted}")
+    sync_api.expect(page.locator("#heatmap img")).to_be_visible()
+    page.evaluate("window.scrollTo(0, 0)")
+    if page.viewport == "desktop":
+        for part in (page.locator("#heatmap img"), caption, page.get_by_text("Try one"),
+                     page.locator("#verdict .verdict-title")):
+            assert inside_viewport(page, part), f"{part} at {part.bounding_box()} is below the fold"
     page.screenshot(path=str(shots / f"predict-{page.viewport}.jpg"), type="jpeg", quality=55, full_page=True)
 
 
@@ -147,7 +168,7 @@ def test_every_tab_is_on_screen_and_opens(page, shots):
         sync_api.expect(tab).to_have_attribute("aria-selected", "true")
         if name == "Compare":  # its chart and table come from caches, a moment after opening
             sync_api.expect(page.locator("#compare-table")).to_contain_text("accuracy")
-        if name != "Predict":
+        if name in ("Examples", "Compare", "About"):  # Live and Batch: in their own tests, in use
             page.wait_for_timeout(500)
             page.screenshot(path=str(shots / f"{name.lower().replace(' ', '-')}-{page.viewport}.jpg"),
                             type="jpeg", quality=55, full_page=True)
@@ -191,7 +212,7 @@ def test_a_photo_that_is_no_sport_gets_one_headline(page, server, tmp_path, shot
     page.screenshot(path=str(shots / f"predict-not-a-sport-{page.viewport}.jpg"), type="jpeg", quality=55)
 
 
-def test_live_camera_updates_with_its_frame_rate(page, server):
+def test_live_camera_updates_with_its_frame_rate(page, server, shots):
     page.get_by_role("tab", name="Live camera").click()
     camera = page.locator("#live-camera")
     camera.get_by_text("Click to Access Webcam").click()
@@ -199,11 +220,32 @@ def test_live_camera_updates_with_its_frame_rate(page, server):
     fps = page.locator("#live-fps")
     sync_api.expect(fps).to_contain_text(re.compile(r"[1-9][0-9.]* frames per second"))
     page.wait_for_timeout(4000)  # a few seconds of frames
-    text = fps.inner_text()
-    print(f"\nlive camera ({page.viewport}): {text}")
+    rate = re.search(r"[0-9.]+ frames per second", fps.inner_text()).group(0)
+    print(f"\nlive camera ({page.viewport}, {len(server.models)} model(s) ticked): {rate}")
     if server.real:
         sync_api.expect(page.locator("#live-verdict .verdict-title")).to_have_text("rowing")
+    page.screenshot(path=str(shots / f"live-camera-{page.viewport}.jpg"), type="jpeg", quality=55, full_page=True)
     camera.get_by_text("Stop").click()
+    page.get_by_role("tab", name="Predict").click()
+
+
+def test_batch_numbers_the_photos_and_shows_percentages(page, server, shots):
+    page.get_by_role("tab", name="Batch").click()
+    files = [str(EXAMPLES / s / "1.jpg") for s in ("golf", "rowing", "judo")]
+    page.locator("#batch-files input[type=file]").set_input_files(files)
+    sync_api.expect(page.locator("#batch-photos").get_by_text("#3")).to_be_visible()  # numbered at once
+    page.get_by_role("button", name="Predict all").click()
+    sync_api.expect(page.get_by_role("button", name="Download CSV")).to_be_visible()
+    table = page.locator("#batch-table")
+    sync_api.expect(table).to_contain_text("%")
+    if server.real:
+        sync_api.expect(page.locator("#batch-photos").get_by_text("#2 rowing")).to_be_visible()
+    if page.viewport == "desktop":  # every column in sight, headers on one line
+        for header in table.locator("thead th").all():
+            box = header.bounding_box()
+            assert box["x"] + box["width"] <= page.viewport_size["width"], f"{header.inner_text()} off screen"
+            assert box["height"] < 60, f"{header.inner_text()!r} wraps"
+    page.screenshot(path=str(shots / f"batch-{page.viewport}.jpg"), type="jpeg", quality=55, full_page=True)
     page.get_by_role("tab", name="Predict").click()
 
 
