@@ -470,10 +470,10 @@ def _mistakes_section(names: list[str]) -> tuple[list, list]:
     timer = gr.Timer(2.0, active=False)  # while the example images are being predicted
     with gr.Row(equal_height=False):
         with gr.Column(scale=2):
-            gr.Markdown("**Most-confused pairs** on the validation split: true → predicted, "
-                        "how many (click an image for its caption)")
+            gr.Markdown("**Most-confused pairs** on the validation split: true → predicted, how many. With "
+                        "5 validation photos per sport most pairs are a single photo (click one for its caption)")
             pairs_gallery = gr.Gallery(label="Most-confused pairs", show_label=False, columns=3,
-                                       height=330, allow_preview=True, elem_id="compare-pairs")
+                                       height=330, allow_preview=True, elem_id="compare-pairs", elem_classes="captioned")
             pairs_table = gr.Dataframe(label="Most-confused pairs (validation split)",
                                        interactive=False, max_height=220)
             confusion_files = gr.File(label="Full confusion matrix (PNG, CSV)", file_count="multiple",
@@ -482,7 +482,7 @@ def _mistakes_section(names: list[str]) -> tuple[list, list]:
             gr.Markdown("**Mistakes browser**: the example images this model gets wrong, "
                         "with the true class and its top-3 (table below)")
             mistakes_gallery = gr.Gallery(label="Mistakes browser", show_label=False, columns=4,
-                                          height=400, allow_preview=True, elem_id="compare-mistakes")
+                                          height=400, allow_preview=True, elem_id="compare-mistakes", elem_classes="captioned")
             mistakes_table = gr.Dataframe(label="The same mistakes, in order: true class and top-3",
                                           interactive=False, max_height=300, wrap=True,
                                           elem_id="compare-mistakes-table")
@@ -510,7 +510,7 @@ def _data_section() -> list:
                                 type="filepath", interactive=False, scale=3,
                                 buttons=["fullscreen", "download"], elem_id="compare-distribution")
         samples = gr.Gallery(label="Sample photos (the app's examples, from the validation split)",
-                             columns=4, height=420, scale=2, allow_preview=True, elem_id="compare-samples")
+                             columns=4, height=420, scale=2, allow_preview=True, elem_id="compare-samples", elem_classes="captioned")
     return [data_md, distribution, samples]
 
 

@@ -67,7 +67,9 @@ def page_view(frame):
     reads first on the left."""
     view = frame.copy()
     view["prediction"] = view["prediction"].map(lambda v: display_name(v) if isinstance(v, str) else v)
-    view = view.rename(columns={"out of distribution": "not a sport?"})
+    # the page's table fits a screen: the runners-up as the top 3 (the CSV keeps the top 5)
+    view["top-5"] = view["top-5"].map(lambda v: "; ".join(v.split("; ")[:3]) if isinstance(v, str) else v)
+    view = view.rename(columns={"out of distribution": "not a sport?", "top-5": "top-3"})
     return view.style.format({"probability": lambda v: "" if v != v else f"{v:.1%}"}, na_rep="").hide(axis="index")
 
 

@@ -120,6 +120,8 @@ def upload(page, photo: Path) -> None:
 
 
 def clear_photo(page) -> None:
+    """Back on Predict (a failed test may have left another tab open), without a photo."""
+    page.get_by_role("tab", name="Predict").click()
     remove = page.locator("#photo").get_by_role("button", name="Remove Image")
     if remove.count():
         remove.click()
@@ -138,8 +140,7 @@ def test_the_verdict_is_on_screen_after_an_upload(page, server, shots):
 def test_explain_a_chosen_class_and_on_a_desktop_all_above_the_fold(page, server, shots):
     """After the upload above: Explain the second-ranked class; at 1280x800 the map, its
     caption and "Try one" are on screen without scrolling."""
-    choice = page.locator("#explain-class")
-    choice.click()
+    page.get_by_label("Class to explain").click()
     options = page.get_by_role("option")
     sync_api.expect(options.nth(2)).to_be_visible()
     wanted = options.nth(2).inner_text().strip()  # 0: its top class, 1: the top class by name

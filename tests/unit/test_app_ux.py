@@ -124,3 +124,48 @@ def test_feedback_records_with_unsafe_labels_are_not_exported(tmp_path, photo):
     planted.with_suffix(".jpg").write_bytes((tmp_path / "fb").glob("*.jpg").__next__().read_bytes())
     planted.with_suffix(".json").write_text(json.dumps({"id": planted.name, "label": "../escape", "time": "t"}))
     assert [r.label for r in store.records()] == ["golf"]
+
+
+# -- tables as the page shows them ------------------------------------------------------------------
+
+
+def test_batch_page_view_in_percentages_with_numbered_photos():
+    import pandas as pd
+
+    from sports_classifier.app import batch
+
+    frame = pd.DataFrame([{"#": 1, "file": "1.jpg", "model": "m", "prediction": "barell racing",
+                           "probability": 0.8961, "top-5": "barell racing 90%; polo 5%; golf 3%; luge 1%; judo 1%",
+                           "out of distribution": False, "error": None},
+                          {"#": 2, "file": "1.jpg", "model": "m", "error": "cannot read"}], columns=batch.BATCH_COLUMNS)
+    page = batch.page_view(frame).to_html()
+    assert "89.6%" in page and "0.8961" not in page and "barrel racing" in page and "luge" not in page
+    assert "top-3" in page and "not a sport?" in page
+    assert frame["probability"].iloc[0] == 0.8961  # the values themselves are unchanged
+    assert batch.photo_captions(["/u/1.jpg", "/v/1.jpg"], frame) == [("/u/1.jpg", "#1 barrel racing 90%"),
+                                                                   ("/v/1.jpg", "#2")]
+
+
+class _StandIn:
+    """A loaded model's classifier; the test replaces the latency measurement itself."""
+
+    def predict_proba(self, image):
+        return None
+
+
+def test_latency_is_measured_in_rounds_and_shown_with_its_range(monkeypatch):
+    from sports_classifier.app import compare, registry as registry_module
+    from sports_classifier.app.registry import LoadedModel, ModelRegistry
+    from sports_classifier.hub import ModelSource
+
+    rounds = iter([30.0, 77.5, 29.8])
+    monkeypatch.setattr(registry_module, "_measure_latency", lambda clf, runs=5: next(rounds))
+    source = ModelSource(name="m", location="models/m", hub=False)
+    registry = ModelRegistry([source])
+    registry._loaded["m"] = LoadedModel(source, _StandIn(), load_seconds=0.1, latency_ms=30.0, latency_rounds=[30.0])
+    assert compare.latency_text(registry.loaded("m")) == "30"
+    registry._loaded["m"].latency_rounds = []
+    registry.measure_again(rounds=3, pause=0)
+    entry = registry.loaded("m")
+    assert entry.latency_rounds == [30.0, 77.5, 29.8] and entry.latency_ms == 30.0
+    assert compare.latency_text(entry) == "30 (30–78)"
