@@ -70,6 +70,7 @@ CSS = verdict.CSS + """
 #predict-message:not(:has(.message)), #verdict:not(:has(.verdict)) {display: none}
 #feedback-row {align-items: center}
 .controls-row {align-items: flex-end}
+.thumbnails .grid-container {grid-template-columns: repeat(auto-fill, minmax(110px, 120px)) !important}
 #model-status {text-align: right; align-self: center}
 @media (max-width: 640px) {#model-status {text-align: left}}
 #verdict:not(:has(.verdict)) ~ #feedback-row, #verdict:not(:has(.verdict)) ~ #feedback-thanks {display: none}
@@ -587,8 +588,8 @@ def build_batch_tab(registry: ModelRegistry, default_models: list[str]) -> None:
     with gr.Row(equal_height=True):
         models = gr.CheckboxGroup(registry.names, value=default_models, label="Models", scale=3)
         batch_btn = gr.Button("Predict all", variant="primary", scale=1, min_width=120)
-    photos = gr.Gallery(label="Photos (numbered as in the table)", columns=8, height=170, allow_preview=True,
-                        elem_id="batch-photos", elem_classes="captioned")
+    photos = gr.Gallery(label="Photos (numbered as in the table)", columns=8, height=200, object_fit="cover",
+                        allow_preview=True, elem_id="batch-photos", elem_classes=["captioned", "thumbnails"])
     table = gr.Dataframe(label="Predictions", interactive=False, wrap=False, elem_id="batch-table")
     download = gr.DownloadButton("Download CSV", visible=False)
 

@@ -68,9 +68,18 @@ def page_view(frame):
     view = frame.copy()
     view["prediction"] = view["prediction"].map(lambda v: display_name(v) if isinstance(v, str) else v)
     # the page's table fits a screen: the runners-up as the top 3 (the CSV keeps the top 5)
-    view["top-5"] = view["top-5"].map(lambda v: "; ".join(v.split("; ")[:3]) if isinstance(v, str) else v)
+    view["top-5"] = view["top-5"].map(_top3_text)
+    view["out of distribution"] = view["out of distribution"].map(lambda v: "yes" if v is True else "")
     view = view.rename(columns={"out of distribution": "not a sport?", "top-5": "top-3"})
     return view.style.format({"probability": lambda v: "" if v != v else f"{v:.1%}"}, na_rep="").hide(axis="index")
+
+
+def _top3_text(text):
+    """"golf 99%; archery 0%; ..." -> "golf 99%": the top 3, without those under 1% (as on Predict)."""
+    if not isinstance(text, str):
+        return text
+    parts = text.split("; ")[:3]
+    return "; ".join(p for i, p in enumerate(parts) if i == 0 or not p.endswith(" 0%"))
 
 
 def photo_captions(files: Sequence[str | Path], frame) -> list[tuple[str, str]]:
