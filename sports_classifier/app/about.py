@@ -29,16 +29,7 @@ def about_markdown(registry: ModelRegistry) -> str:
         except Exception as exc:  # shown, not raised: the About tab (and the app) must render
             lines.append(f"- **{source.name}** (`{source.location}`): cannot read the bundle: {exc}")
     models = "\n".join(lines) or "_No models configured._"
-    return ABOUT_TEMPLATE.read_text(encoding="utf-8").replace("{models}", models) + serving_markdown(registry)
-
-
-def serving_markdown(registry: ModelRegistry) -> str:
-    """This server's CPU and, for each loaded model, the engine that serves it and why."""
-    from ..hardware import describe, measured_on
-
-    lines = [f"\n\n### On this server\n\n{describe(measured_on())}."]
-    lines += [f"- **{name}**: {summary}" for name, summary in registry.serving().items()]
-    return "\n".join(lines)
+    return ABOUT_TEMPLATE.read_text(encoding="utf-8").replace("{models}", models)
 
 
 def _model_line(source) -> str:
@@ -83,3 +74,28 @@ def picture_files(registry: ModelRegistry) -> list[str]:
                 if f is not None:
                     out.append(str(f.resolve()))  # Gradio compares resolved paths
     return out
+
+
+def engine_markdown(registry: ModelRegistry) -> str:
+    """The technical status the page header leaves out, one line per model (a list reads on a
+    phone; a table does not): this server's CPU; each model's state, the engine that serves it
+    and why (its int8 self-check), its load time and its single-photo latency (median of the
+    rounds measured)."""
+    from ..hardware import describe, measured_on
+
+    if not len(registry):
+        return "_No models configured._"
+    lines = [f"This server: {describe(measured_on())}.", ""]
+    for name, state in registry.status().items():
+        entry = registry.loaded(name)
+        if entry is not None and entry.ok:
+            clf = entry.classifier
+            parts = ["ready", f"`{clf.runtime}`: {clf.serving_note}", f"loaded in {entry.load_seconds:.1f} s"]
+            if entry.latency_ms is not None:
+                parts.append(f"{entry.latency_ms:.1f} ms per photo")
+            if clf.selfcheck is not None:
+                parts.append(clf.selfcheck.describe())
+            lines.append(f"- **{name}**: " + " · ".join(parts))
+        else:
+            lines.append(f"- **{name}**: {state}")
+    return "\n".join(lines)
