@@ -92,13 +92,32 @@ class Classifier:
             BundleError: the folder is not a usable bundle (missing, corrupt or tampered files).
             HubError: the Hub could not be reached or refused the download.
         """
-        from .hub import parse_model_source
+        from .hub import ModelSource, parse_model_source
 
-        parsed = parse_model_source(str(source)) if not isinstance(source, Path) else None
-        if parsed is not None and parsed.hub:
-            return cls.from_hub(parsed.location, revision=revision or parsed.revision, cache_dir=cache_dir,
+        parsed = parse_model_source(str(source)) if not isinstance(source, Path) else ModelSource(str(source))
+        return cls.from_source(parsed, revision=revision, cache_dir=cache_dir, token=token,
+                               local_files_only=local_files_only, runtime=runtime, threads=threads)
+
+    @classmethod
+    def from_source(cls, source, *, runtime: str = "auto", revision: str | None = None,
+                    cache_dir: str | Path | None = None, token: str | bool | None = None,
+                    local_files_only: bool = False, threads: int | None = None) -> "Classifier":
+        """Load a parsed ``hub.ModelSource`` (what the app's registry holds)."""
+        from .errors import HubError
+
+        if not source.hub:
+            return cls(bundle.read_config(source.location), Path(source.location), runtime=runtime, threads=threads)
+        try:
+            return cls.from_hub(source.location, revision=revision or source.revision, cache_dir=cache_dir,
                                 token=token, local_files_only=local_files_only, runtime=runtime, threads=threads)
-        return cls(bundle.read_config(source), Path(source), runtime=runtime, threads=threads)
+        except HubError as exc:
+            if not source.implicit:
+                raise
+            # `runs/lite0` was read as a Hub id because no such folder exists: a missing folder
+            # is the likelier mistake, so it comes first (not "could not reach the Hub")
+            raise BundleError(f"model bundle not found: there is no folder {source.name} in {Path.cwd()}; "
+                              f"read as the Hub repo {source.location!r}, it could not be loaded either "
+                              f"({exc}). For a Hub model write hf:{source.name}") from None
 
     @classmethod
     def from_hub(cls, repo_id: str, *, revision: str | None = None, cache_dir: str | Path | None = None,
@@ -121,26 +140,19 @@ class Classifier:
         return clf
 
     def _make_engine(self, runtime: str):
-        from .runtime import KerasEngine, onnxruntime_available
+        from .runtime import KerasEngine
 
-        if runtime == "onnx-int8":
-            return self._onnx_engine(bundle.ONNX_INT8)
-        if (runtime == "auto" and bundle.ONNX_INT8 in self.config.files_sha256
-                and (self.path / bundle.ONNX_INT8).is_file() and onnxruntime_available()):
-            # A bundle carries an int8 model only when someone exported it on purpose (and should
-            # have checked its accuracy: `evaluate --runtime onnx-int8`); it is 2x faster again.
-            return self._onnx_engine(bundle.ONNX_INT8)
-        onnx_ok = bundle.has_onnx(self.path, self.config)
-        if runtime == "onnx" or (runtime == "auto" and onnx_ok and onnxruntime_available()):
-            if not onnx_ok:
-                raise BundleError(f"{self.path} has no {bundle.ONNX}; run `sports-classifier export`")
-            return self._onnx_engine(bundle.ONNX)
-        return KerasEngine(self.keras_model)
+        # A bundle carries an int8 model only when someone exported it on purpose (and should
+        # have checked its accuracy: `evaluate --runtime onnx-int8`); it is 2x faster again.
+        self.model_file = bundle.serving_file(self.config, runtime, folder=self.path)
+        if self.model_file == bundle.WEIGHTS:
+            return KerasEngine(self.keras_model)
+        return self._onnx_engine(self.model_file)
 
     def _onnx_engine(self, name: str):
         from .runtime import OnnxEngine
 
-        if not (self.path / name).is_file():
+        if bundle.member(self.path, name) is None:
             hint = " --format onnx-int8" if name == bundle.ONNX_INT8 else ""
             raise BundleError(f"{self.path} has no {name}; run `sports-classifier export{hint}`")
         engine = OnnxEngine(bundle.verified_file(self.path, self.config, name), threads=self._threads)
@@ -160,7 +172,7 @@ class Classifier:
     def keras_model(self):
         """The Keras network (built on first use: importing TensorFlow takes seconds)."""
         if self._keras_model is None:
-            if self._fetch is not None and not (self.path / bundle.WEIGHTS).is_file():
+            if self._fetch is not None and bundle.member_or_none(self.path, bundle.WEIGHTS) is None:
                 self._fetch([bundle.WEIGHTS])  # same commit, same snapshot folder
             self._keras_model = bundle.load_keras_model(self.path, self.config)
         return self._keras_model

@@ -162,29 +162,27 @@ def export_onnx(model, path: str | Path, *, sample: np.ndarray, atol: float = 1e
     """
     if not onnxruntime_available():
         raise ExportError("onnxruntime is not installed: pip install onnxruntime")
-    path = Path(path)
-    tmp = path.with_name(f".{path.name}.tmp")
+    from .atomic import atomic_path
+
     expected = model.predict_on_batch(sample)  # also builds the model, which export requires
     expected = [np.asarray(e) for e in (expected if isinstance(expected, (list, tuple)) else [expected])]
     try:
-        model.export(str(tmp), format="onnx", verbose=False)
-        engine = OnnxEngine(tmp)
-        got = list(engine.run_all(sample).values())
-        if len(got) != len(expected):
-            raise ExportError(f"ONNX export has {len(got)} outputs, the Keras model {len(expected)}")
-        diffs = [float(np.max(np.abs(g - e))) / (1.0 if i == 0 else max(1.0, float(np.max(np.abs(e)))))
-                 if e.size else 0.0 for i, (g, e) in enumerate(zip(got, expected))]
-        worst = max(diffs)
-        if not worst < atol:
-            raise ExportError(f"ONNX export differs from Keras by {worst:.2e} (limit {atol:.0e})")
-        os.replace(tmp, path)
+        with atomic_path(path) as tmp:
+            model.export(str(tmp), format="onnx", verbose=False)
+            engine = OnnxEngine(tmp)
+            got = list(engine.run_all(sample).values())
+            if len(got) != len(expected):
+                raise ExportError(f"ONNX export has {len(got)} outputs, the Keras model {len(expected)}")
+            diffs = [float(np.max(np.abs(g - e))) / (1.0 if i == 0 else max(1.0, float(np.max(np.abs(e)))))
+                     if e.size else 0.0 for i, (g, e) in enumerate(zip(got, expected))]
+            worst = max(diffs)
+            if not worst < atol:
+                raise ExportError(f"ONNX export differs from Keras by {worst:.2e} (limit {atol:.0e})")
         return diffs[0]
     except ExportError:
         raise
     except Exception as exc:
         raise ExportError(f"ONNX export failed: {type(exc).__name__}: {exc}") from None
-    finally:
-        tmp.unlink(missing_ok=True)
 
 
 def predict_files(engine: Engine, paths, image_size: int, *, batch_size: int = BATCH,

@@ -147,10 +147,7 @@ class ModelRegistry:
 
         start = time.perf_counter()
         try:
-            if source.hub:
-                clf = Classifier.from_hub(source.location, revision=source.revision, runtime=self._runtime)
-            else:
-                clf = Classifier.from_pretrained(Path(source.location), runtime=self._runtime)
+            clf = Classifier.from_source(source, runtime=self._runtime)
             seconds = time.perf_counter() - start
             # One prediction proves the model serves (a network whose input disagrees with its
             # config fails here, once, instead of on every request).
