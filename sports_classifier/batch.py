@@ -250,7 +250,6 @@ class Shards:
                 log.info("%s holds shards of another job; starting afresh", self.folder)
                 for old in self.folder.glob("part-*.parquet"):
                     old.unlink()
-        self.resumed = same  # shards of this very job were there: its output may be rewritten
         self.folder.mkdir(parents=True, exist_ok=True)
         atomic.write_json(saved, self.job, indent=None)
 
@@ -316,8 +315,8 @@ def predict_dataset(model: str | os.PathLike, inputs, output: str | os.PathLike,
         cpus_per_worker: CPUs each actor claims; keep it fractional on small clusters so that
             Ray Data's own tasks can still run.
         threads: ONNX Runtime threads per engine (default: all cores locally, 1 per Ray actor).
-        overwrite: replace an existing ``output`` that this job did not write (a rerun of the
-            same job, resuming or not, always may).
+        overwrite: replace an existing ``output`` that no batch run wrote (one that a run wrote,
+            its shards beside it, is replaced by the next run there).
 
     Raises:
         UserInputError: bad input, engine or format. ``ImportError`` names the extra when Ray
@@ -334,11 +333,14 @@ def predict_dataset(model: str | os.PathLike, inputs, output: str | os.PathLike,
     paths = collect_inputs(inputs)
     if not paths:
         raise UserInputError(f"no image files found in {inputs}")
+    # A file this tool wrote (its shards' job.json beside it) is replaced by the next run there;
+    # any other existing file only with overwrite=True.
+    ours = (output.with_name(output.name + ".parts") / JOB_FILE).is_file()
+    if (output.exists() or output.is_symlink()) and not (overwrite or ours):
+        raise UserInputError(f"--output {output} already exists and was not written by a batch run: pass "
+                             "--overwrite to replace it, or choose another name")
     shards = Shards(output, paths, model=str(model), top_k=top_k, shard_size=shard_size,
                     model_digest=_model_digest(model))
-    if output.exists() and not (overwrite or shards.resumed):
-        raise UserInputError(f"--output {output} already exists and is not this job's: pass --overwrite "
-                             "to replace it, or choose another name")
     pending = shards.pending()
     start = time.perf_counter()
     extra: dict = {}

@@ -378,7 +378,7 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--output", metavar="OUT", help="OUT.parquet (or .csv); shards in OUT.parts/. Unreadable "
                    "files get a row with an error (exit status 1 once the table is written)")
     b.add_argument("--format", choices=("parquet", "csv"), help="default: from OUT's suffix, else parquet")
-    b.add_argument("--overwrite", action="store_true", help="replace OUT when it exists and another job wrote it")
+    b.add_argument("--overwrite", action="store_true", help="replace OUT when it exists and no batch run wrote it")
     b.add_argument("--engine", choices=("local", "ray"), default="local", help="local (default) or a Ray cluster")
     b.add_argument("--ray-address", help="Ray cluster (default $RAY_ADDRESS; auto: the running one)")
     b.add_argument("--workers", type=int, help="Ray actors (default: the cluster's CPUs)")
