@@ -61,13 +61,13 @@ def onnx_model_bytes(n_classes: int, *, hang: bool = False, seed: int = 0) -> by
 
 
 def make_onnx_bundle(dest: str | Path, *, labels=LABELS, image_size: int = 32, hang: bool = False,
-                     int8_name: bool = False, **config) -> Path:
+                     int8_name: bool = False, seed: int = 0, **config) -> Path:
     """Write the bundle at ``dest``; ``int8_name``: store the network as ``model.int8.onnx`` (the
-    file served by default) instead of ``model.onnx``."""
+    file served by default) instead of ``model.onnx``; ``seed``: another seed, other weights."""
     from sports_classifier import bundle
     from sports_classifier.config import ModelConfig
 
-    data = onnx_model_bytes(len(labels), hang=hang)
+    data = onnx_model_bytes(len(labels), hang=hang, seed=seed)
     name = bundle.ONNX_INT8 if int8_name else bundle.ONNX
     cfg = ModelConfig(backbone="tiny_cnn", image_size=image_size, labels=tuple(labels), **config)
     return bundle.write_bundle(dest, cfg, {name: lambda path: Path(path).write_bytes(data)})
