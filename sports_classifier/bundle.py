@@ -259,10 +259,8 @@ def read_config(path: str | Path) -> ModelConfig:
         raise BundleError(f"{path} is a file; a model bundle is a folder holding {CONFIG}")
     cfg = member(path, CONFIG)
     if cfg is None:
-        raise BundleError(
-            f"{path} is not a sports_classifier bundle: no {CONFIG} "
-            f"(found: {sorted(p.name for p in path.iterdir())[:8]})"
-        )
+        # its other files are not listed: the app shows this message to everyone
+        raise BundleError(f"{path} is not a sports_classifier bundle: it has no {CONFIG}")
     data = read_json(cfg)
     cfg = path / CONFIG  # named as the user knows it in messages
     try:

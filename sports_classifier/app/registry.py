@@ -159,10 +159,28 @@ class ModelRegistry:
         except Exception as exc:  # any failure is reported in the UI; other models keep serving
             msg = f"{type(exc).__name__}: {exc}"
             log.warning("model %s failed to load: %s", source.name, msg)
-            return LoadedModel(source, error=msg)
+            return LoadedModel(source, error=public_message(msg, source))
         log.info("model %s ready (%s) in %.1f s", source.name, clf.runtime, seconds)
         return LoadedModel(source, clf, load_seconds=seconds,
                            latency_ms=latency if self._measure_latency else None)
+
+
+def public_message(text: str, source: ModelSource) -> str:
+    """A load error as everyone may read it (the status line is public): the model's folder and
+    the Hub cache are named by the model's name and ``<Hub cache>``, not by their server paths."""
+    if not source.hub:
+        folder = Path(source.location)
+        for shown in sorted({str(folder.resolve()), str(folder)}, key=len, reverse=True):
+            if "/" in shown:  # a path, not a word that also occurs in the message
+                text = text.replace(shown, source.name)
+    try:
+        from huggingface_hub import constants
+
+        text = text.replace(str(Path(constants.HF_HUB_CACHE).resolve()), "<Hub cache>")
+        text = text.replace(str(constants.HF_HUB_CACHE), "<Hub cache>")
+    except ImportError:
+        pass
+    return text
 
 
 def _latency_image():
