@@ -430,14 +430,15 @@ def _status_error(exc, call: HubCall, endpoint: str, cache) -> HubError:
     """An HTTP error answer -> the error that says what to do, by status."""
     status = _status(exc)
     upload = call.action == "upload"
-    access = "write" if upload else "read"
     if status == 401:
         return HubAuthError(f"the Hub rejected the token {'while uploading to' if upload else 'for'} {call.where} "
                             f"(HTTP 401): it is invalid or expired; check it, or log in again ({LOGIN_HINT})")
+    if status == 403 and upload:
+        return HubAuthError(f"the token has no write access to {call.kind} {call.where} (HTTP 403): use a token "
+                            "with the write role (or fine-grained write access to this repo/namespace)")
     if status == 403:
-        return HubAuthError(f"the token has no {access} access to {call.kind} {call.where} (HTTP 403): use a token "
-                            f"with {access} access to it (a fine-grained token needs it for this repo or "
-                            f"namespace); {LOGIN_HINT}")
+        return HubAuthError(f"access to {call.where} denied (HTTP 403): the token lacks read access to this repo "
+                            f"(a fine-grained token needs read access to it); {LOGIN_HINT}")
     if upload:
         server = getattr(exc, "server_message", None)
         kind_of = HubUnavailableError if isinstance(status, int) and (status >= 500 or status == 429) else HubError
