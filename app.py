@@ -14,22 +14,25 @@ from __future__ import annotations
 import argparse
 import functools
 import hashlib
+import html
 import json
-import shutil
+import os
 import subprocess
 import sys
 import tempfile
 import threading
-import time
 from pathlib import Path
+from types import SimpleNamespace
 
 import gradio as gr
 from gradio.utils import get_upload_folder
 
-from sports_classifier.app import about, batch, compare, data_view, examples, mistakes, uploads
+from sports_classifier import bundle, feedback
+from sports_classifier.app import (about, batch, compare, data_view, examples, live, mistakes, served_files,
+                                   sport_names, sports_list, uploads, verdict)
 from sports_classifier.app import predict as predict_tab
 from sports_classifier.app.registry import ModelRegistry
-from sports_classifier.errors import UserInputError
+from sports_classifier.errors import UnreadablePhotoError, UserInputError
 from sports_classifier.hub import MODELS_ENV, served_models
 
 ROOT = Path(__file__).resolve().parent
@@ -41,18 +44,35 @@ CONCURRENCY = 2
 QUEUE_SIZE = 64
 GRID_SIZE = 20
 TITLE = "Sports classifier"
-CACHE_CLEANUP = (3600, 3600)  # (how often, how old) in seconds: gr.Blocks(delete_cache=...)
+CACHE_CLEANUP = (3600, served_files.MAX_AGE)  # (how often, how old) in seconds: gr.Blocks(delete_cache=...)
 GRIDS = Path(tempfile.gettempdir()) / "sports-classifier-grids"
 BATCHES = Path(tempfile.gettempdir()) / "sports-classifier-batches"
 # Where a request may point the decoder: Gradio's upload folder (uploads, and examples once
 # clicked, which Gradio copies there) and the example photos (app.uploads).
 UPLOAD_FOLDER = get_upload_folder()
 UPLOAD_ROOTS = (UPLOAD_FOLDER, str(EXAMPLES))
-RATE = uploads.RateLimiter()
-_last_prune = [0.0]
+# Gradio sends files only from these folders (and allowed_paths): others are copied into the temp folder.
+SERVED_HOMES = (Path.cwd(), ROOT, Path(tempfile.gettempdir()))
+ADMISSION = served_files.Admission(UPLOAD_FOLDER)
 CHARTS = Path(tempfile.gettempdir()) / "sports-classifier-compare"  # drawn once per server, reused
-CSS = """
-.result-note {min-height: 2.5em; font-size: 0.9em}
+# Feedback ("Was this right?"): a local folder, pushed to a Hub dataset repo when one is configured.
+FEEDBACK = feedback.FeedbackStore(repo_id=os.environ.get(feedback.FEEDBACK_REPO_ENV) or None)
+NOT_RIGHT = "✗ Wrong? Pick the sport…"  # the feedback list's first line: picking a sport records it
+LIVE_SECONDS = 300
+LATENCY_ROUNDS_AFTER_LOAD = 2  # with the one at load: three rounds of latency for Compare  # one camera stream runs at most this long; start it again for more
+CSS = verdict.CSS + """
+#page-title h2 {margin: 0}
+#page-title p {margin: 2px 0 0}
+.message {padding: 8px 12px; border-radius: 8px; color: var(--error-text-color);
+          background: var(--error-background-fill); border: 1px solid var(--error-border-color)}
+.captioned .caption-label {white-space: normal; max-width: 100%; opacity: 0.9}
+/* empty message and verdict boxes take no room (and leave no gap) */
+#predict-message:not(:has(.message)), #verdict:not(:has(.verdict)) {display: none}
+#feedback-row {align-items: center}
+.controls-row {align-items: flex-end}
+#model-status {text-align: right; align-self: center}
+@media (max-width: 640px) {#model-status {text-align: left}}
+#verdict:not(:has(.verdict)) ~ #feedback-row, #verdict:not(:has(.verdict)) ~ #feedback-thanks {display: none}
 """
 
 
@@ -79,48 +99,12 @@ def _photo_path(image):
 
 
 def _admit(request: gr.Request | None) -> None:
-    """Per-client request rate, and the upload cache kept within its disk budget (checked at
-    most every 30 s: it walks the folder)."""
-    RATE.check(getattr(getattr(request, "client", None), "host", None))
-    if time.time() - _last_prune[0] > 30:
-        _last_prune[0] = time.time()
-        uploads.prune_cache(UPLOAD_FOLDER)
-
-
-def _prune(folder: Path, max_age: float = CACHE_CLEANUP[1]) -> None:
-    """Delete what the app wrote into ``folder`` more than ``max_age`` seconds ago. Gradio serves
-    its own copy of a returned file, so only the last hour's grids and CSVs are kept."""
-    if not folder.is_dir():
-        return
-    cutoff = time.time() - max_age
-    for path in folder.iterdir():
-        try:
-            if path.stat().st_mtime < cutoff:
-                shutil.rmtree(path) if path.is_dir() else path.unlink()
-        except OSError:  # another request pruned it first
-            pass
+    """The request's client passes the rate limit (and the upload cache is kept in budget)."""
+    ADMISSION.admit(getattr(getattr(request, "client", None), "host", None))
 
 
 def _servable(items: list[tuple[str, str]]) -> list[tuple[str, str]]:
-    """Gradio only sends files from the working folder, the temp folder or allowed_paths;
-    pictures of Hub bundles live in the Hub cache, so they are copied to the temp folder."""
-    out = []
-    for path, caption in items:
-        p = Path(path).resolve()
-        if not (p.is_relative_to(Path.cwd()) or p.is_relative_to(ROOT) or p.is_relative_to(tempfile.gettempdir())):
-            digest = hashlib.sha256(str(p).encode()).hexdigest()[:16]
-            dest = Path(tempfile.gettempdir()) / "sports-classifier-pictures" / f"{digest}-{p.name}"
-            dest.parent.mkdir(parents=True, exist_ok=True)
-            if not dest.exists():
-                shutil.copyfile(p, dest)
-            p = dest
-        out.append((str(p), caption))
-    return out
-
-
-def _servable_paths(paths: list[str | None]) -> list[str | None]:
-    """``_servable`` for single optional paths (a bundle's pictures may be in the Hub cache)."""
-    return [_servable([(p, "")])[0][0] if p else None for p in paths]
+    return served_files.servable(items, SERVED_HOMES)
 
 
 def allowed_paths(registry: ModelRegistry) -> list[str]:
@@ -131,7 +115,9 @@ def allowed_paths(registry: ModelRegistry) -> list[str]:
 def prepare_compare(registry: ModelRegistry) -> None:
     """Draw the Compare tab's charts once, after the models load, so that opening Compare only
     reads caches (run in a background thread). The example images are predicted only when
-    Compare is first opened: at start-up that work would slow the first users' predictions."""
+    Compare is first opened: at start-up that work would slow the first users' predictions.
+    Latency is measured twice more first, so that Compare shows a range, not one noisy run."""
+    registry.measure_again(rounds=LATENCY_ROUNDS_AFTER_LOAD)
     specs = [compare.speed_spec(registry, CHARTS), data_view.distribution_spec(data_view.recorded_data(registry), CHARTS)]
     specs += [compare.curves_spec(registry, name, CHARTS) for name in registry.names]
     try:  # a nice'd child process: matplotlib never holds this interpreter or takes the CPUs
@@ -141,275 +127,540 @@ def prepare_compare(registry: ModelRegistry) -> None:
         print(f"drawing the Compare charts ahead failed: {exc}", file=sys.stderr)
 
 
-def build_demo(registry: ModelRegistry, cache: mistakes.MistakesCache | None = None) -> gr.Blocks:
-    names = registry.names
-    cache = cache or mistakes.MistakesCache(registry, EXAMPLES)
+# -- one builder per tab (FastChat's gradio_web_server_multi.py is the pattern): each lays out its
+# tab inside the caller's gr.Blocks and wires its own events; what other tabs need is returned.
+# The page's own events show a UserInputError as one message by the upload and leave the outputs
+# empty; the public API endpoints keep raising it (clients see an exception). --
 
-    default_models = names if len(names) <= 3 else names[:1]
-    sports = examples.example_sports(EXAMPLES)
-    first = names[0] if names else None
 
-    def slots(prefix: str):
-        labels, notes = [], []
-        with gr.Row(equal_height=False):
-            for name in names:
-                with gr.Column(min_width=220):
-                    labels.append(gr.Label(label=name, num_top_classes=predict_tab.TOP_K, visible=name in default_models,
-                                           elem_id=f"{prefix}-label-{len(labels)}"))
-                    notes.append(gr.Markdown(elem_classes="result-note", visible=name in default_models))
-        return labels, notes
+class ApiResults:
+    """The /predict endpoint's outputs, kept as they were for API clients: one gr.Label (top-k)
+    and one note per served model. Hidden: the page shows ``verdict`` HTML instead."""
 
-    def slot_values(results: list[predict_tab.ModelResult], selected: list[str]):
+    def __init__(self, names: list[str]):
+        self.names = names
+        self.labels = [gr.Label(label=n, num_top_classes=predict_tab.TOP_K, visible=False) for n in names]
+        self.notes = [gr.Markdown(visible=False) for _ in names]
+
+    @property
+    def outputs(self) -> list:
+        return self.labels + self.notes
+
+    def values(self, results: list[predict_tab.ModelResult]) -> list:
         by_name = {r.name: r for r in results}
-        labels, notes = [], []
-        for name in names:
-            r = by_name.get(name)
-            shown = name in selected
-            labels.append(gr.Label(value=(r.confidences or None) if r else None, visible=shown))
-            notes.append(gr.Markdown(value=r.note if r else "", visible=shown))
-        return labels + notes
+        labels = [(by_name[n].confidences or None) if n in by_name else None for n in self.names]
+        return labels + [by_name[n].note if n in by_name else "" for n in self.names]
 
-    # -- handlers bound to this registry (plain functions from ui, errors shown in the page) --
+
+def _message_html(text: str) -> str:
+    """One error message, shown by the upload (the page's events show errors this way; API
+    clients get them as exceptions)."""
+    return f'<div class="message" role="alert">{html.escape(text)}</div>' if text else ""
+
+
+def _client(request: gr.Request | None) -> str | None:
+    return getattr(getattr(request, "client", None), "host", None)
+
+
+def build_predict_tab(registry: ModelRegistry, status: gr.Markdown) -> gr.CheckboxGroup:
+    """Photo in; one verdict right under it (so that it is on screen on a phone), each model's
+    panel and Explain's heat map beside it. Returns the model ticks (Examples and Live use them)."""
+    names = registry.names
+    default_models = names if len(names) <= 3 else names[:1]
+    with gr.Row(equal_height=False):
+        with gr.Column(scale=2, min_width=300):
+            image = gr.Image(type="pil", sources=["upload", "clipboard", "webcam"], label="Photo", height=270,
+                             elem_id="photo")
+            message = gr.HTML(elem_id="predict-message")
+            verdict_box = gr.HTML(elem_id="verdict")
+            feedback_ui = build_feedback_row(registry)
+            if EXAMPLES.is_dir():
+                picks = [e.path for e in examples.list_examples(EXAMPLES)][::40][:5]
+                gr.Examples(picks, inputs=image, label="Try one", cache_examples=False)
+        with gr.Column(scale=3, min_width=300):
+            panels = gr.HTML(elem_id="predict-panels")
+            with gr.Row(equal_height=False, elem_classes="controls-row"):
+                chosen = gr.CheckboxGroup(names, value=default_models, label="Models", scale=4)
+                predict_btn = gr.Button("Predict again", size="sm", elem_id="predict-button", scale=1, min_width=100)
+            explain_ui = build_explain_row(registry, image, message)
+    build_sports_list(registry)
+    api = ApiResults(names)
 
     @_handler
-    def on_predict(image, selected, request: gr.Request):
+    def on_predict_api(image, selected, request: gr.Request):
         _admit(request)
         image = _photo_path(image)
-        if image is None:
-            return slot_values([], selected or []) + [predict_tab.status_markdown(registry)]
-        results = predict_tab.predict(registry, image, selected)
-        return slot_values(results, selected) + [predict_tab.status_markdown(registry)]
+        results = predict_tab.predict(registry, image, selected) if image is not None else []
+        return api.values(results) + [predict_tab.status_markdown(registry)]
+
+    def on_predict(image, selected, explain_with, request: gr.Request):
+        status_now = predict_tab.status_markdown(registry)
+        try:
+            _admit(request)
+            path = _photo_path(image)
+            results = predict_tab.predict(registry, path, selected) if path is not None else []
+        except UserInputError as exc:
+            cleared = gr.Image(value=None) if isinstance(exc, UnreadablePhotoError) else gr.skip()
+            return [cleared, _message_html(str(exc)), "", "", explain_ui.choices([]), [], status_now]
+        if path is None:  # the photo was removed (or cleared after an error: keep that message)
+            return [gr.skip(), gr.skip(), "", "", explain_ui.choices([]), [], status_now]
+        return [gr.skip(), "", verdict.verdict_html(results), verdict.panels_html(results),
+                explain_ui.choices(results, explain_with), results, status_now]
+
+    outputs = [image, message, verdict_box, panels, explain_ui.label, feedback_ui.results, status]
+    gr.on([predict_btn.click, image.change], on_predict, [image, chosen, explain_ui.model], outputs,
+          api_visibility="private", trigger_mode="always_last", preprocess=False, show_progress="minimal")
+    # The API keeps its contract (gr.Label values per model; errors as exceptions), on a trigger
+    # the page never fires.
+    api_trigger = gr.Button(visible=False)
+    api_trigger.click(on_predict_api, [image, chosen], api.outputs + [status], api_name="predict", preprocess=False)
+    feedback_ui.wire(image, message)
+    return chosen
+
+
+def build_explain_row(registry: ModelRegistry, image: gr.Image, message: gr.HTML) -> SimpleNamespace:
+    """Explain: which model, which class (its top one by default), and the heat map."""
+    names = registry.names
+    first = names[0] if names else None
+    top = predict_tab.TOP_CLASS
+    with gr.Row(equal_height=False, elem_classes="controls-row"):
+        model = gr.Dropdown(names, value=first, label="Explain with", scale=2, min_width=140)
+        label = gr.Dropdown([(top, top)], value=top, label="Class to explain", scale=2, min_width=140,
+                            elem_id="explain-class")
+        button = gr.Button("Explain", elem_id="explain-button", scale=1, min_width=90)
+    heatmap = gr.Image(label="Class activation map", interactive=False, height=240, elem_id="heatmap")
+    caption = gr.Markdown(elem_id="heat-caption")
+
+    def choices(results, model_name=None):
+        return gr.Dropdown(choices=predict_tab.class_choices(registry, model_name or first, results), value=top)
+
+    def on_explain(image, model, label, request: gr.Request):
+        try:
+            _admit(request)
+            return [*predict_tab.explain(registry, _photo_path(image), model, label), ""]
+        except UserInputError as exc:
+            return [None, "", _message_html(str(exc))]
 
     @_handler
-    def on_explain(image, model, request: gr.Request):
+    def on_explain_api(image, model, request: gr.Request):
         _admit(request)
         return predict_tab.explain(registry, _photo_path(image), model)
 
-    def visible_slots(selected):
-        return [gr.Label(visible=n in selected) for n in names] + [gr.Markdown(visible=n in selected) for n in names]
+    # a new photo makes the previous heatmap stale
+    image.change(lambda: (None, ""), None, [heatmap, caption], api_visibility="private",
+                 show_progress="hidden", queue=False)
+    model.input(lambda m: choices([], m), model, label, api_visibility="private", show_progress="hidden")
+    button.click(on_explain, [image, model, label], [heatmap, caption, message], api_visibility="private",
+                 concurrency_limit=1, concurrency_id="explain", preprocess=False, scroll_to_output=True)
+    api_trigger = gr.Button(visible=False)  # the API's /explain, unchanged: errors as exceptions
+    api_trigger.click(on_explain_api, [image, model], [heatmap, caption], api_name="explain",
+                      concurrency_limit=1, concurrency_id="explain", preprocess=False)
+    return SimpleNamespace(model=model, label=label, choices=choices)
+
+
+def build_feedback_row(registry: ModelRegistry) -> SimpleNamespace:
+    """"Was this right?": one click to confirm the verdict, or pick the right sport. Records
+    the photo, the label and every model's answer (``feedback.FeedbackStore``)."""
+    results = gr.State([])
+    with gr.Row(equal_height=False, elem_id="feedback-row"):
+        yes = gr.Button("✓ Right", size="sm", scale=1, min_width=90, elem_id="feedback-yes")
+        correction = gr.Dropdown([(NOT_RIGHT, "")] + [(sport_names.display_name(s), s) for s in known_labels(registry)],
+                                 value="", show_label=False, container=False, scale=2, min_width=160,
+                                 elem_id="feedback-correction")
+    thanks = gr.Markdown(elem_id="feedback-thanks")
+
+    def on_feedback(image, results, label, request: gr.Request):
+        if label == "":  # the "No, it shows…" line itself
+            return gr.skip(), gr.skip()
+        try:
+            _admit(request)
+            path = _photo_path(image)
+            label = label or verdict.top_label(results)
+            record = FEEDBACK.record(path, label, results, bundle_checksums(registry, results),
+                                     known_labels=known_labels(registry))
+        except UserInputError as exc:
+            return _message_html(str(exc)), ""
+        return "", f"Thanks: recorded as **{sport_names.display_name(record.label)}**."
+
+    def on_yes(image, results, request: gr.Request):
+        return on_feedback(image, results, None, request)
+
+    def on_correction(image, results, label, request: gr.Request):
+        return *on_feedback(image, results, label, request), ""  # the list back to its first line
+
+    def wire(image: gr.Image, message: gr.HTML) -> None:
+        yes.click(on_yes, [image, results], [message, thanks], api_visibility="private", preprocess=False)
+        # .select: once per pick by the user (.input also fires while the list is typed into)
+        correction.select(on_correction, [image, results, correction], [message, thanks, correction],
+                          api_visibility="private", preprocess=False)
+        image.change(lambda: ("", ""), None, [thanks, correction], api_visibility="private",
+                     show_progress="hidden", queue=False)
+
+    return SimpleNamespace(results=results, wire=wire)
+
+
+def known_labels(registry: ModelRegistry) -> list[str]:
+    """Every class of the served models (read from local bundles' configs, or from loaded
+    models), else the example sports: what "No, it shows…" offers and feedback accepts."""
+    labels = set()
+    for source in registry.sources:
+        entry = registry.loaded(source.name)
+        try:
+            if entry is not None and entry.ok:
+                labels.update(entry.classifier.config.labels)
+            elif not source.hub:
+                labels.update(bundle.read_config(source.location).labels)
+        except Exception:  # an unreadable bundle is reported elsewhere; its classes are not offered
+            continue
+    return sorted(labels or examples.example_sports(EXAMPLES), key=sport_names.display_name)
+
+
+def bundle_checksums(registry: ModelRegistry, results) -> dict[str, dict]:
+    """The checksums of the bundles that gave ``results`` (which exact model answered)."""
+    loaded = {r.name: registry.loaded(r.name) for r in results}
+    return feedback.bundle_checksums({n: e.classifier for n, e in loaded.items() if e is not None and e.ok})
+
+
+def build_sports_list(registry: ModelRegistry) -> None:
+    """What it knows: a searchable list of the sports, each with a photo and its accuracy."""
+    total = len(sports_list.sports_items(registry, EXAMPLES))
+    with gr.Accordion(f"What it knows: the {total} sports", open=False, elem_id="sports-list") as panel:
+        search = gr.Textbox(placeholder="Search a sport, e.g. rowing", show_label=False, elem_id="sports-search")
+        note = gr.Markdown()
+        gallery = gr.Gallery(columns=6, height=420, allow_preview=False, show_label=False,
+                             elem_id="sports-gallery", elem_classes="captioned")
+
+    def on_search(query):
+        items = sports_list.sports_items(registry, EXAMPLES, query or "")
+        return items, sports_list.sports_note(registry, len(items), total)
+
+    gr.on([panel.expand, search.change], on_search, search, [gallery, note], api_visibility="private",
+          show_progress="hidden")
+
+
+def build_live_tab(registry: ModelRegistry, chosen: gr.CheckboxGroup) -> None:
+    """The camera, classified continuously while it runs, with the frame rate."""
+    gr.Markdown("Start the camera: the answer updates while it runs (the models ticked on Predict).")
+    with gr.Row(equal_height=False):
+        with gr.Column(min_width=300):
+            camera = gr.Image(sources=["webcam"], streaming=True, type="numpy", label="Camera", height=320,
+                              elem_id="live-camera")
+        with gr.Column(min_width=300):
+            live_verdict = gr.HTML(elem_id="live-verdict")
+            rate = gr.Markdown(elem_id="live-fps")
+            live_panels = gr.HTML(elem_id="live-panels")
+    meter = gr.State(None)
+
+    def on_frame(frame, selected, meter):
+        meter = meter or live.FrameRate()
+        if frame is None:
+            return gr.skip(), gr.skip(), gr.skip(), meter
+        try:
+            results = predict_tab.predict(registry, frame, selected or registry.names[:1])
+        except UserInputError as exc:
+            return _message_html(str(exc)), "", "", meter
+        return verdict.verdict_html(results), verdict.panels_html(results), live.FrameRate.text(meter.tick()), meter
+
+    # Frames are not files (no upload cache); the stream is bounded in time and concurrency.
+    camera.stream(on_frame, [camera, chosen, meter], [live_verdict, live_panels, rate, meter], stream_every=0.2,
+                  time_limit=LIVE_SECONDS, concurrency_limit=CONCURRENCY, concurrency_id="live",
+                  api_visibility="private", show_progress="hidden")
+
+
+def build_examples_tab(registry: ModelRegistry, chosen: gr.CheckboxGroup) -> None:
+    """The example photos by sport (click one to predict it), and a grid of predictions."""
+    names, all_sports = registry.names, examples.ALL_SPORTS
+    sports = examples.example_sports(EXAMPLES)
+    with gr.Row(equal_height=False):
+        with gr.Column(scale=3, min_width=300):
+            with gr.Row(equal_height=True):
+                search = gr.Textbox(label="Find a sport", placeholder="type a name, then Enter", scale=1,
+                                    min_width=150, elem_id="examples-search")
+                sport = gr.Dropdown([(all_sports, all_sports)] + [(sport_names.display_name(s), s) for s in sports],
+                                    value=all_sports, label="Sport", scale=1, min_width=150, elem_id="examples-sport")
+            gallery = gr.Gallery(_example_items(all_sports), label="Examples (click one to predict it)", columns=5,
+                                 height=460, allow_preview=False, elem_id="examples-gallery", elem_classes="captioned")
+        with gr.Column(scale=2, min_width=300):
+            chosen_example = gr.Image(label="Selected", type="filepath", interactive=False, height=220)
+            true_label = gr.Markdown()
+            example_verdict = gr.HTML(elem_id="examples-verdict")
+            example_panels = gr.HTML(elem_id="examples-panels")
+    gr.Markdown("### Predictions on example images\nEach photo is titled with its true and "
+                "predicted sport; wrong predictions are in red. Uses the sport filter above.")
+    with gr.Row():
+        grid_model = gr.Dropdown(names, value=names[0] if names else None, label="Model", scale=2)
+        grid_btn = gr.Button(_grid_button_text(all_sports), scale=1, elem_id="grid-button")
+    grid_seed = gr.State(0)
+    grid_summary = gr.Markdown()
+    grid = gr.Image(label="Predictions on example images", show_label=False, type="filepath",
+                    interactive=False, elem_id="examples-grid", buttons=["fullscreen", "download"])
+
+    def on_search(query, current):
+        found = sport_names.best_match(sports, query or "")
+        return gr.skip() if found is None or found == current else found
 
     def on_filter(sport):
-        found = examples.list_examples(EXAMPLES, sport)
-        return gr.Gallery(value=examples.gallery_items(found, one_per_class=sport in (None, examples.ALL_SPORTS)),
-                          selected_index=None)
+        return gr.Gallery(value=_example_items(sport), selected_index=None), _grid_button_text(sport)
 
-    @_handler
     def on_example(sport, selected, evt: gr.SelectData):
-        found = examples.list_examples(EXAMPLES, sport)
-        if sport in (None, examples.ALL_SPORTS):
-            found = [examples.Example(p, c) for p, c in examples.gallery_items(found, one_per_class=True)]
-        example = found[evt.index]
-        selected = selected or names[:1]  # the models ticked on the Predict tab
-        results = predict_tab.predict(registry, example.path, selected)
-        return [example.path, f"True sport: **{example.label}**"] + slot_values(results, selected)
+        example = _examples_shown(sport)[evt.index]
+        try:
+            results = predict_tab.predict(registry, example.path, selected or names[:1])
+        except UserInputError as exc:
+            return [example.path, _message_html(str(exc)), "", ""]
+        return [example.path, f"True sport: **{sport_names.display_name(example.label)}**",
+                verdict.verdict_html(results), verdict.panels_html(results)]
 
     @_handler
     def on_grid(model, sport, seed):
-        _prune(GRIDS)
-        grid = examples.example_grid(registry, model, examples.list_examples(EXAMPLES, sport), n=GRID_SIZE, seed=seed,
-                               out_dir=GRIDS)
+        served_files.prune(GRIDS)
+        grid = examples.example_grid(registry, model, examples.list_examples(EXAMPLES, sport), n=GRID_SIZE,
+                                     seed=seed, out_dir=GRIDS)
         return grid["image"], grid["summary"], seed + 1
 
-    # Compare opens in three steps, so that the chart and the table show first (each reads caches).
+    search.submit(on_search, [search, sport], sport, api_visibility="private", show_progress="hidden")
+    sport.change(on_filter, sport, [gallery, grid_btn], api_visibility="private")
+    gallery.select(on_example, [sport, chosen], [chosen_example, true_label, example_verdict, example_panels],
+                   api_visibility="private")
+    grid_btn.click(on_grid, [grid_model, sport, grid_seed], [grid, grid_summary, grid_seed], api_name="grid")
+
+
+def _examples_shown(sport: str | None) -> list[examples.Example]:
+    """The examples the gallery shows for the filter: one per sport for all sports."""
+    found = examples.list_examples(EXAMPLES, sport)
+    if sport in (None, examples.ALL_SPORTS):
+        found = [examples.Example(p, c) for p, c in examples.gallery_items(found, one_per_class=True)]
+    return found
+
+
+def _example_items(sport: str | None) -> list[tuple[str, str]]:
+    return [(e.path, sport_names.display_name(e.label)) for e in _examples_shown(sport)]
+
+
+def _grid_button_text(sport: str | None) -> str:
+    n = min(GRID_SIZE, len(examples.list_examples(EXAMPLES, sport)))
+    return f"Predict {n} examples (click again for others)"
+
+
+def _compare_overview() -> list:
+    """Compare's first screen: the speed/accuracy chart and the metrics table."""
+    refresh_btn = gr.Button("Refresh", size="sm")
+    with gr.Row(equal_height=False):
+        speed = gr.Image(label="Validation accuracy vs speed on this server", type="filepath",
+                         show_label=False, interactive=False, height=380, scale=3, elem_id="compare-speed",
+                         buttons=["fullscreen", "download"])
+        gr.Markdown(compare.CHART_NOTE, elem_id="compare-chart-note")
+    metrics = gr.Dataframe(label="Measured metrics (validation split)", interactive=False,
+                           elem_id="compare-table", max_height=260)
+    gr.Markdown(compare.SPEED_NOTE)
+    with gr.Accordion("Architectures (full text)", open=False):
+        arch_md = gr.Markdown()
+    return [refresh_btn, speed, metrics, arch_md]
+
+
+def _mistakes_section(names: list[str]) -> tuple[list, list]:
+    """Where each model goes wrong: confused pairs and the mistakes browser. Returns the
+    inputs (model, sport) and the outputs of ``on_mistakes``."""
+    with gr.Row():
+        model = gr.Dropdown(names, value=names[0] if names else None, label="Model", scale=2)
+        sport = gr.Dropdown([examples.ALL_SPORTS], value=examples.ALL_SPORTS, scale=2,
+                            label="True sport (mistakes browser filter)")
+    note = gr.Markdown(elem_id="compare-mistakes-note")
+    timer = gr.Timer(2.0, active=False)  # while the example images are being predicted
+    with gr.Row(equal_height=False):
+        with gr.Column(scale=2):
+            gr.Markdown("**Most-confused pairs** on the validation split: true → predicted, "
+                        "how many (click an image for its caption)")
+            pairs_gallery = gr.Gallery(label="Most-confused pairs", show_label=False, columns=3,
+                                       height=330, allow_preview=True, elem_id="compare-pairs")
+            pairs_table = gr.Dataframe(label="Most-confused pairs (validation split)",
+                                       interactive=False, max_height=220)
+            confusion_files = gr.File(label="Full confusion matrix (PNG, CSV)", file_count="multiple",
+                                      interactive=False, elem_id="compare-confusion-files")
+        with gr.Column(scale=3):
+            gr.Markdown("**Mistakes browser**: the example images this model gets wrong, "
+                        "with the true class and its top-3 (table below)")
+            mistakes_gallery = gr.Gallery(label="Mistakes browser", show_label=False, columns=4,
+                                          height=400, allow_preview=True, elem_id="compare-mistakes")
+            mistakes_table = gr.Dataframe(label="The same mistakes, in order: true class and top-3",
+                                          interactive=False, max_height=300, wrap=True,
+                                          elem_id="compare-mistakes-table")
+    outputs = [pairs_gallery, pairs_table, mistakes_gallery, mistakes_table, note, sport, confusion_files, timer]
+    return [model, sport], outputs
+
+
+def _curves_section(names: list[str]) -> list:
+    """Training curves per model, and where the models disagree."""
+    curves = []
+    for i, name in enumerate(names):
+        gr.Markdown(f"**{name}**: accuracy and loss per epoch, each training stage shaded")
+        curves.append(gr.Image(label=f"{name}: accuracy and loss per epoch", type="filepath", show_label=False,
+                               interactive=False, buttons=["fullscreen", "download"], elem_id=f"compare-curves-{i}"))
+    disagree = gr.Dataframe(label="Per-class accuracy (recall) where the models disagree most "
+                            "(with one model: its weakest classes)", interactive=False)
+    return [*curves, disagree]
+
+
+def _data_section() -> list:
+    """The data the models learned from."""
+    data_md = gr.Markdown(elem_id="compare-data")
+    with gr.Row(equal_height=False):
+        distribution = gr.Image(label="Class distribution (from the bundles' training record)",
+                                type="filepath", interactive=False, scale=3,
+                                buttons=["fullscreen", "download"], elem_id="compare-distribution")
+        samples = gr.Gallery(label="Sample photos (the app's examples, from the validation split)",
+                             columns=4, height=420, scale=2, allow_preview=True, elem_id="compare-samples")
+    return [data_md, distribution, samples]
+
+
+def _mistakes_values(registry: ModelRegistry, cache: mistakes.MistakesCache, model, sport) -> list:
+    """``_mistakes_section``'s outputs for one model; the timer runs until its results are in."""
+    if not model:
+        return [[], None, [], None, "", gr.Dropdown(), None, gr.Timer(active=False)]
+    results = cache.get(model)
+    if results is None:
+        cache.start(first=model)  # then the timer asks again until it is there
+    cm, labels = mistakes.model_confusion(registry, model)
+    pairs = mistakes.confused_pairs(cm, labels)
+    downloads = []
+    entry = registry.entry(model)
+    if entry.ok:
+        picture = Path(entry.classifier.path) / "confusion_matrix.png"
+        if picture.is_file():
+            downloads.append(_servable([(str(picture), model)])[0][0])
+        if cm:
+            safe = hashlib.sha256(f"{entry.classifier.path}".encode()).hexdigest()[:12]
+            downloads.append(str(mistakes.write_confusion_csv(cm, labels, CHARTS / safe / "confusion_matrix.csv")))
+    sports_with = mistakes.mistake_sports(results)
+    sport = sport if sport in sports_with else examples.ALL_SPORTS
+    return [_servable(mistakes.pair_examples(pairs, results, EXAMPLES)), mistakes.pairs_table(pairs),
+            _servable(mistakes.mistakes_gallery(results, sport)), mistakes.mistakes_table(results, sport),
+            mistakes.mistakes_summary(results, model, cache.progress(model)),
+            gr.Dropdown(choices=[examples.ALL_SPORTS] + sports_with, value=sport), downloads or None,
+            gr.Timer(active=results is None)]
+
+
+def build_compare_tab(registry: ModelRegistry, cache: mistakes.MistakesCache, status: gr.Markdown,
+                      tab: gr.Tab) -> None:
+    """The models side by side, one sub-tab per question (the page stays short). Opening the tab
+    fills it in three steps, so that the chart and the table show first (each step reads caches)."""
+    with gr.Tabs(overflow_behavior="wrap"):
+        with gr.Tab("Accuracy and speed"):
+            refresh_btn, *overview = _compare_overview()
+        with gr.Tab("Where each model goes wrong"):
+            mistake_inputs, mistake_outputs = _mistakes_section(registry.names)
+        with gr.Tab("Training curves"):
+            curves = _curves_section(registry.names)
+        with gr.Tab("The data"):
+            data = _data_section()
+    details = curves + data
+
     def on_compare():
-        return [compare.speed_chart(registry, CHARTS), compare.compare_table(registry)[compare.COMPARE_COLUMNS],
+        table = compare.compare_table(registry)[compare.COMPARE_COLUMNS]
+        return [compare.speed_chart(registry, CHARTS), compare.page_view(table, registry),
                 compare.architectures_markdown(registry), predict_tab.status_markdown(registry)]
 
     def on_compare_details():
         records = data_view.recorded_data(registry)
-        curves_out = [compare.curves_picture(registry, name, CHARTS) for name in names]
-        return [*_servable_paths(curves_out), compare.disagreement_table(registry), data_view.data_markdown(records),
-                data_view.distribution_chart(records, CHARTS), data_view.sample_items(EXAMPLES)]
+        curves = [compare.curves_picture(registry, name, CHARTS) for name in registry.names]
+        return [*served_files.servable_paths(curves, SERVED_HOMES), compare.disagreement_table(registry),
+                data_view.data_markdown(records), data_view.distribution_chart(records, CHARTS),
+                data_view.sample_items(EXAMPLES)]
 
     def on_mistakes(model, sport):
-        if not model:
-            return [[], None, [], None, "", gr.Dropdown(), None, gr.Timer(active=False)]
-        results = cache.get(model)
-        if results is None:
-            cache.start(first=model)  # then the timer asks again until it is there
-        cm, labels = mistakes.model_confusion(registry, model)
-        pairs = mistakes.confused_pairs(cm, labels)
-        downloads = []
-        entry = registry.entry(model)
-        if entry.ok:
-            picture = Path(entry.classifier.path) / "confusion_matrix.png"
-            if picture.is_file():
-                downloads.append(_servable([(str(picture), model)])[0][0])
-            if cm:
-                safe = hashlib.sha256(f"{entry.classifier.path}".encode()).hexdigest()[:12]
-                downloads.append(str(mistakes.write_confusion_csv(cm, labels, CHARTS / safe / "confusion_matrix.csv")))
-        sports_with = mistakes.mistake_sports(results)
-        sport = sport if sport in sports_with else examples.ALL_SPORTS
-        return [_servable(mistakes.pair_examples(pairs, results, EXAMPLES)), mistakes.pairs_table(pairs),
-                _servable(mistakes.mistakes_gallery(results, sport)), mistakes.mistakes_table(results, sport),
-                mistakes.mistakes_summary(results, model),
-                gr.Dropdown(choices=[examples.ALL_SPORTS] + sports_with, value=sport), downloads or None,
-                gr.Timer(active=results is None)]
+        return _mistakes_values(registry, cache, model, sport)
+
+    for trigger, api in ((tab.select, None), (refresh_btn.click, "compare")):
+        private = {"api_visibility": "private"}
+        (trigger(on_compare, None, overview + [status], **({"api_name": api} if api else private))
+         .then(on_compare_details, None, details, **({"api_name": api + "_details"} if api else private))
+         .then(on_mistakes, mistake_inputs, mistake_outputs, **({"api_name": "mistakes"} if api else private)))
+    timer = mistake_outputs[-1]
+    gr.on([mistake_inputs[0].input, mistake_inputs[1].input, timer.tick], on_mistakes, mistake_inputs,
+          mistake_outputs, api_visibility="private")
+
+
+def build_batch_tab(registry: ModelRegistry, default_models: list[str]) -> None:
+    """Many photos in: numbered thumbnails, one table (and a CSV) out."""
+    files = gr.File(file_count="multiple", file_types=["image"], label="Images", elem_id="batch-files")
+    with gr.Row(equal_height=True):
+        models = gr.CheckboxGroup(registry.names, value=default_models, label="Models", scale=3)
+        batch_btn = gr.Button("Predict all", variant="primary", scale=1, min_width=120)
+    photos = gr.Gallery(label="Photos (numbered as in the table)", columns=8, height=170, allow_preview=True,
+                        elem_id="batch-photos", elem_classes="captioned")
+    table = gr.Dataframe(label="Predictions", interactive=False, wrap=False, elem_id="batch-table")
+    download = gr.DownloadButton("Download CSV", visible=False)
 
     @_handler
     def on_batch(files, selected, request: gr.Request):
         _admit(request)
         files = uploads.uploaded_files(files, UPLOAD_ROOTS)
-        _prune(BATCHES)
+        served_files.prune(BATCHES)
         BATCHES.mkdir(parents=True, exist_ok=True)
         frame, csv_path = batch.batch_predict(registry, files, selected,
-                                           out_dir=tempfile.mkdtemp(prefix="batch-", dir=BATCHES))
-        return frame, gr.DownloadButton(value=csv_path, visible=True)
+                                              out_dir=tempfile.mkdtemp(prefix="batch-", dir=BATCHES))
+        return batch.page_view(frame), gr.DownloadButton(value=csv_path, visible=True)
 
-    def on_status():
-        pending = any(registry.loaded(n) is None for n in names)
-        return predict_tab.status_markdown(registry), gr.Timer(active=pending)
+    def on_photos(files):  # the thumbnails, numbered, once the files are in (no prediction yet)
+        return [(p, f"#{i}") for i, p in enumerate(uploads.uploaded_files(files, UPLOAD_ROOTS), 1)]
 
-    # -- layout --
+    files.change(on_photos, files, photos, api_visibility="private", show_progress="hidden")
+    (batch_btn.click(on_batch, [files, models], [table, download], api_name="batch",
+                     concurrency_limit=1, concurrency_id="batch")
+     .success(lambda f, t: batch.photo_captions(uploads.uploaded_files(f, UPLOAD_ROOTS), _frame_of(t)),
+              [files, table], photos, api_visibility="private", show_progress="hidden"))
 
+
+def _frame_of(table):
+    """A gr.Dataframe's value as pandas (the Batch thumbnails read their captions from it)."""
+    import pandas as pd
+
+    return table if isinstance(table, pd.DataFrame) else pd.DataFrame(table["data"], columns=table["headers"])
+
+
+def build_about_tab(registry: ModelRegistry) -> gr.Tab:
+    """What the app is, which engine serves each model, and each local model's card."""
+    gr.Markdown(about.about_markdown(registry))
+    gr.Markdown("### How the models are served")
+    engines = gr.Markdown(about.engine_markdown(registry), elem_id="about-engines")
+    for source in registry.sources:
+        if not source.hub:
+            with gr.Accordion(f"Model card: {source.name}", open=False):
+                gr.Markdown(about.model_card_markdown(source.location))
+    return engines
+
+
+def build_demo(registry: ModelRegistry, cache: mistakes.MistakesCache | None = None) -> gr.Blocks:
+    """The page: a header with the models' status in words, then one tab per builder."""
+    cache = cache or mistakes.MistakesCache(registry, EXAMPLES)
     # Uploads and returned files pile up in Gradio's cache: every hour, drop those over an hour old.
     with gr.Blocks(title=TITLE, analytics_enabled=False, fill_width=True, delete_cache=CACHE_CLEANUP) as demo:
-        gr.Markdown(f"# {TITLE}\nWhich of 100 sports does a photo show? Upload, paste or take a photo.")
-        status = gr.Markdown(predict_tab.status_markdown(registry), elem_id="model-status")
-        timer = gr.Timer(2.0, active=bool(names))
-
-        with gr.Tabs():
+        with gr.Row(equal_height=False):
+            gr.Markdown(f"## {TITLE}\nWhich of 100 sports does a photo show? Upload, paste or take a photo.",
+                        elem_id="page-title")
+            status = gr.Markdown(predict_tab.status_markdown(registry), elem_id="model-status")
+        timer = gr.Timer(2.0, active=bool(registry.names))
+        # "wrap": on a phone every tab stays in sight (the default hides some behind a menu)
+        with gr.Tabs(overflow_behavior="wrap"):
             with gr.Tab("Predict", id="predict"):
-                with gr.Row():
-                    with gr.Column(scale=2, min_width=300):
-                        image = gr.Image(type="pil", sources=["upload", "clipboard", "webcam"], label="Photo",
-                                         height=340, elem_id="photo")
-                        chosen = gr.CheckboxGroup(names, value=default_models, label="Models")
-                        with gr.Row():
-                            predict_btn = gr.Button("Predict", variant="primary", elem_id="predict-button")
-                            explain_btn = gr.Button("Explain", elem_id="explain-button")
-                        explain_model = gr.Dropdown(names, value=first, label="Model to explain")
-                        if EXAMPLES.is_dir():
-                            picks = [e.path for e in examples.list_examples(EXAMPLES)][::40][:5]
-                            gr.Examples(picks, inputs=image, label="Try one", cache_examples=False)
-                    with gr.Column(scale=3):
-                        labels, notes = slots("predict")
-                        heatmap = gr.Image(label="Class activation map", interactive=False, height=340,
-                                           elem_id="heatmap")
-                        heat_caption = gr.Markdown()
-
+                chosen = build_predict_tab(registry, status)
+            with gr.Tab("Live camera", id="live"):
+                build_live_tab(registry, chosen)
             with gr.Tab("Examples", id="examples"):
-                with gr.Row():
-                    with gr.Column(scale=3):
-                        sport = gr.Dropdown([examples.ALL_SPORTS] + sports, value=examples.ALL_SPORTS, label="Sport",
-                                            info="All sports: one photo each; pick a sport to see all its photos")
-                        gallery = gr.Gallery(examples.gallery_items(examples.list_examples(EXAMPLES), one_per_class=True),
-                                             label="Examples (click one to predict it)", columns=6, height=480,
-                                             allow_preview=False, elem_id="examples-gallery")
-                    with gr.Column(scale=2):
-                        chosen_example = gr.Image(label="Selected", type="filepath", interactive=False, height=220)
-                        true_label = gr.Markdown()
-                        ex_labels, ex_notes = slots("examples")
-                gr.Markdown("### Predictions on example images\nEach photo is titled with its true and "
-                            "predicted sport; wrong predictions are in red. Uses the sport filter above.")
-                with gr.Row():
-                    grid_model = gr.Dropdown(names, value=first, label="Model", scale=2)
-                    grid_btn = gr.Button(f"Predict {GRID_SIZE} examples (click again for others)", scale=1)
-                grid_seed = gr.State(0)
-                grid_summary = gr.Markdown()
-                grid = gr.Image(label="Predictions on example images", show_label=False, type="filepath",
-                                interactive=False, elem_id="examples-grid", buttons=["fullscreen", "download"])
-
+                build_examples_tab(registry, chosen)
             with gr.Tab("Compare", id="compare") as compare_tab:
-                refresh_btn = gr.Button("Refresh", size="sm")
-                with gr.Row(equal_height=False):
-                    speed = gr.Image(label="Validation accuracy vs speed on this server", type="filepath",
-                                     show_label=False, interactive=False, height=380, scale=3, elem_id="compare-speed",
-                                     buttons=["fullscreen", "download"])
-                    gr.Markdown(compare.CHART_NOTE, elem_id="compare-chart-note")
-                metrics = gr.Dataframe(label="Measured metrics (validation split)", interactive=False,
-                                       elem_id="compare-table", max_height=260)
-                gr.Markdown(compare.SPEED_NOTE)
-                with gr.Accordion("Architectures (full text)", open=False):
-                    arch_md = gr.Markdown()
-                gr.Markdown("### Where each model goes wrong")
-                with gr.Row():
-                    mistake_model = gr.Dropdown(names, value=first, label="Model", scale=2)
-                    mistake_sport = gr.Dropdown([examples.ALL_SPORTS], value=examples.ALL_SPORTS, scale=2,
-                                                label="True sport (mistakes browser filter)")
-                mistake_note = gr.Markdown(elem_id="compare-mistakes-note")
-                mistakes_timer = gr.Timer(2.0, active=False)  # while the example images are being predicted
-                with gr.Row(equal_height=False):
-                    with gr.Column(scale=2):
-                        gr.Markdown("**Most-confused pairs** on the validation split: true → predicted, "
-                                    "how many (click an image for its caption)")
-                        pairs_gallery = gr.Gallery(label="Most-confused pairs", show_label=False, columns=3,
-                                                   height=330, allow_preview=True, elem_id="compare-pairs")
-                        pairs_table = gr.Dataframe(label="Most-confused pairs (validation split)",
-                                                   interactive=False, max_height=220)
-                        confusion_files = gr.File(label="Full confusion matrix (PNG, CSV)", file_count="multiple",
-                                                  interactive=False, elem_id="compare-confusion-files")
-                    with gr.Column(scale=3):
-                        gr.Markdown("**Mistakes browser**: the example images this model gets wrong, "
-                                    "with the true class and its top-3 (table below)")
-                        mistakes_gallery = gr.Gallery(label="Mistakes browser", show_label=False, columns=4,
-                                                      height=400, allow_preview=True, elem_id="compare-mistakes")
-                        mistakes_table = gr.Dataframe(label="The same mistakes, in order: true class and top-3",
-                                                      interactive=False, max_height=300, wrap=True,
-                                                      elem_id="compare-mistakes-table")
-                gr.Markdown("### Training curves")
-                curves = []
-                for name in names:
-                    gr.Markdown(f"**{name}**: accuracy and loss per epoch, each training stage shaded")
-                    curves.append(gr.Image(label=f"{name}: accuracy and loss per epoch", type="filepath",
-                                           show_label=False, interactive=False, buttons=["fullscreen", "download"],
-                                           elem_id=f"compare-curves-{len(curves)}"))
-                disagree = gr.Dataframe(label="Per-class accuracy (recall) where the models disagree most "
-                                        "(with one model: its weakest classes)", interactive=False)
-                gr.Markdown("### The data the models learned from")
-                data_md = gr.Markdown(elem_id="compare-data")
-                with gr.Row(equal_height=False):
-                    distribution = gr.Image(label="Class distribution (from the bundles' training record)",
-                                            type="filepath", interactive=False, scale=3,
-                                            buttons=["fullscreen", "download"], elem_id="compare-distribution")
-                    samples = gr.Gallery(label="Sample photos (the app's examples, from the validation split)",
-                                         columns=4, height=420, scale=2, allow_preview=True, elem_id="compare-samples")
-
+                build_compare_tab(registry, cache, status, compare_tab)
             with gr.Tab("Batch", id="batch"):
-                files = gr.File(file_count="multiple", file_types=["image"], label="Images",
-                                elem_id="batch-files")
-                batch_models = gr.CheckboxGroup(names, value=names[:1], label="Models")
-                batch_btn = gr.Button("Predict all", variant="primary")
-                batch_table = gr.Dataframe(label="Predictions", interactive=False, wrap=True)
-                download = gr.DownloadButton("Download CSV", visible=False)
+                build_batch_tab(registry, chosen.value or [])
+            with gr.Tab("About", id="about") as about_tab:
+                engines = build_about_tab(registry)
 
-            with gr.Tab("About", id="about"):
-                gr.Markdown(about.about_markdown(registry))
-                for source in registry.sources:
-                    if not source.hub:
-                        with gr.Accordion(f"Model card: {source.name}", open=False):
-                            gr.Markdown(about.model_card_markdown(source.location))
+        def on_status():
+            pending = any(registry.loaded(n) is None for n in registry.names)
+            return predict_tab.status_markdown(registry), about.engine_markdown(registry), gr.Timer(active=pending)
 
-        # -- events --
-        predict_outputs = labels + notes + [status]
-        gr.on([predict_btn.click, image.change], on_predict, [image, chosen], predict_outputs,
-              api_name="predict", trigger_mode="always_last", preprocess=False)
-        # a new photo makes the previous heatmap stale
-        image.change(lambda: (None, ""), None, [heatmap, heat_caption], api_visibility="private",
-                     show_progress="hidden", queue=False)
-        chosen.change(visible_slots, chosen, labels + notes, api_visibility="private")
-        explain_btn.click(on_explain, [image, explain_model], [heatmap, heat_caption], api_name="explain",
-                          concurrency_limit=1, concurrency_id="explain", preprocess=False)
-        sport.change(on_filter, sport, gallery, api_visibility="private")
-        gallery.select(on_example, [sport, chosen], [chosen_example, true_label] + ex_labels + ex_notes,
-                       api_visibility="private")
-        grid_btn.click(on_grid, [grid_model, sport, grid_seed], [grid, grid_summary, grid_seed], api_name="grid")
-        mistake_outputs = [pairs_gallery, pairs_table, mistakes_gallery, mistakes_table, mistake_note, mistake_sport,
-                           confusion_files, mistakes_timer]
-        compare_outputs = [speed, metrics, arch_md, status]
-        details_outputs = [*curves, disagree, data_md, distribution, samples]
-        for trigger, api in ((compare_tab.select, None), (refresh_btn.click, "compare")):
-            visibility = {"api_name": api} if api else {"api_visibility": "private"}
-            (trigger(on_compare, None, compare_outputs, **visibility)
-             .then(on_compare_details, None, details_outputs, **({"api_name": api + "_details"} if api else visibility))
-             .then(on_mistakes, [mistake_model, mistake_sport], mistake_outputs,
-                   **({"api_name": "mistakes"} if api else visibility)))
-        gr.on([mistake_model.input, mistake_sport.input, mistakes_timer.tick], on_mistakes, [mistake_model, mistake_sport],
-              mistake_outputs, api_visibility="private")
-        batch_btn.click(on_batch, [files, batch_models], [batch_table, download], api_name="batch",
-                        concurrency_limit=1, concurrency_id="batch")
-        timer.tick(on_status, None, [status, timer], api_visibility="private", show_progress="hidden")
-
+        timer.tick(on_status, None, [status, engines, timer], api_visibility="private", show_progress="hidden")
+        about_tab.select(lambda: about.engine_markdown(registry), None, engines, api_visibility="private")
     demo.queue(default_concurrency_limit=CONCURRENCY, max_size=QUEUE_SIZE)
     demo.mistakes_cache = cache
     return demo

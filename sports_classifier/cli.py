@@ -1,4 +1,4 @@
-"""The ``sports-classifier`` command line: train, ensemble, evaluate, predict, export, bench, data, push, space.
+"""The ``sports-classifier`` command line: train, ensemble, evaluate, predict, export, bench, data, feedback, push, space.
 
 Flags and environment variables are read here and only here; the library takes arguments.
 Errors the user can fix end with one line on stderr and a non-zero exit code
@@ -269,6 +269,23 @@ def cmd_data(args) -> int:
     return 0
 
 
+def cmd_feedback(args) -> int:
+    from .feedback import FeedbackStore, summary_lines
+
+    store = FeedbackStore(args.dir)
+    if args.action == "list":
+        for line in summary_lines(store.records()):
+            print(printable(line))
+        return 0
+    if not args.out:
+        raise UserInputError("feedback export needs --out FOLDER (a new dataset folder)")
+    counts = store.export(args.out, valid_fraction=args.valid_fraction)
+    for split, per_label in counts.items():
+        print(f"{split}: {sum(per_label.values())} photo(s) in {len(per_label)} class folder(s)")
+    print(f"dataset: {args.out} (sports-classifier train --data {args.out} ...)")
+    return 0
+
+
 def cmd_space(args) -> int:
     from .app.space import prepare_space, push_space
 
@@ -448,6 +465,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--record-in", nargs="*", metavar="BUNDLE",
                    help="write the class counts into bundles trained on this data (older bundles lack them)")
     p.set_defaults(func=cmd_data)
+
+    p = sub.add_parser("feedback", help="the app's \"Was this right?\" records: list them, or export a dataset folder")
+    p.add_argument("action", choices=("list", "export"))
+    p.add_argument("--dir", help="the feedback folder (default: $SPORTS_CLASSIFIER_FEEDBACK, else feedback/)")
+    p.add_argument("--out", help="export: the dataset folder to write (<split>/<sport>/<photo>), new or empty")
+    p.add_argument("--valid-fraction", type=float, default=0.2,
+                   help="export: share of each sport's photos put in valid/ (each keeps one for train)")
+    p.set_defaults(func=cmd_feedback)
 
     p = sub.add_parser("push", help="upload a bundle to the Hugging Face Hub")
     p.add_argument("--model", required=True)

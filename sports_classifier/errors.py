@@ -51,6 +51,10 @@ class UserInputError(SportsClassifierError, ValueError):
     """Something the person using the CLI or the app can fix (no image, no model chosen, a bad option)."""
 
 
+class UnreadablePhotoError(UserInputError):
+    """The photo a person gave cannot be decoded (the app then clears it instead of showing a broken image)."""
+
+
 class ModelLoadError(SportsClassifierError, RuntimeError):
     """A model could not be loaded (the message says why); the app reports it and serves the others."""
 

@@ -74,3 +74,19 @@ def picture_files(registry: ModelRegistry) -> list[str]:
                 if f is not None:
                     out.append(str(f.resolve()))  # Gradio compares resolved paths
     return out
+
+
+def engine_markdown(registry: ModelRegistry) -> str:
+    """The technical status the page header leaves out: each model's state, the engine that
+    serves it, its load time and its single-photo latency measured at load."""
+    if not len(registry):
+        return "_No models configured._"
+    rows = ["| model | state | engine | loaded in | ms / photo |", "|---|---|---|---|---|"]
+    for name, state in registry.status().items():
+        entry = registry.loaded(name)
+        if entry is not None and entry.ok:
+            latency = "" if entry.latency_ms is None else f"{entry.latency_ms:.1f}"
+            rows.append(f"| {name} | ready | {entry.classifier.runtime} | {entry.load_seconds:.1f} s | {latency} |")
+        else:
+            rows.append(f"| {name} | {state.replace('|', '/')} | | | |")
+    return "\n".join(rows)

@@ -10,11 +10,14 @@ from typing import Sequence
 from ..errors import UserInputError
 from .predict import TOP_K
 from .registry import ModelRegistry
+from .sport_names import display_name
 
 MAX_BATCH_FILES = 64
 
 
-BATCH_COLUMNS = ["file", "model", "prediction", "probability", "top-5", "out of distribution", "error"]
+# "#" numbers the photos in upload order (the page's thumbnails carry the same number): several
+# uploads may share a file name ("1.jpg").
+BATCH_COLUMNS = ["#", "file", "model", "prediction", "probability", "top-5", "out of distribution", "error"]
 
 
 def batch_predict(registry: ModelRegistry, files: Sequence[str | Path] | None,
@@ -36,18 +39,19 @@ def batch_predict(registry: ModelRegistry, files: Sequence[str | Path] | None,
     for name in names:
         entry = registry.entry(name)
         if not entry.ok:
-            rows += [dict(file=Path(f).name, model=name, error=f"model failed to load: {entry.error}") for f in files]
+            rows += [{"#": i, "file": Path(f).name, "model": name, "error": f"model failed to load: {entry.error}"}
+                     for i, f in enumerate(files, 1)]
             continue
         clf = entry.classifier
         has_threshold = clf.ood_threshold is not None
-        for path, p in zip(files, clf.predict_files(files, top_k=top_k)):
+        for i, (path, p) in enumerate(zip(files, clf.predict_files(files, top_k=top_k)), 1):
             name_only = Path(path).name  # the upload's server path means nothing to the user
             if not p.ok:
-                rows.append(dict(file=name_only, model=name, error=p.error.replace(path, name_only)))
+                rows.append({"#": i, "file": name_only, "model": name, "error": p.error.replace(path, name_only)})
                 continue
-            rows.append({"file": name_only, "model": name, "prediction": p.label,
+            rows.append({"#": i, "file": name_only, "model": name, "prediction": p.label,
                          "probability": round(p.probability, 4),
-                         "top-5": "; ".join(f"{label} {prob:.3f}" for label, prob in p.top),
+                         "top-5": "; ".join(f"{label} {prob:.0%}" for label, prob in p.top),
                          "out of distribution": p.ood if has_threshold else None})
     frame = pd.DataFrame(rows, columns=BATCH_COLUMNS)
     out_dir = Path(out_dir) if out_dir else Path(tempfile.mkdtemp(prefix="sports-batch-"))
@@ -55,3 +59,25 @@ def batch_predict(registry: ModelRegistry, files: Sequence[str | Path] | None,
     csv_path = out_dir / "predictions.csv"
     frame.to_csv(csv_path, index=False, quoting=csv.QUOTE_MINIMAL)
     return frame, str(csv_path)
+
+
+def page_view(frame):
+    """The table as the page shows it: probabilities as percentages (the values, and the CSV,
+    keep the numbers), misspelt class names as their display names, and the columns a person
+    reads first on the left."""
+    view = frame.copy()
+    view["prediction"] = view["prediction"].map(lambda v: display_name(v) if isinstance(v, str) else v)
+    view = view.rename(columns={"out of distribution": "not a sport?"})
+    return view.style.format({"probability": lambda v: "" if v != v else f"{v:.1%}"}, na_rep="").hide(axis="index")
+
+
+def photo_captions(files: Sequence[str | Path], frame) -> list[tuple[str, str]]:
+    """(photo, caption) per uploaded file, numbered as the table's "#": "#3 golf 97%"."""
+    first = frame.drop_duplicates("#").set_index("#")
+    out = []
+    for i, path in enumerate(files, 1):
+        row = first.loc[i] if i in first.index else None
+        answer = ("" if row is None or not isinstance(row["prediction"], str)
+                  else f" {display_name(row['prediction'])} {row['probability']:.0%}")
+        out.append((str(path), f"#{i}{answer}"))
+    return out

@@ -54,15 +54,25 @@ class ExampleResults:
     error: str | None = None
 
 
-def evaluate_examples(classifier, examples_dir: str | Path, model: str = "") -> ExampleResults:
-    """Predict every example image the model has a class for; keep the wrong ones with top-3."""
+PROGRESS_CHUNK = 25  # example images predicted between two progress reports
+
+
+def evaluate_examples(classifier, examples_dir: str | Path, model: str = "", *,
+                      on_progress=None) -> ExampleResults:
+    """Predict every example image the model has a class for; keep the wrong ones with top-3.
+    ``on_progress(done, total)`` is called as the images are predicted."""
     known = set(classifier.labels)
     found = list_examples(examples_dir)
     scored = [e for e in found if e.label in known]
     out = ExampleResults(model, unknown_classes=len(found) - len(scored))
     if not scored:
         return out
-    predictions = classifier.predict_files([e.path for e in scored], top_k=TOP_K)
+    predictions = []
+    for start in range(0, len(scored), PROGRESS_CHUNK):
+        chunk = scored[start:start + PROGRESS_CHUNK]
+        predictions += classifier.predict_files([e.path for e in chunk], top_k=TOP_K)
+        if on_progress is not None:
+            on_progress(len(predictions), len(scored))
     for example, pred in zip(scored, predictions):
         if not pred.ok:
             continue
@@ -84,11 +94,16 @@ class MistakesCache:
         self.registry = registry
         self.examples_dir = Path(examples_dir)
         self._results: dict[str, ExampleResults] = {}
+        self._progress: dict[str, tuple[int, int]] = {}  # model -> (images done, of)
         self._lock = threading.Lock()
         self._thread: threading.Thread | None = None
 
     def get(self, name: str) -> ExampleResults | None:
         return self._results.get(name)
+
+    def progress(self, name: str) -> tuple[int, int] | None:
+        """(images predicted, of) while ``name``'s turn runs; None before it starts."""
+        return self._progress.get(name)
 
     def compute(self, name: str) -> ExampleResults:
         """The results for ``name``, computing them now if needed (loads the model)."""
@@ -100,7 +115,8 @@ class MistakesCache:
             result = ExampleResults(name, error=f"failed to load: {entry.error}")
         else:
             try:
-                result = evaluate_examples(entry.classifier, self.examples_dir, name)
+                result = evaluate_examples(entry.classifier, self.examples_dir, name,
+                                           on_progress=lambda done, total: self._progress.__setitem__(name, (done, total)))
             except Exception as exc:  # shown in the page; the other models still get theirs
                 log.warning("examples of %s could not be predicted: %s", name, exc)
                 result = ExampleResults(name, error=f"{type(exc).__name__}: {exc}")
@@ -209,10 +225,14 @@ def mistakes_table(results: ExampleResults | None, sport: str | None = None):
     return pd.DataFrame(rows, columns=columns)
 
 
-def mistakes_summary(results: ExampleResults | None, name: str) -> str:
-    """One line on what the browser shows for ``name``."""
+def mistakes_summary(results: ExampleResults | None, name: str, progress: tuple[int, int] | None = None) -> str:
+    """One line on what the browser shows for ``name`` (while it is computed: how far it is)."""
     if results is None:
-        return f"**{name}**: predicting the example images in the background; they show here in a moment."
+        if progress:
+            done, total = progress
+            bar = "▰" * round(10 * done / total) + "▱" * (10 - round(10 * done / total))
+            return f"⏳ **{name}**: predicting the example images in the background {bar} {done} of {total}…"
+        return f"⏳ **{name}**: the example images are predicted in the background, other models first…"
     if results.error:
         return f"**{name}**: no mistakes view ({results.error})."
     if results.n == 0:

@@ -9,10 +9,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Sequence
 
-from ..errors import ImageDecodeError, UserInputError
+from ..errors import ImageDecodeError, UnreadablePhotoError, UserInputError
 from .registry import ModelRegistry
+from .sport_names import display_name
 
 TOP_K = 5
+TOP_CLASS = "its top class"  # the "class to explain" choice that means: whatever the model ranks first
 
 
 @dataclass
@@ -38,12 +40,12 @@ class ModelResult:
         """A short markdown line: time taken, out-of-distribution warning, or the error."""
         if self.error:
             return f"**Error:** {self.error}"
-        parts = [f"{_ms(self.seconds)}"] if self.seconds is not None else []
+        parts = [f"{ms_text(self.seconds)}"] if self.seconds is not None else []
         if self.out_of_distribution:
-            top = self.top
+            top, threshold = percent_pair(self.top[1], self.threshold)
             parts.append(
                 f"⚠️ **This photo may not show any of the sports this model knows**: its top "
-                f"probability {top[1]:.0%} is under {self.threshold:.0%}, the threshold chosen on "
+                f"probability {top} is under {threshold}, the threshold chosen on "
                 "the validation images for this model."
             )
         elif self.out_of_distribution is None:
@@ -51,7 +53,17 @@ class ModelResult:
         return " · ".join(parts)
 
 
-def _ms(seconds: float) -> str:
+def percent_pair(value: float, threshold: float) -> tuple[str, str]:
+    """``value`` and ``threshold`` as percentages with just enough decimals that the text agrees
+    with the comparison (never "78% is under 78%")."""
+    for digits in (0, 1, 2):
+        a, b = f"{value:.{digits}%}", f"{threshold:.{digits}%}"
+        if a != b:
+            return a, b
+    return f"{value:.3%}", f"{threshold:.3%}"
+
+
+def ms_text(seconds: float) -> str:
     ms = seconds * 1000
     return f"{ms:.1f} ms" if ms < 10 else f"{ms:.0f} ms"
 
@@ -89,7 +101,7 @@ def predict(registry: ModelRegistry, image, model_names: Sequence[str] | None = 
     try:
         rgb = load_rgb(image)  # decode once, share between models
     except ImageDecodeError as exc:
-        raise UserInputError(f"cannot read this image: {decode_message(exc, image)}") from None
+        raise UnreadablePhotoError(f"cannot read this image: {decode_message(exc, image)}") from None
     results = []
     for name in names:
         entry = registry.entry(name)
@@ -112,29 +124,60 @@ def predict(registry: ModelRegistry, image, model_names: Sequence[str] | None = 
 
 
 def status_markdown(registry: ModelRegistry) -> str:
+    """One line in plain words for a visitor; which engine serves each model, and load times,
+    are in the About tab (``about.engine_markdown``)."""
     if not len(registry):
         return ("**No models.** Put a bundle folder in `models/`, or start the app with "
                 "`python app.py --models PATH` (or set $SPORTS_CLASSIFIER_MODELS).")
-    return "Models: " + " · ".join(f"**{n}**: {s}" for n, s in registry.status().items())
+    states = registry.status()
+    failed = [n for n, s in states.items() if s.startswith("failed")]
+    ready = [n for n, s in states.items() if s.startswith("ready")]
+    waiting = len(states) - len(failed) - len(ready)
+    count = f"{len(states)} model{'s' if len(states) > 1 else ''}"
+    if waiting:
+        text = f"Getting ready: loading {count} ({len(ready)} ready)…"
+    elif ready:
+        text = f"Ready: {count if not failed else f'{len(ready)} of {count}'} can name the sport in your photo."
+    else:
+        text = "No model could be loaded."
+    if failed:
+        text += " " + ", ".join(f"**{n}**" for n in failed) + " failed to load (details in About)."
+    return text
 
 
-def explain(registry: ModelRegistry, image, model_name: str | None = None):
-    """Class-activation overlay (PIL image) and a caption for ``image`` under one model."""
+def explain(registry: ModelRegistry, image, model_name: str | None = None, label: str | None = None):
+    """Class-activation overlay (PIL image) and a caption for ``image`` under one model, for
+    ``label`` (default: the model's top class)."""
     image = require_image(image)
     name = model_name or (registry.names[0] if len(registry) else None)
     if name is None:
         raise UserInputError("no model to explain with")
     clf = registry.get_or_user_error(name)
+    label = None if label in (None, "", TOP_CLASS) else label
     try:
-        overlay, label, prob = clf.explain(image)
+        overlay, label_shown, prob = clf.explain(image, label=label)
     except ImageDecodeError as exc:
-        raise UserInputError(f"cannot read this image: {decode_message(exc, image)}") from None
+        raise UnreadablePhotoError(f"cannot read this image: {decode_message(exc, image)}") from None
     except ModuleNotFoundError as exc:  # a Keras-served bundle on the serving install
         raise UserInputError(
             f"this model has no ONNX export with class maps, and explaining it with Keras needs "
             f"TensorFlow ({exc}): run `sports-classifier export --model BUNDLE`, or "
             "pip install 'sports_classifier[train]' and restart the app"
         ) from None
-    caption = (f"Class activation map of **{name}** for its top class **{label}** ({prob:.0%}): warm "
-               "colours mark the regions that raised that class's score most.")
+    which = "the class" if label else "its top class"
+    caption = (f"Class activation map of **{name}** for {which} **{display_name(label_shown)}** ({prob:.0%}): "
+               "warm colours mark the regions that raised that class's score most.")
     return overlay, caption
+
+
+def class_choices(registry: ModelRegistry, model_name: str | None,
+                  results: Sequence[ModelResult] = ()) -> list[tuple[str, str]]:
+    """(shown, label) pairs for "which class to explain": the model's top class first, then
+    the classes it ranked for this photo, then the rest by name."""
+    choices = [(TOP_CLASS, TOP_CLASS)]
+    entry = registry.loaded(model_name) if model_name in registry.names else None
+    labels = list(entry.classifier.config.labels) if entry is not None and entry.ok else []
+    ranked = next((list(r.confidences) for r in results if r.name == model_name), [])
+    for label in ranked + sorted(set(labels) - set(ranked), key=display_name):
+        choices.append((display_name(label), label))
+    return choices

@@ -12,7 +12,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterable
 
@@ -32,7 +32,13 @@ class LoadedModel:
     classifier: object = None  # sports_classifier.Classifier
     error: str | None = None
     load_seconds: float | None = None
-    latency_ms: float | None = None  # median single-image prediction measured at load
+    latency_ms: float | None = None  # median single-image prediction over the rounds measured
+    latency_rounds: list[float] = field(default_factory=list)  # each round's median, ms
+
+    @property
+    def latency_range(self) -> tuple[float, float] | None:
+        """(fastest, slowest) round: one run on a busy machine can be off by 2x."""
+        return (min(self.latency_rounds), max(self.latency_rounds)) if self.latency_rounds else None
 
     @property
     def ok(self) -> bool:
@@ -161,8 +167,29 @@ class ModelRegistry:
             log.warning("model %s failed to load: %s", source.name, msg)
             return LoadedModel(source, error=public_message(msg, source))
         log.info("model %s ready (%s) in %.1f s", source.name, clf.runtime, seconds)
-        return LoadedModel(source, clf, load_seconds=seconds,
-                           latency_ms=latency if self._measure_latency else None)
+        if not self._measure_latency:
+            return LoadedModel(source, clf, load_seconds=seconds)
+        return LoadedModel(source, clf, load_seconds=seconds, latency_ms=latency, latency_rounds=[latency])
+
+    def measure_again(self, rounds: int = 1, pause: float = 0.5) -> None:
+        """Measure each loaded model's latency ``rounds`` more times, ``pause`` seconds apart
+        (e.g. once every model is loaded and the machine is quieter): Compare then shows the
+        range over the rounds and their median."""
+        if not self._measure_latency:
+            return
+        for i in range(rounds):
+            if i:
+                time.sleep(pause)
+            for name in self.names:
+                entry = self._loaded.get(name)
+                if entry is None or not entry.ok:
+                    continue
+                try:
+                    entry.latency_rounds.append(_measure_latency(entry.classifier))
+                except Exception as exc:  # it predicted at load; a failure now is reported, not raised
+                    log.warning("model %s: measuring its latency again failed: %s", name, exc)
+                    continue
+                entry.latency_ms = float(np.median(entry.latency_rounds))
 
 
 def public_message(text: str, source: ModelSource) -> str:

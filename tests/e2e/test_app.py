@@ -184,21 +184,3 @@ def test_tensorflow_stays_out_of_predict_and_explain(app, client):
     assert "Class activation map of **tiny**" in caption and Path(heatmap).is_file()
     assert "tensorflow" not in app.loaded_libraries()  # its shared libraries never mapped
 
-
-def test_files_the_app_wrote_are_pruned_after_an_hour(tmp_path):
-    """Grids and batch CSVs go to the temp folder; Gradio serves its own copies, so the app
-    deletes its files once they are older than Gradio's cache lifetime."""
-    sys.path.insert(0, str(ROOT))
-    import app
-
-    old_file, new_file, old_dir = tmp_path / "grid-old.png", tmp_path / "grid-new.png", tmp_path / "batch-old"
-    old_file.write_bytes(b"x")
-    new_file.write_bytes(b"x")
-    old_dir.mkdir()
-    (old_dir / "predictions.csv").write_text("path\n")
-    two_hours_ago = time.time() - 7200
-    for path in (old_file, old_dir):
-        os.utime(path, (two_hours_ago, two_hours_ago))
-    app._prune(tmp_path)
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["grid-new.png"]
-    app._prune(tmp_path / "missing")  # nothing written yet: nothing to do

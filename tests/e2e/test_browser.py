@@ -99,13 +99,13 @@ def test_upload_predict_and_explain(page, server, shots):
     app, real = server
     sport = "basketball"
     page.locator("#photo input[type=file]").set_input_files(str(EXAMPLES / sport / "1.jpg"))
-    label = page.locator("#predict-label-0")
+    verdict = page.locator("#verdict .verdict-title")  # the one headline under the photo
     expected = sport if real else None
     if expected:
-        sync_api.expect(label.locator("h2")).to_have_text(expected, timeout=TIMEOUT_MS)
-    else:  # the tiny bundle knows other classes; any answer shows the label worked
-        sync_api.expect(label.locator("h2")).not_to_be_empty(timeout=TIMEOUT_MS)
-    sync_api.expect(page.locator(".result-note").first).to_contain_text("ms")
+        sync_api.expect(verdict).to_have_text(expected, timeout=TIMEOUT_MS)
+    else:  # the tiny bundle knows other classes; any answer shows the verdict worked
+        sync_api.expect(verdict).not_to_be_empty(timeout=TIMEOUT_MS)
+    sync_api.expect(page.locator("#predict-panels .panel-note").first).to_contain_text("answered in")
     page.screenshot(path=str(shots / "1-predict.png"), full_page=True)
 
     page.locator("#explain-button").click()
@@ -114,14 +114,14 @@ def test_upload_predict_and_explain(page, server, shots):
     page.screenshot(path=str(shots / "2-explain.png"), full_page=True)
 
 
-def test_a_photo_without_sport_gets_the_out_of_distribution_note(page, server, shots, tmp_path):
+def test_a_photo_without_sport_gets_the_not_a_sport_headline(page, server, shots, tmp_path):
     app, real = server
     if real is None:
         pytest.skip("needs a real model with an out-of-distribution threshold in its config.json")
     photo = non_sport_photo(tmp_path)
     page.locator("#photo").get_by_role("button", name="Remove Image").click()
     page.locator("#photo input[type=file]").set_input_files(str(photo))
-    sync_api.expect(page.locator(".result-note").first).to_contain_text("may not show any of the sports")
+    sync_api.expect(page.locator("#verdict .verdict-title")).to_have_text("Probably not a sport")
     sync_api.expect(page.locator("#heatmap img")).to_have_count(0)  # the old photo's heatmap is gone
     page.screenshot(path=str(shots / "7-out-of-distribution.png"), full_page=True)
 
@@ -135,9 +135,9 @@ def test_examples_tab(page, server, shots):
     thumbs.nth(8).click()  # basketball (sorted: the 9th sport)
     sync_api.expect(page.get_by_text("True sport:")).to_be_visible()
     if server[1]:  # a real model names the sport
-        sync_api.expect(page.locator("#examples-label-0 h2")).to_have_text("basketball")
+        sync_api.expect(page.locator("#examples-verdict .verdict-title")).to_have_text("basketball")
     else:
-        sync_api.expect(page.locator("#examples-label-0 h2")).not_to_be_empty()
+        sync_api.expect(page.locator("#examples-verdict .verdict-title")).not_to_be_empty()
     page.get_by_role("button", name="Predict 20 examples").click()
     sync_api.expect(page.get_by_text("of 20 correct")).to_be_visible()
     sync_api.expect(page.locator("#examples-grid img")).to_be_visible()
@@ -147,10 +147,11 @@ def test_examples_tab(page, server, shots):
 def test_compare_tab(page, server, shots):
     open_tab(page, "Compare")
     for name, path in served_bundles(server).items():
-        accuracy = round(bundle.read_metrics(path)["valid"]["accuracy"], 4)
+        accuracy = bundle.read_metrics(path)["valid"]["accuracy"]
         row = page.locator("#compare-table").get_by_role("row", name=re.compile(rf"^{re.escape(name)} "))
-        sync_api.expect(row).to_contain_text(f" {accuracy} ")
+        sync_api.expect(row).to_contain_text(f" {accuracy:.1%} ")  # shown as a percentage
         sync_api.expect(row).to_contain_text("onnxruntime")
+    page.get_by_role("tab", name="Training curves").click()  # Compare's sub-tabs
     sync_api.expect(page.locator("#compare-curves-0 img")).to_be_visible()
     page.screenshot(path=str(shots / "4-compare.png"), full_page=True)
 
@@ -242,6 +243,7 @@ def test_compare_reads_at_a_glance_at_1280_px(compare_page, shots):
     page.screenshot(path=str(shots / f"compare-{suffix}-models.jpg"), type="jpeg", quality=60)
 
     # the mistakes view: predicted in the background once Compare opens; it shows up by itself
+    page.get_by_role("tab", name="Where each model goes wrong").click()  # Compare's sub-tabs
     note = page.locator("#compare-mistakes-note")
     sync_api.expect(note).to_contain_text("example images wrong", timeout=180_000)
     mistakes_gallery = page.locator("#compare-mistakes")
