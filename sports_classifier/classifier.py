@@ -189,6 +189,17 @@ class Classifier:
         return self._engine.name
 
     @property
+    def time_limit(self) -> float | None:
+        """Seconds one run of the network may take before it is stopped with
+        ``ModelTimeoutError`` (ONNX Runtime engines; None: no limit, the default)."""
+        return getattr(self._engine, "time_limit", None)
+
+    @time_limit.setter
+    def time_limit(self, seconds: float | None) -> None:
+        if hasattr(self._engine, "time_limit"):
+            self._engine.time_limit = seconds
+
+    @property
     def threads(self) -> int | None:
         """ONNX Runtime threads (None for Keras)."""
         return getattr(self._engine, "threads", None)

@@ -64,6 +64,7 @@ class OnnxEngine:
     """
 
     name = "onnxruntime"
+    time_limit: float | None = None  # seconds one run may take (None: no limit); see _timed
 
     def __init__(self, path: str | Path, *, threads: int | None = None):
         self.path = Path(path)
@@ -116,13 +117,37 @@ class OnnxEngine:
                 self._pool_pid = os.getpid()
             return self._pool
 
+    def _timed(self, session, names: list[str], pixels: np.ndarray) -> list[np.ndarray]:
+        """``session.run``, stopped by ONNX Runtime itself (``RunOptions.terminate``) once it has
+        run ``time_limit`` seconds: a graph can loop for ever (a ``Loop`` of 10^12 steps), and
+        a thread cannot be killed. ``ModelTimeoutError`` then."""
+        if not self.time_limit:
+            return session.run(names, {self.input_name: pixels})
+        import onnxruntime as ort
+
+        options = ort.RunOptions()
+        timer = threading.Timer(self.time_limit, setattr, (options, "terminate", True))
+        timer.daemon = True
+        timer.start()
+        try:
+            return session.run(names, {self.input_name: pixels}, options)
+        except Exception:
+            if options.terminate:
+                from .errors import ModelTimeoutError
+
+                raise ModelTimeoutError(f"{self.path.name} did not answer within {self.time_limit:g} s "
+                                        "and was stopped") from None
+            raise
+        finally:
+            timer.cancel()
+
     def _run(self, pixels: np.ndarray) -> np.ndarray:
-        return self.session.run(self.output_names, {self.input_name: pixels})[0]
+        return self._timed(self.session, self.output_names, pixels)[0]
 
     def __call__(self, pixels: np.ndarray) -> np.ndarray:
         pixels = np.ascontiguousarray(pixels, dtype=np.float32)  # no copy when it already is
         if len(pixels) <= SUB_BATCH:
-            return self._single_session().run(self.output_names, {self.input_name: pixels})[0]
+            return self._timed(self._single_session(), self.output_names, pixels)[0]
         groups = [pixels[i : i + SUB_BATCH] for i in range(0, len(pixels), SUB_BATCH)]
         if self.threads == 1:
             return np.concatenate([self._run(g) for g in groups])
@@ -133,7 +158,7 @@ class OnnxEngine:
         """Every output of the model (probabilities and feature maps) for a small batch."""
         pixels = np.ascontiguousarray(pixels, dtype=np.float32)
         names = self.output_names + self.extra_outputs
-        return dict(zip(names, self._single_session().run(names, {self.input_name: pixels})))
+        return dict(zip(names, self._timed(self._single_session(), names, pixels)))
 
 
 class KerasEngine:

@@ -10,6 +10,7 @@ A model that fails to load, or loads but cannot predict, keeps its error message
 from __future__ import annotations
 
 import logging
+import os
 import threading
 import time
 from dataclasses import dataclass, field
@@ -24,6 +25,10 @@ from ..hub import ModelSource
 log = logging.getLogger(__name__)
 
 LATENCY_RUNS = 5
+# Seconds one run of a served network may take; a model over it is stopped and taken out of
+# service (a graph can loop for ever: it would hold a request slot for good).
+TIME_LIMIT_ENV = "SPORTS_CLASSIFIER_MODEL_TIMEOUT"
+TIME_LIMIT = 30.0
 
 
 @dataclass
@@ -52,8 +57,11 @@ class LoadedModel:
 class ModelRegistry:
     """The app's models, each loaded once on first use (thread-safe)."""
 
-    def __init__(self, sources: Iterable[ModelSource], *, runtime: str = "auto", measure_latency: bool = True):
+    def __init__(self, sources: Iterable[ModelSource], *, runtime: str = "auto", measure_latency: bool = True,
+                 time_limit: float | None = None):
         self.sources = list(sources)
+        # every run of every model, its warm-up included, is stopped after this many seconds
+        self.time_limit = time_limit if time_limit is not None else float(os.environ.get(TIME_LIMIT_ENV) or TIME_LIMIT)
         self._by_name = {s.name: s for s in self.sources}
         self._loaded: dict[str, LoadedModel] = {}
         self._locks = {s.name: threading.Lock() for s in self.sources}
@@ -137,9 +145,13 @@ class ModelRegistry:
     def warm_up(self, *, background: bool = True) -> threading.Thread | None:
         """Load every model (in a daemon thread by default), e.g. right after the server starts."""
 
-        def run():
-            for name in self.names:
-                self.entry(name)
+        def run():  # one thread per model: a slow or hanging model holds back no other
+            loaders = [threading.Thread(target=self.entry, args=(name,), name=f"load-{name}", daemon=True)
+                       for name in self.names]
+            for loader in loaders:
+                loader.start()
+            for loader in loaders:
+                loader.join()
 
         if not background:
             run()
@@ -154,10 +166,13 @@ class ModelRegistry:
         start = time.perf_counter()
         try:
             clf = Classifier.from_source(source, runtime=self._runtime)
+            clf.time_limit = self.time_limit  # the warm-up below, and every request after it
             seconds = time.perf_counter() - start
             # One prediction proves the model serves (a network whose input disagrees with its
-            # config fails here, once, instead of on every request).
-            latency = _measure_latency(clf, runs=LATENCY_RUNS if self._measure_latency else 0)
+            # config, or that never finishes, fails here, once, instead of on every request).
+            clf.predict_proba(_latency_image())
+            with _MEASURING:  # models load side by side, but are timed one at a time
+                latency = _measure_latency(clf, runs=LATENCY_RUNS if self._measure_latency else 0)
         except ModuleNotFoundError as exc:
             msg = f"{exc}: install the missing package (pip install 'sports_classifier[train]' for Keras bundles)"
             log.warning("model %s: %s", source.name, msg)
@@ -208,6 +223,9 @@ def public_message(text: str, source: ModelSource) -> str:
     except ImportError:
         pass
     return text
+
+
+_MEASURING = threading.Lock()
 
 
 def _latency_image():
