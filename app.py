@@ -12,11 +12,13 @@ Explain button (Grad-CAM) loads Keras, the first time it is pressed.
 from __future__ import annotations
 
 import argparse
+import atexit
 import functools
 import hashlib
 import html
 import json
 import os
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -26,6 +28,7 @@ from types import SimpleNamespace
 
 import gradio as gr
 from gradio.utils import get_upload_folder
+from starlette.middleware import Middleware
 
 from sports_classifier import bundle, feedback
 from sports_classifier.app import (about, batch, compare, data_view, examples, live, mistakes, served_files,
@@ -45,8 +48,13 @@ QUEUE_SIZE = 64
 GRID_SIZE = 20
 TITLE = "Sports classifier"
 CACHE_CLEANUP = (3600, served_files.MAX_AGE)  # (how often, how old) in seconds: gr.Blocks(delete_cache=...)
-GRIDS = Path(tempfile.gettempdir()) / "sports-classifier-grids"
-BATCHES = Path(tempfile.gettempdir()) / "sports-classifier-batches"
+# What the app writes (grids, batch tables, charts, copies of pictures) goes to a folder of its
+# own, made private (0700, an unpredictable name) at start: under fixed names in the shared temp
+# folder, a link planted there beforehand would have been written through.
+PRIVATE = Path(tempfile.mkdtemp(prefix="sports-classifier-app-"))
+atexit.register(shutil.rmtree, PRIVATE, ignore_errors=True)
+GRIDS = PRIVATE / "grids"
+BATCHES = PRIVATE / "batches"
 # Where a request may point the decoder: Gradio's upload folder (uploads, and examples once
 # clicked, which Gradio copies there) and the example photos (app.uploads).
 UPLOAD_FOLDER = get_upload_folder()
@@ -54,7 +62,9 @@ UPLOAD_ROOTS = (UPLOAD_FOLDER, str(EXAMPLES))
 # Gradio sends files only from these folders (and allowed_paths): others are copied into the temp folder.
 SERVED_HOMES = (Path.cwd(), ROOT, Path(tempfile.gettempdir()))
 ADMISSION = served_files.Admission(UPLOAD_FOLDER)
-CHARTS = Path(tempfile.gettempdir()) / "sports-classifier-compare"  # drawn once per server, reused
+# Gradio's upload route runs before any handler: uploads are counted and budgeted in front of it.
+UPLOAD_BUDGET = uploads.UploadBudget(UPLOAD_FOLDER)
+CHARTS = PRIVATE / "compare"  # drawn once per server, reused
 # Feedback ("Was this right?"): a local folder, pushed to a Hub dataset repo when one is configured.
 FEEDBACK = feedback.FeedbackStore(repo_id=os.environ.get(feedback.FEEDBACK_REPO_ENV) or None)
 NOT_RIGHT = "✗ No, it is…"  # the feedback list's first line: picking a sport records it
@@ -84,8 +94,8 @@ def _handler(fn):
     def wrapped(*args, **kwargs):
         try:
             return fn(*args, **kwargs)
-        except UserInputError as exc:
-            raise gr.Error(str(exc)) from None
+        except UserInputError as exc:  # expected: the message is enough, no traceback in the log
+            raise gr.Error(str(exc), print_exception=False) from None
 
     return wrapped
 
@@ -99,13 +109,14 @@ def _photo_path(image):
     return uploads.uploaded_file(image, UPLOAD_ROOTS)
 
 
-def _admit(request: gr.Request | None) -> None:
-    """The request's client passes the rate limit (and the upload cache is kept in budget)."""
-    ADMISSION.admit(getattr(getattr(request, "client", None), "host", None))
+def _admit(request: gr.Request | None, cost: int = 1) -> None:
+    """The request's client passes the rate limit (``cost`` units: uploads.COSTS), and the
+    upload cache is kept in budget."""
+    ADMISSION.admit(getattr(getattr(request, "client", None), "host", None), cost)
 
 
 def _servable(items: list[tuple[str, str]]) -> list[tuple[str, str]]:
-    return served_files.servable(items, SERVED_HOMES)
+    return served_files.servable(items, SERVED_HOMES, PRIVATE / "pictures")
 
 
 def allowed_paths(registry: ModelRegistry) -> list[str]:
@@ -413,7 +424,8 @@ def build_examples_tab(registry: ModelRegistry, chosen: gr.CheckboxGroup) -> Non
                 verdict.verdict_html(results), verdict.panels_html(results)]
 
     @_handler
-    def on_grid(model, sport, seed):
+    def on_grid(model, sport, seed, request: gr.Request):
+        _admit(request, uploads.COSTS["grid"])
         served_files.prune(GRIDS)
         grid = examples.example_grid(registry, model, examples.list_examples(EXAMPLES, sport), n=GRID_SIZE,
                                      seed=seed, out_dir=GRIDS)
@@ -465,8 +477,9 @@ def _mistakes_section(names: list[str]) -> tuple[list, list]:
     inputs (model, sport) and the outputs of ``on_mistakes``."""
     with gr.Row():
         model = gr.Dropdown(names, value=names[0] if names else None, label="Model", scale=2)
-        sport = gr.Dropdown([examples.ALL_SPORTS], value=examples.ALL_SPORTS, scale=2,
-                            label="True sport (mistakes browser filter)")
+        # every sport from the start: an API call may name any (the page narrows the list)
+        sport = gr.Dropdown([examples.ALL_SPORTS] + examples.example_sports(EXAMPLES), value=examples.ALL_SPORTS,
+                            scale=2, label="True sport (mistakes browser filter)")
     note = gr.Markdown(elem_id="compare-mistakes-note")
     timer = gr.Timer(2.0, active=False)  # while the example images are being predicted
     with gr.Row(equal_height=False):
@@ -527,8 +540,8 @@ def _mistakes_values(registry: ModelRegistry, cache: mistakes.MistakesCache, mod
     downloads = []
     entry = registry.entry(model)
     if entry.ok:
-        picture = Path(entry.classifier.path) / "confusion_matrix.png"
-        if picture.is_file():
+        picture = bundle.member_or_none(entry.classifier.path, bundle.CONFUSION)  # never a link out of the bundle
+        if picture is not None:
             downloads.append(_servable([(str(picture), model)])[0][0])
         if cm:
             safe = hashlib.sha256(f"{entry.classifier.path}".encode()).hexdigest()[:12]
@@ -557,19 +570,25 @@ def build_compare_tab(registry: ModelRegistry, cache: mistakes.MistakesCache, st
             data = _data_section()
     details = curves + data
 
-    def on_compare():
+    @_handler
+    def on_compare(request: gr.Request):
+        _admit(request, uploads.COSTS["compare"])
         table = compare.compare_table(registry)[compare.COMPARE_COLUMNS]
         return [compare.speed_chart(registry, CHARTS), compare.page_view(table, registry),
                 compare.architectures_markdown(registry), predict_tab.status_markdown(registry)]
 
-    def on_compare_details():
+    @_handler
+    def on_compare_details(request: gr.Request):
+        _admit(request, uploads.COSTS["compare_details"])
         records = data_view.recorded_data(registry)
         curves = [compare.curves_picture(registry, name, CHARTS) for name in registry.names]
-        return [*served_files.servable_paths(curves, SERVED_HOMES), compare.disagreement_table(registry),
+        return [*served_files.servable_paths(curves, SERVED_HOMES, PRIVATE / "pictures"), compare.disagreement_table(registry),
                 data_view.data_markdown(records), data_view.distribution_chart(records, CHARTS),
                 data_view.sample_items(EXAMPLES)]
 
-    def on_mistakes(model, sport):
+    @_handler
+    def on_mistakes(model, sport, request: gr.Request):
+        _admit(request, uploads.COSTS["mistakes"])
         return _mistakes_values(registry, cache, model, sport)
 
     for trigger, api in ((tab.select, None), (refresh_btn.click, "compare")):
@@ -595,7 +614,7 @@ def build_batch_tab(registry: ModelRegistry, default_models: list[str]) -> None:
 
     @_handler
     def on_batch(files, selected, request: gr.Request):
-        _admit(request)
+        _admit(request, max(1, len(files or [])))  # one unit per photo
         files = uploads.uploaded_files(files, UPLOAD_ROOTS)
         served_files.prune(BATCHES)
         BATCHES.mkdir(parents=True, exist_ok=True)
@@ -692,6 +711,7 @@ def launch(demo: gr.Blocks, registry: ModelRegistry, args: argparse.Namespace) -
         server_name=args.host, server_port=args.port, share=args.share == "yes",
         max_file_size=MAX_FILE_SIZE, allowed_paths=allowed_paths(registry), ssr_mode=False,
         theme=gr.themes.Soft(), css=CSS, footer_links=["api"], prevent_thread_lock=True,
+        app_kwargs={"middleware": [Middleware(uploads.UploadGuard, limiter=ADMISSION.limiter, budget=UPLOAD_BUDGET)]},
     )
     # uploads left by earlier runs (Gradio's own cleanup covers only this process's files)
     uploads.prune_cache(UPLOAD_FOLDER, max_age=CACHE_CLEANUP[1])

@@ -16,7 +16,6 @@ Two engines compute the same rows with the same code (``Classifier.predict_files
 
 from __future__ import annotations
 
-import glob
 import hashlib
 import json
 import logging
@@ -26,6 +25,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterable, Sequence
 
+from . import atomic
+from .atomic import atomic_path
 from .errors import UserInputError
 from .images import IMAGE_EXTENSIONS
 
@@ -37,6 +38,10 @@ SHARD_SIZE = 1000
 # Manifest columns taken as the image path, in this order.
 PATH_COLUMNS = ("path", "filepath", "file", "image")
 JOB_FILE = "job.json"
+# A manifest is refused beyond these, before its paths are expanded: a Parquet file stores
+# repeated strings once (dictionary encoding), so 139 KB can hold 4 GB of paths.
+MAX_MANIFEST_ROWS = 2_000_000
+MAX_MANIFEST_PATH_BYTES = 256 * 1024**2
 
 
 @dataclass
@@ -78,7 +83,7 @@ def collect_inputs(source: str | os.PathLike | Sequence[str]) -> list[str]:
     if path.is_file() and path.suffix.lower() in (".csv", ".parquet", ".pq"):
         return _read_manifest(path)
     if any(c in text for c in "*?["):
-        found = sorted(p for p in glob.glob(text, recursive=True) if Path(p).is_file())
+        found = _glob_files(text)
         if not found:
             raise UserInputError(f"no files match {text!r}")
         return found
@@ -87,19 +92,76 @@ def collect_inputs(source: str | os.PathLike | Sequence[str]) -> list[str]:
     raise UserInputError(f"--input {text!r} is not a folder, a glob, a file or a CSV/Parquet manifest")
 
 
-def _read_manifest(path: Path) -> list[str]:
-    import pandas as pd
+def _glob_files(pattern: str) -> list[str]:
+    """The files ``pattern`` matches, sorted; ``**`` spans folders. Through pathlib, whose
+    ``**`` does not descend into linked folders: ``glob.glob`` follows them, so two
+    ``ln -s . loop`` links in the tree made it walk 2^40 paths. Hidden names are left out, as
+    ``glob.glob`` does."""
+    parts = Path(pattern).parts
+    fixed = next((i for i, part in enumerate(parts) if any(c in part for c in "*?[")), len(parts))
+    anchor = Path(*parts[:fixed]) if fixed else Path(".")
+    rest = "/".join(parts[fixed:])
+    if not rest:
+        return []
+    found = []
+    for p in anchor.glob(rest):
+        relative = p.relative_to(anchor).parts
+        if any(part.startswith(".") for part in relative):
+            continue
+        if p.is_file():
+            found.append(str(p))
+    return sorted(found)
 
+
+def _read_manifest(path: Path) -> list[str]:
     try:
-        frame = pd.read_csv(path) if path.suffix.lower() == ".csv" else pd.read_parquet(path)
+        column, values = _csv_manifest(path) if path.suffix.lower() == ".csv" else _parquet_manifest(path)
+    except UserInputError:
+        raise
     except Exception as exc:  # pandas/pyarrow raise many types for a bad table
         raise UserInputError(f"cannot read the manifest {path}: {exc}") from None
-    column = next((c for c in PATH_COLUMNS if c in frame.columns), None)
+    base = path.parent
+    return [str(p) if Path(p).is_absolute() else str(base / p) for p in values]
+
+
+def _path_column(path: Path, names) -> str:
+    column = next((c for c in PATH_COLUMNS if c in names), None)
     if column is None:
         raise UserInputError(f"the manifest {path} has no path column (one of {', '.join(PATH_COLUMNS)}); "
-                             f"its columns: {', '.join(map(str, frame.columns[:10]))}")
-    base = path.parent
-    return [str(p) if Path(p).is_absolute() else str(base / p) for p in frame[column].astype(str)]
+                             f"its columns: {', '.join(map(str, list(names)[:10]))}")
+    return column
+
+
+def _csv_manifest(path: Path) -> tuple[str, list[str]]:
+    import pandas as pd
+
+    frame = pd.read_csv(path)  # a CSV holds what it says: its size bounds its expansion
+    column = _path_column(path, frame.columns)
+    return column, frame[column].astype(str).tolist()
+
+
+def _parquet_manifest(path: Path) -> tuple[str, list[str]]:
+    """The path column of a Parquet manifest, sized before it is expanded (``MAX_MANIFEST_*``)."""
+    import pyarrow.compute as pc
+    import pyarrow.parquet as pq
+
+    meta = pq.ParquetFile(path)
+    column = _path_column(path, meta.schema_arrow.names)
+    rows = meta.metadata.num_rows
+    if rows > MAX_MANIFEST_ROWS:
+        raise UserInputError(f"the manifest {path} has {rows:,} rows; at most {MAX_MANIFEST_ROWS:,} "
+                             "are read at once: split it")
+    table = pq.read_table(path, columns=[column], read_dictionary=[column])  # strings stay shared
+    values = table.column(column).combine_chunks()
+    if hasattr(values, "dictionary"):  # the bytes the paths take once expanded, counted unexpanded
+        lengths = pc.binary_length(values.dictionary).fill_null(0)
+        size = pc.sum(pc.take(lengths, values.indices.fill_null(0))).as_py() or 0
+    else:
+        size = values.nbytes
+    if size > MAX_MANIFEST_PATH_BYTES:
+        raise UserInputError(f"the paths of the manifest {path} take {size / 2**20:,.0f} MB; at most "
+                             f"{MAX_MANIFEST_PATH_BYTES // 2**20} MB are read at once: split it")
+    return column, [str(v) for v in values.to_pylist()]
 
 
 # -- rows -----------------------------------------------------------------------------------
@@ -112,18 +174,27 @@ def columns(top_k: int) -> list[str]:
     return out + ["ood", "error"]
 
 
+def table_text(text: str | None) -> str | None:
+    """A file name (or a message holding one) as the table stores it: UTF-8 text. A name that is
+    not UTF-8 reaches Python with its bytes escaped as surrogates, which Parquet and CSV cannot
+    store; its odd bytes are written ``\\xff`` instead, the rest as it is."""
+    if text is None:
+        return None
+    return text.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
+
+
 def prediction_rows(predictions: Iterable, top_k: int) -> dict[str, list]:
     """``Prediction`` objects as columns (what both engines write). An unreadable file has
     empty labels and probabilities and its reason in ``error``."""
     cols: dict[str, list] = {name: [] for name in columns(top_k)}
     for p in predictions:
-        cols["path"].append(p.source)
+        cols["path"].append(table_text(p.source))
         for i in range(top_k):
             label, prob = p.top[i] if i < len(p.top) else (None, None)
             cols[f"label_{i + 1}"].append(label)
             cols[f"prob_{i + 1}"].append(prob)
         cols["ood"].append(bool(p.ood) if p.ok else None)
-        cols["error"].append(p.error)
+        cols["error"].append(table_text(p.error))
     return cols
 
 
@@ -156,17 +227,20 @@ class Shards:
     shard size); a rerun of the same job reuses them, a different job starts afresh.
     """
 
-    def __init__(self, output: Path, paths: Sequence[str], *, model: str, top_k: int, shard_size: int):
+    def __init__(self, output: Path, paths: Sequence[str], *, model: str, top_k: int, shard_size: int,
+                 model_digest: str | None = None):
         if shard_size < 1:
             raise UserInputError(f"shard size must be at least 1, got {shard_size}")
         self.folder = output.with_name(output.name + ".parts")
         self.paths = list(paths)
         self.shard_size = shard_size
         self.count = (len(self.paths) + shard_size - 1) // shard_size
-        digest = hashlib.sha256("\n".join(self.paths).encode()).hexdigest()
+        digest = hashlib.sha256("\n".join(self.paths).encode("utf-8", "surrogateescape")).hexdigest()
+        # model_digest: the bundle's content (a bundle changed in place makes a new job)
         self.job = {"inputs_sha256": digest, "inputs": len(self.paths), "model": model, "top_k": top_k,
-                    "shard_size": shard_size}
+                    "shard_size": shard_size, "model_sha256": model_digest}
         saved = self.folder / JOB_FILE
+        same = False
         if self.folder.is_dir():
             try:
                 same = json.loads(saved.read_text()) == self.job
@@ -177,9 +251,7 @@ class Shards:
                 for old in self.folder.glob("part-*.parquet"):
                     old.unlink()
         self.folder.mkdir(parents=True, exist_ok=True)
-        tmp = saved.with_name(f".{JOB_FILE}.{os.getpid()}")
-        tmp.write_text(json.dumps(self.job))
-        os.replace(tmp, saved)
+        atomic.write_json(saved, self.job, indent=None)
 
     def path(self, index: int) -> Path:
         return self.folder / f"part-{index:06d}.parquet"
@@ -194,12 +266,10 @@ class Shards:
         return [i for i in range(self.count) if not self.done(i)]
 
     def write(self, index: int, frame) -> None:
-        if list(frame["path"]) != self.rows(index):
+        if list(frame["path"]) != [table_text(p) for p in self.rows(index)]:
             raise RuntimeError(f"shard {index} got rows for other files (a bug)")
-        final = self.path(index)
-        tmp = final.with_name(f".{final.name}.{os.getpid()}.tmp")
-        frame.to_parquet(tmp, index=False)
-        os.replace(tmp, final)  # the commit point: a killed run leaves the whole shard or none
+        with atomic_path(self.path(index)) as tmp:  # the commit point: a killed run leaves the whole shard or none
+            frame.to_parquet(tmp, index=False)
 
     def combine(self, output: Path, fmt: str, top_k: int):
         import pandas as pd
@@ -207,12 +277,11 @@ class Shards:
         frames = [pd.read_parquet(self.path(i)) for i in range(self.count)]
         frame = pd.concat(frames, ignore_index=True) if frames else frame_of(prediction_rows([], top_k), top_k)
         output.parent.mkdir(parents=True, exist_ok=True)
-        tmp = output.with_name(f".{output.name}.{os.getpid()}.tmp")
-        if fmt == "csv":
-            frame.to_csv(tmp, index=False)
-        else:
-            frame.to_parquet(tmp, index=False)
-        os.replace(tmp, output)
+        with atomic_path(output) as tmp:
+            if fmt == "csv":
+                frame.to_csv(tmp, index=False)
+            else:
+                frame.to_parquet(tmp, index=False)
         return frame
 
 
@@ -230,7 +299,8 @@ def predict_dataset(model: str | os.PathLike, inputs, output: str | os.PathLike,
                     engine: str = "local", fmt: str | None = None, shard_size: int = SHARD_SIZE,
                     batch_size: int = 32, runtime: str = "auto", progress: bool = True,
                     ray_address: str | None = None, workers: int | None = None,
-                    cpus_per_worker: float = 0.5, threads: int | None = None) -> BatchResult:
+                    cpus_per_worker: float = 0.5, threads: int | None = None,
+                    overwrite: bool = False) -> BatchResult:
     """Predict every image ``inputs`` names into one table at ``output``; resumable.
 
     Args:
@@ -245,6 +315,8 @@ def predict_dataset(model: str | os.PathLike, inputs, output: str | os.PathLike,
         cpus_per_worker: CPUs each actor claims; keep it fractional on small clusters so that
             Ray Data's own tasks can still run.
         threads: ONNX Runtime threads per engine (default: all cores locally, 1 per Ray actor).
+        overwrite: replace an existing ``output`` that no batch run wrote (one that a run wrote,
+            its shards beside it, is replaced by the next run there).
 
     Raises:
         UserInputError: bad input, engine or format. ``ImportError`` names the extra when Ray
@@ -256,10 +328,19 @@ def predict_dataset(model: str | os.PathLike, inputs, output: str | os.PathLike,
         raise UserInputError(f"top_k must be a positive integer, got {top_k!r}")
     output = Path(output)
     fmt = output_format(output, fmt)
+    if output.is_dir():
+        raise UserInputError(f"--output {output} is a folder; give a file name (e.g. {output / 'predictions.parquet'})")
     paths = collect_inputs(inputs)
     if not paths:
         raise UserInputError(f"no image files found in {inputs}")
-    shards = Shards(output, paths, model=str(model), top_k=top_k, shard_size=shard_size)
+    # A file this tool wrote (its shards' job.json beside it) is replaced by the next run there;
+    # any other existing file only with overwrite=True.
+    ours = (output.with_name(output.name + ".parts") / JOB_FILE).is_file()
+    if (output.exists() or output.is_symlink()) and not (overwrite or ours):
+        raise UserInputError(f"--output {output} already exists and was not written by a batch run: pass "
+                             "--overwrite to replace it, or choose another name")
+    shards = Shards(output, paths, model=str(model), top_k=top_k, shard_size=shard_size,
+                    model_digest=_model_digest(model))
     pending = shards.pending()
     start = time.perf_counter()
     extra: dict = {}
@@ -279,6 +360,19 @@ def predict_dataset(model: str | os.PathLike, inputs, output: str | os.PathLike,
     frame = shards.combine(output, fmt, top_k)
     return BatchResult(output, len(frame), int(frame["error"].notna().sum()), shards.count,
                        shards.count - len(pending), seconds, engine, extra)
+
+
+def _model_digest(model) -> str | None:
+    """The SHA-256 of a local bundle's config.json, which records the checksum of every model
+    file: shards computed before the bundle changed in place are not reused. None for a Hub
+    source (its text names the revision)."""
+    from . import bundle
+
+    folder = Path(model)
+    if not folder.is_dir():
+        return None
+    config = bundle.member_or_none(folder, bundle.CONFIG)
+    return bundle.sha256_file(config) if config is not None else None
 
 
 def _run_local(shards: Shards, pending: list[int], model, *, top_k: int, batch_size: int, runtime: str,

@@ -34,7 +34,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .errors import DatasetLayoutError
+from .errors import DatasetLayoutError, UserInputError
 
 BATCH = 32
 JPEG_SUFFIXES = (".jpg", ".jpeg")  # what is timed is JPEG decoding + the network
@@ -246,17 +246,13 @@ def run_benchmark(model, data, *, images: int = 256, repeats: int = 50, as_json:
     from . import bundle
 
     if images < 1 or repeats < 1 or passes < 1:
-        raise ValueError("images, repeats and passes must be positive")
+        raise UserInputError(f"--images, --repeats and --passes must be at least 1, got {images}, {repeats}, {passes}")
     config = bundle.read_config(model)
     paths = _pick(find_images(data), images)
     if runtimes is None:
-        runtimes = ("keras",)
-        if bundle.has_onnx(model, config):
-            runtimes += ("onnx",)
-        if (Path(model) / bundle.ONNX_INT8).is_file() and bundle.ONNX_INT8 in config.files_sha256:
-            runtimes += ("onnx-int8",)
-            if bundle.has_onnx(model, config):  # as served: int8, close calls re-run in float
-                runtimes += ("auto",)
+        runtimes = tuple(bundle.served_runtimes(model, config))
+        if {"onnx", "onnx-int8"} <= set(runtimes):  # as served: int8, close calls re-run in float
+            runtimes += ("auto",)
     result = {
         "model": str(model), "backbone": config.architecture, "image_size": config.image_size,
         "data": str(data), "images": len(paths), "distinct_images": len(set(paths)),

@@ -14,12 +14,18 @@ A bundle is a folder (the same locally and on the Hub):
     curves.png, confusion_matrix.png, samples.png
     README.md             the model card, generated from config.json and metrics.json
 
+Bundle policy lives here and only here (``tests/unit/test_bundle_policy_hsec.py`` forbids
+these file names elsewhere): which file serves a runtime (``serving_file``), how a file is read
+(``member``: a regular file inside the bundle, under its size cap), how a bundle is written.
+
 Writes are atomic: everything goes to a temporary folder beside the target, which then takes
-the target's place, so a crash leaves the old bundle or the new one, never a mix.
+the target's place, so a crash leaves the old bundle or the new one, never a mix; a single file
+changed in place is replaced atomically (``atomic.py``).
 """
 
 from __future__ import annotations
 
+import copy
 import hashlib
 import json
 import os
@@ -29,8 +35,9 @@ import tempfile
 from pathlib import Path
 from typing import Callable
 
+from . import atomic
 from .config import ModelConfig
-from .errors import BundleError, ConfigError, UnknownBackboneError
+from .errors import BundleError, ConfigError, UnknownBackboneError, UserInputError
 
 CONFIG = "config.json"
 WEIGHTS = "model.weights.h5"
@@ -47,11 +54,17 @@ CHECKSUMMED = (WEIGHTS, ONNX, ONNX_INT8, SELFCHECK)
 FILES = (CONFIG, WEIGHTS, ONNX, ONNX_INT8, SELFCHECK, METRICS, HISTORY, CURVES, CONFUSION, SAMPLES, CARD)
 # What serving reads besides the model file: the config, the metrics and the pictures the app's
 # Compare tab shows. A Hub download for serving and a Space's preload list are exactly these
-# (those the repo has) plus ``served_model_file``: never the Keras weights an ONNX model does not use.
+# (those the repo has) plus ``serving_file``: never the Keras weights an ONNX model does not use.
 SERVING_EXTRAS = (CONFIG, METRICS, CURVES, CONFUSION)
 # Served with the int8 model: its self-check reference, read at load, and the float ONNX model
 # that settles close calls and serves where the check fails.
 INT8_COMPANIONS = (SELFCHECK, ONNX)
+# The most bytes a reader accepts of each file it parses or serves whole, checked before it is
+# read (JSON bombs: a 28 MB config.json took 2.2 GB and 16 s to parse). Real bundles are far
+# below: 100 classes give a 13 KB config.json and a 250 KB metrics.json; a self-check reference
+# (8 images) about 1 MB.
+MAX_BYTES = {CONFIG: 1 << 20, METRICS: 8 << 20, HISTORY: 2 << 20, CARD: 1 << 20,
+             CURVES: 16 << 20, CONFUSION: 16 << 20, SAMPLES: 16 << 20, SELFCHECK: 16 << 20}
 
 Writer = Callable[[Path], None]
 
@@ -73,7 +86,8 @@ def member(folder: str | Path, name: str) -> Path | None:
     bundle are followed. The Hub cache stores a snapshot's files as links into the repo's
     ``blobs/`` folder, so for a folder inside ``.../snapshots/`` that folder counts as inside.
 
-    Raises ``BundleError`` for a link leaving the bundle, or a name that is not a regular file.
+    Raises ``BundleError`` for a link leaving the bundle, a name that is not a regular file,
+    or a file over its size cap (``MAX_BYTES``).
     """
     folder = Path(folder)
     path = folder / name
@@ -91,6 +105,11 @@ def member(folder: str | Path, name: str) -> Path | None:
         raise BundleError(f"{path} is a link to a file outside the bundle; refusing to read it")
     if not real.is_file():
         raise BundleError(f"{path} is not a regular file")
+    cap = MAX_BYTES.get(name)
+    size = real.stat().st_size
+    if cap is not None and size > cap:
+        raise BundleError(f"{path} is {size / 2**20:.1f} MB; a bundle's {name} is at most "
+                          f"{cap / 2**20:.0f} MB: refusing to read it")
     return path  # its own name: Keras wants weights files to end in .weights.h5 (Hub blobs do not)
 
 
@@ -111,6 +130,20 @@ def read_json(file: Path):
         raise BundleError(f"{file} is not valid JSON ({exc}); the bundle is corrupt") from None
     except RecursionError:
         raise BundleError(f"{file} is nested too deeply to be a bundle file; the bundle is corrupt") from None
+
+
+def read_history(path: str | Path):
+    """history.csv as a DataFrame; None when absent. ``BundleError`` for a file that is not a
+    UTF-8 CSV (or any refusal of ``member``)."""
+    file = member(path, HISTORY)
+    if file is None:
+        return None
+    import pandas as pd
+
+    try:
+        return pd.read_csv(file, encoding="utf-8")
+    except (UnicodeDecodeError, ValueError, pd.errors.ParserError) as exc:
+        raise BundleError(f"{file} is not a readable CSV file ({type(exc).__name__}); the bundle is corrupt") from None
 
 
 def copy_from(source: Path) -> Writer:
@@ -173,7 +206,7 @@ def _alive(pid: int) -> bool:
 
 
 def _write_json(path: Path, data) -> None:
-    path.write_text(json.dumps(data, indent=2, ensure_ascii=False) + "\n")
+    atomic.write_json(path, data)
 
 
 def check_destination(dest: str | Path) -> None:
@@ -234,10 +267,8 @@ def read_config(path: str | Path) -> ModelConfig:
         raise BundleError(f"{path} is a file; a model bundle is a folder holding {CONFIG}")
     cfg = member(path, CONFIG)
     if cfg is None:
-        raise BundleError(
-            f"{path} is not a sports_classifier bundle: no {CONFIG} "
-            f"(found: {sorted(p.name for p in path.iterdir())[:8]})"
-        )
+        # its other files are not listed: the app shows this message to everyone
+        raise BundleError(f"{path} is not a sports_classifier bundle: it has no {CONFIG}")
     data = read_json(cfg)
     cfg = path / CONFIG  # named as the user knows it in messages
     try:
@@ -262,7 +293,7 @@ def update_config(path: str | Path, **changes) -> ModelConfig:
     threshold), atomically, and rewrite the model card to match."""
     path = Path(path)
     config = read_config(path).replace(**changes)
-    _replace_file(path / CONFIG, json.dumps(config.to_dict(), indent=2, ensure_ascii=False) + "\n")
+    atomic.write_json(path / CONFIG, config.to_dict())
     _rewrite_card(path, config, read_metrics(path))
     return config
 
@@ -279,7 +310,7 @@ def update_metrics(path: str | Path, split: str, measured: dict) -> dict:
     if earlier and earlier.get("engine") and earlier.get("engine") != measured.get("engine"):
         metrics[f"{split} ({earlier['engine']})"] = earlier
     metrics[split] = {k: v for k, v in measured.items() if k != "skipped"}
-    _replace_file(path / METRICS, json.dumps(metrics, indent=2, ensure_ascii=False) + "\n")
+    atomic.write_json(path / METRICS, metrics)
     _rewrite_card(path, read_config(path), metrics)
     return metrics
 
@@ -289,13 +320,7 @@ def _rewrite_card(path: Path, config: ModelConfig, metrics: dict) -> None:
     from .card import render_model_card
 
     present = sorted(p.name for p in path.iterdir())
-    _replace_file(path / CARD, render_model_card(config.to_dict(), metrics, files=present))
-
-
-def _replace_file(path: Path, text: str) -> None:
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    tmp.write_text(text, encoding="utf-8")
-    os.replace(tmp, path)
+    atomic.write_text(path / CARD, render_model_card(config.to_dict(), metrics, files=present))
 
 
 def verified_file(path: str | Path, config: ModelConfig, name: str) -> Path:
@@ -318,23 +343,45 @@ def has_onnx(path: str | Path, config: ModelConfig) -> bool:
     return member_or_none(path, ONNX) is not None and ONNX in config.files_sha256
 
 
-def served_model_file(config: ModelConfig, runtime: str = "auto", *, onnxruntime_ok: bool = True) -> str:
-    """The one model file ``Classifier(runtime=...)`` reads for this bundle: the int8 ONNX
-    model when recorded (``auto``), else the float ONNX model, else the Keras weights."""
-    if runtime == "onnx-int8":
-        return ONNX_INT8
-    if runtime == "onnx":
-        return ONNX
-    if runtime == "auto" and onnxruntime_ok:
+RUNTIME_FILES = {"onnx-int8": ONNX_INT8, "onnx": ONNX, "keras": WEIGHTS}
+
+
+def serving_file(config: ModelConfig, runtime: str = "auto", *, folder: str | Path | None = None,
+                 onnxruntime_ok: bool | None = None) -> str:
+    """The one model file serving this bundle with ``runtime`` reads: the question every
+    reader asks (``Classifier``, the Hub download, a Space's preload list, ``bench``, Compare's
+    sizes), answered here only.
+
+    ``auto``: the int8 ONNX model when ``config.json`` records it, else the float ONNX model,
+    else the Keras weights; ONNX files only when onnxruntime is installed (``onnxruntime_ok``,
+    default: checked). With ``folder`` a recorded file must also be there (a local bundle);
+    without it (a Hub repo not yet downloaded) the record decides. An explicit runtime names
+    its file, present or not: loading it then says what is missing.
+    """
+    if runtime in RUNTIME_FILES:
+        return RUNTIME_FILES[runtime]
+    if runtime != "auto":
+        raise UserInputError(f"runtime must be auto or one of {tuple(RUNTIME_FILES)}, got {runtime!r}")
+    if onnxruntime_ok is None:
+        from .runtime import onnxruntime_available
+
+        onnxruntime_ok = onnxruntime_available()
+    if onnxruntime_ok:
         for name in (ONNX_INT8, ONNX):
-            if name in config.files_sha256:
+            if name in config.files_sha256 and (folder is None or member_or_none(folder, name) is not None):
                 return name
     return WEIGHTS
 
 
-def serving_files(config: ModelConfig, runtime: str = "auto", *, onnxruntime_ok: bool = True) -> list[str]:
+def served_runtimes(path: str | Path, config: ModelConfig) -> list[str]:
+    """Every runtime this local bundle can serve with (its file recorded and present), Keras first."""
+    return [rt for rt, name in reversed(RUNTIME_FILES.items())
+            if name == WEIGHTS or (name in config.files_sha256 and member_or_none(path, name) is not None)]
+
+
+def serving_files(config: ModelConfig, runtime: str = "auto", *, onnxruntime_ok: bool | None = None) -> list[str]:
     """Every file serving this bundle with ``runtime`` may read (see ``SERVING_EXTRAS``)."""
-    served = served_model_file(config, runtime, onnxruntime_ok=onnxruntime_ok)
+    served = serving_file(config, runtime, onnxruntime_ok=onnxruntime_ok)
     companions = [n for n in INT8_COMPANIONS if n in config.files_sha256] if served == ONNX_INT8 else []
     return [CONFIG, served, *companions, *SERVING_EXTRAS[1:]]
 
@@ -357,17 +404,30 @@ def load_keras_model(path: str | Path, config: ModelConfig):
     return model
 
 
+_metrics_cache: dict[tuple, dict] = {}
+
+
 def read_metrics(path: str | Path) -> dict:
     """metrics.json: ``{split: {metric: value, ...}}``; {} when absent, ``BundleError`` when it
-    is not JSON of that shape (a list, a split that is not an object)."""
+    is not JSON of that shape (a list, a split that is not an object).
+
+    Parsed once per version of the file (its real path, size and modification time): the
+    Compare tab asks on every click. Each caller gets its own copy."""
     file = member(path, METRICS)
     if file is None:
         return {}
-    data = read_json(file)
-    if not isinstance(data, dict) or not all(isinstance(v, dict) for v in data.values()):
-        raise BundleError(f"{Path(path) / METRICS} must map each split to an object of metrics, "
-                          f"got {json.dumps(data)[:80]}")
-    return data
+    stat = file.stat()
+    key = (str(file.resolve()), stat.st_size, stat.st_mtime_ns)
+    data = _metrics_cache.get(key)
+    if data is None:
+        data = read_json(file)
+        if not isinstance(data, dict) or not all(isinstance(v, dict) for v in data.values()):
+            raise BundleError(f"{Path(path) / METRICS} must map each split to an object of metrics, "
+                              f"got {json.dumps(data)[:80]}")
+        if len(_metrics_cache) > 64:
+            _metrics_cache.clear()
+        _metrics_cache[key] = data
+    return copy.deepcopy(data)
 
 
 def read_card(path: str | Path) -> str | None:

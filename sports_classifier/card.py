@@ -123,12 +123,14 @@ def render_model_card(config: dict, metrics: dict, *, files: Sequence[str] = ())
     """The full README.md of a bundle. Pure: data in, text out."""
     name = model_name(config)
     labels = list(config["labels"])
+    from . import bundle  # its file names (bundle imports this module when it writes a card)
+
     pictures = [
         f"![{title}]({f})" for f, title in
-        (("curves.png", "Training curves"), ("confusion_matrix.png", "Confusion matrix"),
-         ("samples.png", "Sample predictions")) if f in files
+        ((bundle.CURVES, "Training curves"), (bundle.CONFUSION, "Confusion matrix"),
+         (bundle.SAMPLES, "Sample predictions")) if f in files
     ]
-    has_onnx = "model.onnx" in files or "model.int8.onnx" in files
+    has_onnx = bundle.ONNX in files or bundle.ONNX_INT8 in files
     training = config.get("training") or {}
     members = config.get("members") or ()
     if members:

@@ -99,13 +99,32 @@ class Classifier:
             BundleError: the folder is not a usable bundle (missing, corrupt or tampered files).
             HubError: the Hub could not be reached or refused the download.
         """
-        from .hub import parse_model_source
+        from .hub import ModelSource, parse_model_source
 
-        parsed = parse_model_source(str(source)) if not isinstance(source, Path) else None
-        if parsed is not None and parsed.hub:
-            return cls.from_hub(parsed.location, revision=revision or parsed.revision, cache_dir=cache_dir,
+        parsed = parse_model_source(str(source)) if not isinstance(source, Path) else ModelSource(str(source))
+        return cls.from_source(parsed, revision=revision, cache_dir=cache_dir, token=token,
+                               local_files_only=local_files_only, runtime=runtime, threads=threads)
+
+    @classmethod
+    def from_source(cls, source, *, runtime: str = "auto", revision: str | None = None,
+                    cache_dir: str | Path | None = None, token: str | bool | None = None,
+                    local_files_only: bool = False, threads: int | None = None) -> "Classifier":
+        """Load a parsed ``hub.ModelSource`` (what the app's registry holds)."""
+        from .errors import HubError
+
+        if not source.hub:
+            return cls(bundle.read_config(source.location), Path(source.location), runtime=runtime, threads=threads)
+        try:
+            return cls.from_hub(source.location, revision=revision or source.revision, cache_dir=cache_dir,
                                 token=token, local_files_only=local_files_only, runtime=runtime, threads=threads)
-        return cls(bundle.read_config(source), Path(source), runtime=runtime, threads=threads)
+        except HubError as exc:
+            if not source.implicit:
+                raise
+            # `runs/lite0` was read as a Hub id because no such folder exists: a missing folder
+            # is the likelier mistake, so it comes first (not "could not reach the Hub")
+            raise BundleError(f"model bundle not found: there is no folder {source.name} in {Path.cwd()}; "
+                              f"read as the Hub repo {source.location!r}, it could not be loaded either "
+                              f"({exc}). For a Hub model write hf:{source.name}") from None
 
     @classmethod
     def from_hub(cls, repo_id: str, *, revision: str | None = None, cache_dir: str | Path | None = None,
@@ -122,6 +141,7 @@ class Classifier:
         # Only what serving with this runtime reads (no Keras weights for an ONNX model).
         path = download_bundle(repo_id, revision=revision, cache_dir=cache_dir, token=token,
                                local_files_only=local_files_only, runtime=runtime)
+
         def fetch(names):
             download_files(repo_id, path.name, names, cache_dir=cache_dir, token=token,
                            local_files_only=local_files_only)
@@ -129,18 +149,16 @@ class Classifier:
         return cls(bundle.read_config(path), path, runtime=runtime, threads=threads, fetch=fetch)
 
     def _make_engine(self, runtime: str):
-        from .runtime import KerasEngine, onnxruntime_available
+        from .runtime import KerasEngine
 
-        served = bundle.served_model_file(self.config, runtime, onnxruntime_ok=onnxruntime_available())
-        if served == bundle.ONNX_INT8:
+        self.model_file = bundle.serving_file(self.config, runtime, folder=self.path)
+        if self.model_file == bundle.ONNX_INT8:
             return self._checked_int8_engine(explicit=runtime == "onnx-int8")
-        if served == bundle.ONNX:
-            if not bundle.has_onnx(self.path, self.config):
-                raise BundleError(f"{self.path} has no {bundle.ONNX}; run `sports-classifier export`")
-            self.serving_note = "float ONNX model"
-            return self._onnx_engine(bundle.ONNX)
-        self.serving_note = "Keras (float)"
-        return KerasEngine(self.keras_model)
+        if self.model_file == bundle.WEIGHTS:
+            self.serving_note = "Keras (float)"
+            return KerasEngine(self.keras_model)
+        self.serving_note = "float ONNX model"
+        return self._onnx_engine(self.model_file)
 
     def _checked_int8_engine(self, *, explicit: bool):
         """The int8 engine once it has passed its self-check on this CPU (``selfcheck``); the
@@ -174,6 +192,7 @@ class Classifier:
             self._fetch([bundle.ONNX])
         warnings.warn(problem + f"; serving the float {bundle.ONNX} instead", stacklevel=3)
         self.serving_note = "float ONNX model: the int8 model failed its self-check on this CPU"
+        self.model_file = bundle.ONNX
         return self._onnx_engine(bundle.ONNX)
 
     def _with_close_calls(self, int8_engine):
@@ -195,7 +214,7 @@ class Classifier:
     def _onnx_engine(self, name: str):
         from .runtime import OnnxEngine
 
-        if not (self.path / name).is_file():
+        if bundle.member(self.path, name) is None:
             hint = " --format onnx-int8" if name == bundle.ONNX_INT8 else ""
             raise BundleError(f"{self.path} has no {name}; run `sports-classifier export{hint}`")
         engine = OnnxEngine(bundle.verified_file(self.path, self.config, name), threads=self._threads)
@@ -215,7 +234,7 @@ class Classifier:
     def keras_model(self):
         """The Keras network (built on first use: importing TensorFlow takes seconds)."""
         if self._keras_model is None:
-            if self._fetch is not None and not (self.path / bundle.WEIGHTS).is_file():
+            if self._fetch is not None and bundle.member_or_none(self.path, bundle.WEIGHTS) is None:
                 self._fetch([bundle.WEIGHTS])  # same commit, same snapshot folder
             self._keras_model = bundle.load_keras_model(self.path, self.config)
         return self._keras_model
@@ -236,6 +255,17 @@ class Classifier:
     def runtime(self) -> str:
         """The engine serving this model: ``onnxruntime-int8``, ``onnxruntime`` or ``keras``."""
         return self._engine.name
+
+    @property
+    def time_limit(self) -> float | None:
+        """Seconds one run of the network may take before it is stopped with
+        ``ModelTimeoutError`` (ONNX Runtime engines; None: no limit, the default)."""
+        return getattr(self._engine, "time_limit", None)
+
+    @time_limit.setter
+    def time_limit(self, seconds: float | None) -> None:
+        if hasattr(self._engine, "time_limit"):
+            self._engine.time_limit = seconds
 
     @property
     def threads(self) -> int | None:

@@ -157,7 +157,7 @@ def cmd_evaluate(args) -> int:
         print(printable(f"served by {metrics['engine']} ({clf.serving_note}); measured on "
                         f"{describe(metrics['measured_on'])}"))
         worst = sorted(metrics["per_class"].items(), key=lambda kv: kv[1]["f1"])[:5]
-        print("lowest F1: " + ", ".join(f"{k} {v['f1']:.2f}" for k, v in worst))
+        print("lowest F1: " + ", ".join(f"{printable(k)} {v['f1']:.2f}" for k, v in worst))
     return 0
 
 
@@ -196,7 +196,7 @@ def cmd_predict_batch(args) -> int:
         args.model, args.input, args.output, top_k=args.top_k, engine=args.engine, fmt=args.format,
         shard_size=args.shard_size, batch_size=args.batch_size, runtime=args.runtime,
         progress=not args.json, ray_address=args.ray_address or os.environ.get("RAY_ADDRESS") or None,
-        workers=args.workers, cpus_per_worker=args.cpus_per_worker)
+        workers=args.workers, cpus_per_worker=args.cpus_per_worker, overwrite=args.overwrite)
     summary = {"output": str(result.output), "rows": result.rows, "errors": result.errors,
                "shards": result.shards, "shards_reused": result.shards_skipped, "engine": result.engine,
                "seconds": round(result.seconds, 2), "images_per_second": round(result.images_per_second, 1)}
@@ -401,6 +401,7 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--output", metavar="OUT", help="OUT.parquet (or .csv); shards in OUT.parts/. Unreadable "
                    "files get a row with an error (exit status 1 once the table is written)")
     b.add_argument("--format", choices=("parquet", "csv"), help="default: from OUT's suffix, else parquet")
+    b.add_argument("--overwrite", action="store_true", help="replace OUT when it exists and no batch run wrote it")
     b.add_argument("--engine", choices=("local", "ray"), default="local", help="local (default) or a Ray cluster")
     b.add_argument("--ray-address", help="Ray cluster (default $RAY_ADDRESS; auto: the running one)")
     b.add_argument("--workers", type=int, help="Ray actors (default: the cluster's CPUs)")
@@ -515,7 +516,9 @@ def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     debug = args.debug or os.environ.get("SPORTS_CLASSIFIER_DEBUG") == "1"
-    logging.basicConfig(level=logging.WARNING, format="%(message)s", stream=sys.stderr)
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(PrintableFormatter("%(message)s"))
+    logging.basicConfig(level=logging.WARNING, handlers=[handler])
     logging.getLogger("sports_classifier").setLevel(logging.INFO)  # not tf2onnx's INFO chatter
     # Warnings meant for users (an int8 model that failed its self-check here) read as one line.
     warnings.showwarning = lambda message, *_args, **_kw: print(f"warning: {one_line(message)}", file=sys.stderr)
@@ -524,6 +527,13 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130
+    except ModuleNotFoundError as exc:  # an install without the extra this command needs
+        extra = EXTRAS.get((exc.name or "").partition(".")[0])
+        if debug or extra is None:
+            raise
+        print(f"error: {args.command} needs {exc.name}, which this install lacks: "
+              f"pip install -e \".[{extra}]\" (or pip install 'sports_classifier[{extra}]')", file=sys.stderr)
+        return 1
     except (SportsClassifierError, OSError) as exc:  # anything else is a bug: its traceback shows
         if debug:
             raise
@@ -531,10 +541,23 @@ def main(argv: list[str] | None = None) -> int:
         return 1
 
 
+# The optional packages and the pyproject.toml extra that installs each.
+EXTRAS = {"tensorflow": "train", "keras": "train", "tf2onnx": "train", "onnx": "train", "skimage": "train",
+          "sympy": "train", "gradio": "app", "ray": "ray", "pyarrow": "ray"}
+
+
 def one_line(exc: BaseException | str) -> str:
     """The message on one line (some carry a server's or Keras' multi-line text), with
     terminal control characters made visible."""
     return printable(" ".join(line.strip() for line in str(exc).splitlines() if line.strip()))
+
+
+class PrintableFormatter(logging.Formatter):
+    """Log lines with control characters escaped (``printable``): warnings quote file names and
+    labels ("skipped 1 unreadable image(s) ...; first: <name>"), which may hold terminal escapes."""
+
+    def formatMessage(self, record: logging.LogRecord) -> str:
+        return printable(super().formatMessage(record))
 
 
 def printable(text: str) -> str:

@@ -73,3 +73,8 @@ class HubUnavailableError(HubError, ConnectionError):
 
 class HubCardConflictError(HubError):
     """A push would replace a model card (README.md) someone edited on the Hub."""
+
+
+class ModelTimeoutError(SportsClassifierError, TimeoutError):
+    """A model did not answer within its time limit and its run was stopped (a network that
+    never finishes: the app takes it out of service)."""

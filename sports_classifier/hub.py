@@ -13,8 +13,10 @@ usable bundle) whose message says what to do; a token never appears in a message
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import re
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Mapping
@@ -109,6 +111,9 @@ class ModelSource:
     hub: bool = False
     revision: str | None = None
     name: str = ""  # shown to people (the app's model names); unique within a list
+    # A bare ``user/repo`` taken for the Hub because no such folder exists: when the Hub cannot
+    # serve it either, the message says the folder does not exist (it may have been meant).
+    implicit: bool = False
 
     @property
     def text(self) -> str:
@@ -131,21 +136,52 @@ def is_repo_id(text: str) -> bool:
     return True
 
 
-def parse_model_source(text: str, *, root: str | Path | None = None) -> ModelSource:
-    """Parse one model source. ``hf:user/repo@rev`` is always the Hub; a bare ``user/repo[@rev]``
-    is the Hub unless such a local folder exists; anything else is a folder (relative ones
-    resolve against ``root``, default the working folder). Raises ``UserInputError`` on a
-    malformed Hub id.
+def check_revision(revision: str | None) -> str | None:
+    """``revision`` if it can name a branch, tag or commit; ``UserInputError`` otherwise.
+
+    huggingface_hub stores what a branch or tag points to in ``refs/<revision>`` inside its
+    cache, so ``..`` in a revision (``hf:alice/x@../../../../pwn``) made it write outside the
+    cache. Git's own rules for ref names forbid all of these."""
+    if revision is None:
+        return None
+    bad = (not revision or revision.startswith("/") or revision.endswith(("/", ".lock"))
+           or any(part in ("", ".", "..") or part.startswith(".") for part in revision.split("/"))
+           or any(c in revision for c in "\\ ~^:?*[") or ".." in revision or "@{" in revision
+           or not revision.isprintable() or len(revision) > 255)
+    if bad:
+        raise UserInputError(f"bad revision {revision!r}: expected a branch, tag or commit hash (no '..', "
+                             "no part starting with '.', no spaces or '\\ ~^:?*[')")
+    return revision
+
+
+def parse_model_source(text: str, *, root: str | Path | None = None, hub_only: bool = False,
+                       revision_allowed: bool = True, kind: str = "model repo") -> ModelSource:
+    """Parse one model source: the one parser of every model or repo id the package is given.
+
+    ``hf:user/repo@rev`` is always the Hub; a bare ``user/repo[@rev]`` is the Hub unless such a
+    local folder exists; anything else is a folder (relative ones resolve against ``root``,
+    default the working folder). ``hub_only``: the text names a Hub repo (``hf:`` optional),
+    e.g. a Space's models or a repo to push to; ``revision_allowed=False``: without ``@rev``
+    (a push names its branch apart). Raises ``UserInputError`` on a malformed Hub id or
+    revision, before any network call.
 
     >>> parse_model_source("hf:me/sports@v1")
-    ModelSource(location='me/sports', hub=True, revision='v1', name='me/sports@v1')
+    ModelSource(location='me/sports', hub=True, revision='v1', name='me/sports@v1', implicit=False)
     """
     raw = str(text).strip()
     if not raw:
         raise UserInputError("empty model source: give a bundle folder or hf:user/repo[@revision]")
-    explicit = raw.startswith(HUB_PREFIX)
-    body = raw[len(HUB_PREFIX):] if explicit else raw
+    explicit = hub_only or raw.startswith(HUB_PREFIX)
+    body = raw.removeprefix(HUB_PREFIX)
     repo, at, revision = body.partition("@")
+    if hub_only:
+        if not is_repo_id(repo) or (at and (not revision or not revision_allowed)):
+            expected = "user/name" + (" or user/name@revision" if revision_allowed else "")
+            extra = "" if revision_allowed else "; no @revision: pass the branch with --revision"
+            raise UserInputError(f"bad {kind} id {raw!r}: expected {expected} (letters, digits, '-', '_', '.'; "
+                                 f"at most 96 characters{extra})")
+        return ModelSource(repo, hub=True, revision=check_revision(revision or None),
+                           name=repo + (f"@{revision}" if at else ""))
     path = Path(raw).expanduser()
     if root is not None and not path.is_absolute():
         path = Path(root) / path
@@ -154,22 +190,9 @@ def parse_model_source(text: str, *, root: str | Path | None = None) -> ModelSou
         if not is_repo_id(repo) or (at and not revision):
             raise UserInputError(f"bad Hub model {raw!r}: expected hf:user/repo or hf:user/repo@revision "
                                  "(letters, digits, '-', '_', '.'; at most 96 characters)")
-        return ModelSource(repo, hub=True, revision=revision or None, name=repo + (f"@{revision}" if at else ""))
+        return ModelSource(repo, hub=True, revision=check_revision(revision or None),
+                           name=repo + (f"@{revision}" if at else ""), implicit=not explicit)
     return ModelSource(str(path), name=path.name or raw)
-
-
-def parse_repo_id(text: str, *, kind: str = "model repo") -> str:
-    """A Hub repo id to write to (``user/name``, ``hf:`` allowed, no ``@revision``), checked by
-    ``parse_model_source`` (huggingface_hub's ``validate_repo_id``) before any network call."""
-    raw = str(text).strip()
-    try:
-        source = parse_model_source(raw if raw.startswith(HUB_PREFIX) else HUB_PREFIX + raw)
-    except UserInputError:
-        source = None
-    if source is None or source.revision is not None or "@" in raw:
-        raise UserInputError(f"bad {kind} id {raw!r}: expected user/name (letters, digits, '-', '_', '.'; "
-                             "at most 96 characters; no @revision: pass the branch with --revision)")
-    return source.location
 
 
 def parse_model_sources(text: str, *, root: str | Path | None = None) -> list[ModelSource]:
@@ -180,8 +203,7 @@ def parse_model_sources(text: str, *, root: str | Path | None = None) -> list[Mo
     for source in sources:
         n = seen.get(source.name, 0)
         seen[source.name] = n + 1
-        out.append(source if n == 0 else ModelSource(source.location, source.hub, source.revision,
-                                                      f"{source.name} ({n + 1})"))
+        out.append(source if n == 0 else dataclasses.replace(source, name=f"{source.name} ({n + 1})"))
     return out
 
 
@@ -245,11 +267,9 @@ def download_bundle(repo_id: str, *, revision: str | None = None, cache_dir: str
         path = _snapshot(repo_id, revision, list(bundle.FILES), **fetch)
         _check_downloaded(path, repo_id, revision)
         return path
-    from .runtime import onnxruntime_available
-
     path = _snapshot(repo_id, revision, [bundle.CONFIG], **fetch)
     config = _check_config(path, repo_id, revision)
-    files = bundle.serving_files(config, runtime, onnxruntime_ok=onnxruntime_available())
+    files = bundle.serving_files(config, runtime)
     path = _snapshot(repo_id, path.name, files, **fetch, shown_revision=revision or "main")  # same commit
     _check_downloaded(path, repo_id, revision, required=files)
     return path
@@ -264,125 +284,183 @@ def download_files(repo_id: str, commit: str, names, **fetch) -> Path:
 
 def _snapshot(repo_id: str, revision: str | None, allow: list[str], *, cache_dir=None, token=None,
               local_files_only: bool = False, shown_revision: str | None = None) -> Path:
-    from huggingface_hub import snapshot_download
+    """``snapshot_download`` of the ``allow``-ed files, at a commit checked before anything is
+    written: the revision is resolved first (``resolve_revision``) and its commit must be 40 hex
+    digits, since huggingface_hub names cache files after it (a server answering ``../../x``
+    had it write ``x.json`` outside the cache)."""
+    from huggingface_hub import HfApi, snapshot_download
 
-    try:
+    check_revision(revision)
+    shown = revision if shown_revision is None else shown_revision
+    with hub_errors(repo_id, revision=shown, token=token, cache_dir=cache_dir, local_files_only=local_files_only):
+        api = HfApi(token=token, library_name="sports_classifier", library_version=__version__)
+        resolved = api.resolve_revision(repo_id, revision=revision, cache_dir=cache_dir, token=token,
+                                        local_files_only=local_files_only)
+        check_commit(getattr(resolved, "resolved", None), repo_id, shown)
         folder = snapshot_download(
-            repo_id, repo_type="model", revision=revision, cache_dir=cache_dir, token=token,
+            repo_id, repo_type="model", revision=resolved, cache_dir=cache_dir, token=token,
             local_files_only=local_files_only, allow_patterns=allow,
             library_name="sports_classifier", library_version=__version__,
         )
-    except Exception as exc:  # mapped to what the user can act on; unknown errors re-raised as is
-        shown = revision if shown_revision is None else shown_revision
-        mapped = _download_error(exc, repo_id, shown, cache_dir=cache_dir, local_files_only=local_files_only)
-        if mapped is None:
-            raise
-        raise type(mapped)(_scrub(str(mapped), token)) from None
     return Path(folder)
 
 
-def _download_error(exc: Exception, repo_id: str, revision: str | None, *, cache_dir,
-                    local_files_only: bool) -> Exception | None:
+def check_commit(commit, repo_id: str, revision: str | None = None) -> str:
+    """``commit`` when it is a full commit hash (40 lowercase hex digits); ``HubError`` otherwise."""
+    from huggingface_hub.file_download import REGEX_COMMIT_HASH
+
+    if not isinstance(commit, str) or not REGEX_COMMIT_HASH.fullmatch(commit):
+        raise HubError(f"the Hub answered with {str(commit)[:60]!r} as the commit of {_where(repo_id, revision)}, "
+                       "which is not a commit hash (40 hex digits): refusing to use it; check HF_ENDPOINT")
+    return commit
+
+
+# -- Hub errors: one mapping from what went wrong to the error that says what to do ---------------
+
+
+@dataclass(frozen=True)
+class HubCall:
+    """What was being done when the Hub failed: the words of the message."""
+
+    repo_id: str
+    revision: str | None = None
+    action: str = "download"  # or "upload"
+    kind: str = "model repo"  # or "Space"
+    cache_dir: str | Path | None = None
+    local_files_only: bool = False
+
+    @property
+    def where(self) -> str:
+        return _where(self.repo_id, self.revision)
+
+
+@contextmanager
+def hub_errors(repo_id: str, *, token: str | bool | None = None, **call):
+    """Run a Hub call; whatever it raises leaves as this package's error (``hub_error``), with
+    every token scrubbed from its text and no chained exception that could still hold one.
+    Errors this package raised on purpose pass through unchanged."""
+    from .errors import SportsClassifierError
+
+    try:
+        yield
+    except SportsClassifierError:
+        raise
+    except Exception as exc:
+        mapped = hub_error(exc, HubCall(repo_id, **call))
+        raise type(mapped)(_scrub(str(mapped), token)) from None
+
+
+def hub_error(exc: Exception, call: HubCall) -> Exception:
+    """The one mapping from what a Hub call raised to ``HubNotFoundError`` / ``HubAuthError`` /
+    ``HubUnavailableError`` / ``HubError`` (``UserInputError`` for an id the Hub library
+    refused), by cause first, then by HTTP status (``_status_error``), as huggingface_hub's
+    ``hf_raise_for_status`` maps a response. Anything else the Hub library raised means the
+    Hub's answer could not be read (a listing that is not a list, a missing field): a
+    ``HubError`` saying so, never a traceback."""
     from huggingface_hub import constants
     from huggingface_hub import errors as hf
 
-    where = _where(repo_id, revision)
     endpoint = constants.ENDPOINT
-    cache = cache_dir or constants.HF_HUB_CACHE
+    cache = call.cache_dir or constants.HF_HUB_CACHE
+    upload = call.action == "upload"
+    if isinstance(exc, (hf.LocalEntryNotFoundError, hf.RevisionResolutionError)) and isinstance(
+            exc.__cause__, hf.HfHubHTTPError):
+        exc = exc.__cause__  # the Hub answered, with an error, and nothing was cached: say which
+    if isinstance(exc, hf.LocalTokenNotFoundError):
+        return HubAuthError(f"uploading needs a Hugging Face token with write access: {LOGIN_HINT}")
+    if isinstance(exc, hf.HFValidationError):
+        return UserInputError(f"{call.repo_id!r} is not a valid Hub repo id ({exc}); expected user/name")
+    if isinstance(exc, hf.OfflineModeIsEnabled) and upload:
+        return HubError(f"cannot upload to {call.kind} {call.repo_id!r}: HF_HUB_OFFLINE=1 is set; unset it to upload")
     if isinstance(exc, hf.GatedRepoError):
-        return HubAuthError(
-            f"{repo_id!r} is a gated repo and this account has no access to it: request access at "
-            f"{endpoint}/{repo_id}, then log in ({LOGIN_HINT})"
-        )
+        return HubAuthError(f"{call.repo_id!r} is a gated repo and this account has no access to it: request "
+                            f"access at {endpoint}/{call.repo_id}, then log in ({LOGIN_HINT})")
     if isinstance(exc, hf.RepositoryNotFoundError):
-        return HubNotFoundError(
-            f"model repo {repo_id!r} not found on {endpoint} (or it is private and no valid token was "
-            f"sent). Check the id (user/name, case-sensitive); for a private repo {LOGIN_HINT}"
-        )
+        if upload:
+            return HubNotFoundError(f"cannot write to {call.kind} {call.repo_id!r} on {endpoint}: it does not exist "
+                                    "or this token cannot see it; check the namespace (your user or an org you "
+                                    f"belong to) and {LOGIN_HINT}")
+        return HubNotFoundError(f"model repo {call.repo_id!r} not found on {endpoint} (or it is private and no valid "
+                                "token was sent). Check the id (user/name, case-sensitive); for a private repo "
+                                f"{LOGIN_HINT}")
     if isinstance(exc, hf.RevisionNotFoundError):
-        return _revision_not_found(repo_id, revision, endpoint)
+        from huggingface_hub.file_download import REGEX_COMMIT_HASH
+
+        what = "commit" if call.revision and REGEX_COMMIT_HASH.fullmatch(call.revision) else "revision"
+        return HubNotFoundError(f"{what} {call.revision!r} not found in {call.repo_id!r}: give an existing branch, "
+                                f"tag or full commit hash (see {endpoint}/{call.repo_id}/tree/main)")
     if isinstance(exc, hf.RemoteEntryNotFoundError):
-        return HubNotFoundError(
-            f"a file of {where} that the Hub listed could not be downloaded (entry not found): the repo "
-            "probably changed during the download; try again or pin a commit with revision=..."
-        )
+        return HubNotFoundError(f"a file of {call.where} that the Hub listed could not be downloaded (entry not "
+                                "found): the repo probably changed during the download; try again or pin a "
+                                "commit with revision=...")
+    if isinstance(exc, hf.HfHubHTTPError):
+        return _status_error(exc, call, endpoint, cache)
     if isinstance(exc, hf.IncompleteSnapshotError):
         return HubUnavailableError(
-            f"the cached copy of {where} in {cache} is incomplete (an interrupted download, or files this "
+            f"the cached copy of {call.where} in {cache} is incomplete (an interrupted download, or files this "
             "use needs that an earlier one did not fetch) and the Hub cannot be reached to finish it: "
-            "connect once more and load it again"
-        )
-    if isinstance(exc, hf.LocalEntryNotFoundError):
-        if local_files_only:
-            return HubError(
-                f"{where} is not in the local cache ({cache}) and local_files_only=True forbids "
-                "downloading it: load it once with network access, or give a local bundle folder"
-            )
+            "connect once more and load it again")
+    if isinstance(exc, (hf.LocalEntryNotFoundError, hf.RevisionResolutionError)):
+        if call.local_files_only:
+            return HubError(f"{call.where} is not in the local cache ({cache}) and local_files_only=True forbids "
+                            "downloading it: load it once with network access, or give a local bundle folder")
         if constants.is_offline_mode():
-            return HubError(
-                f"{where} is not in the local cache ({cache}) and HF_HUB_OFFLINE=1 forbids downloading "
-                "it: load it once with network access (unset HF_HUB_OFFLINE), or give a local bundle folder"
-            )
-        cause = exc.__cause__
-        if isinstance(cause, hf.HfHubHTTPError):  # the Hub answered, with an error: say which
-            return _http_download_error(cause, repo_id, revision, endpoint, cache)
+            return HubError(f"{call.where} is not in the local cache ({cache}) and HF_HUB_OFFLINE=1 forbids "
+                            "downloading it: load it once with network access (unset HF_HUB_OFFLINE), or give "
+                            "a local bundle folder")
         return HubUnavailableError(
-            f"could not reach the Hub at {endpoint} to download {where}, and there is no cached copy in "
+            f"could not reach the Hub at {endpoint} to download {call.where}, and there is no cached copy in "
             f"{cache}: check the network connection (or HF_ENDPOINT / proxy settings). Once downloaded, "
-            "the model also loads offline"
-        )
-    if isinstance(exc, hf.HFValidationError):
-        return UserInputError(f"{repo_id!r} is not a valid Hub repo id ({exc}); expected user/name")
-    if isinstance(exc, hf.HfHubHTTPError):
-        return _http_download_error(exc, repo_id, revision, endpoint, cache)
+            "the model also loads offline")
     if isinstance(exc, _network_errors()):
-        return HubUnavailableError(
-            f"the connection to {endpoint} failed while downloading {where} ({_first_line(exc)}): try "
-            "again; files already downloaded stay in the cache"
-        )
-    if isinstance(exc, OSError):
-        return HubError(f"could not download {where} into the cache {cache}: {exc}")
-    return None
+        if upload:
+            return HubUnavailableError(f"could not reach the Hub at {endpoint} to upload to {call.repo_id!r} "
+                                       f"({_first_line(exc)}): check the network connection (or HF_ENDPOINT / "
+                                       "proxy settings); nothing was committed")
+        return HubUnavailableError(f"the connection to {endpoint} failed while downloading {call.where} "
+                                   f"({_first_line(exc)}): try again; files already downloaded stay in the cache")
+    if isinstance(exc, OSError) and not upload:
+        return HubError(f"could not download {call.where} into the cache {cache}: {exc}")
+    return HubError(f"the Hub at {endpoint} sent an answer for {call.where} that cannot be read "
+                    f"({_first_line(exc)}) while {'uploading' if upload else 'downloading'}: check HF_ENDPOINT, "
+                    "or try again later")
 
 
-def _revision_not_found(repo_id: str, revision: str | None, endpoint: str) -> HubNotFoundError:
-    from huggingface_hub.file_download import REGEX_COMMIT_HASH
-
-    what = "commit" if revision and REGEX_COMMIT_HASH.fullmatch(revision) else "revision"
-    return HubNotFoundError(
-        f"{what} {revision!r} not found in {repo_id!r}: give an existing branch, tag or full "
-        f"commit hash (see {endpoint}/{repo_id}/tree/main)"
-    )
-
-
-def _http_download_error(exc, repo_id: str, revision: str | None, endpoint: str, cache) -> HubError:
-    """An HTTP error answer (raised, or the ``__cause__`` that ``snapshot_download`` wraps in a
-    ``LocalEntryNotFoundError``) -> the project error that says what to do."""
-    where = _where(repo_id, revision)
+def _status_error(exc, call: HubCall, endpoint: str, cache) -> HubError:
+    """An HTTP error answer -> the error that says what to do, by status."""
     status = _status(exc)
+    upload = call.action == "upload"
+    if status == 401:
+        return HubAuthError(f"the Hub rejected the token {'while uploading to' if upload else 'for'} {call.where} "
+                            f"(HTTP 401): it is invalid or expired; check it, or log in again ({LOGIN_HINT})")
+    if status == 403 and upload:
+        return HubAuthError(f"the token has no write access to {call.kind} {call.where} (HTTP 403): use a token "
+                            "with the write role (or fine-grained write access to this repo/namespace)")
+    if status == 403:
+        return HubAuthError(f"access to {call.where} denied (HTTP 403): the token lacks read access to this repo "
+                            f"(a fine-grained token needs read access to it); {LOGIN_HINT}")
+    if upload:
+        server = getattr(exc, "server_message", None)
+        kind_of = HubUnavailableError if isinstance(status, int) and (status >= 500 or status == 429) else HubError
+        return kind_of(f"the Hub at {endpoint} refused the upload to {call.repo_id!r} (HTTP {status}): "
+                       f"{server or _first_line(exc)}; nothing was committed")
     no_copy = f"; there is no cached copy in {cache}"
     if status == 404:
-        if revision:
+        if call.revision:
             return HubNotFoundError(
-                f"the Hub at {endpoint} has no {where} (HTTP 404): the repo or the revision {revision!r} "
+                f"the Hub at {endpoint} has no {call.where} (HTTP 404): the repo or the revision {call.revision!r} "
                 f"does not exist (or the repo is private and no valid token was sent); check the id and "
                 f"give an existing branch, tag or full commit hash; for a private repo {LOGIN_HINT}")
         return HubNotFoundError(
-            f"model repo {repo_id!r} not found on {endpoint} (HTTP 404; or it is private and no valid token "
+            f"model repo {call.repo_id!r} not found on {endpoint} (HTTP 404; or it is private and no valid token "
             f"was sent). Check the id (user/name, case-sensitive); for a private repo {LOGIN_HINT}")
-    if status == 401:
-        return HubAuthError(f"the Hub rejected the token for {where} (HTTP 401): check it, or log in "
-                            f"again ({LOGIN_HINT})")
-    if status == 403:
-        return HubAuthError(f"access to {where} denied (HTTP 403): the token lacks read access to this repo "
-                            f"(a fine-grained token needs read access to it); {LOGIN_HINT}")
     if status == 429:
-        return HubUnavailableError(f"the Hub at {endpoint} is rate-limiting requests (HTTP 429) for {where}"
+        return HubUnavailableError(f"the Hub at {endpoint} is rate-limiting requests (HTTP 429) for {call.where}"
                                    f"{no_copy}: wait a few minutes, or log in ({LOGIN_HINT}) for a higher limit")
     if isinstance(status, int) and status >= 500:
-        return HubUnavailableError(f"the Hub at {endpoint} had a server error (HTTP {status}) for {where}"
+        return HubUnavailableError(f"the Hub at {endpoint} had a server error (HTTP {status}) for {call.where}"
                                    f"{no_copy}: try again later (https://status.huggingface.co for the Hub)")
-    return HubError(f"the Hub at {endpoint} answered HTTP {status} for {where} ({_first_line(exc)}); "
+    return HubError(f"the Hub at {endpoint} answered HTTP {status} for {call.where} ({_first_line(exc)}); "
                     "try again later")
 
 
@@ -453,7 +531,8 @@ def upload_bundle(folder: str | Path, repo_id: str, *, private: bool | None = No
     require_huggingface_hub()
     from huggingface_hub import HfApi
 
-    repo_id = parse_repo_id(repo_id)
+    repo_id = parse_model_source(repo_id, hub_only=True, revision_allowed=False).location
+    check_revision(revision)
     if existing_card not in CARD_CHOICES:
         raise UserInputError(f"existing_card must be one of {CARD_CHOICES}, got {existing_card!r}")
     folder = Path(folder)
@@ -470,7 +549,7 @@ def upload_bundle(folder: str | Path, repo_id: str, *, private: bool | None = No
     message = commit_message or (f"Upload sports_classifier bundle ({config.architecture}, "
                                  f"{config.num_classes} classes)")
     api = HfApi(token=token, library_name="sports_classifier", library_version=__version__)
-    try:
+    with hub_errors(repo_id, token=token, revision=revision, action="upload"):
         if existing_card != "overwrite" and _hand_edited_card(api, repo_id, revision):
             if existing_card == "refuse":
                 raise HubCardConflictError(
@@ -490,13 +569,6 @@ def upload_bundle(folder: str | Path, repo_id: str, *, private: bool | None = No
             repo_id=repo_id, repo_type="model", folder_path=folder, revision=revision,
             commit_message=message, allow_patterns=files, delete_patterns=stale or None,
         )
-    except HubCardConflictError:
-        raise
-    except Exception as exc:
-        mapped = _upload_error(exc, repo_id, "model repo")
-        if mapped is None:
-            raise
-        raise type(mapped)(_scrub(str(mapped), token)) from None
     return str(getattr(commit, "commit_url", commit))
 
 
@@ -521,38 +593,3 @@ def _hand_edited_card(api, repo_id: str, revision: str | None) -> bool:
             raise
         text = Path(path).read_text(encoding="utf-8", errors="replace")
     return not is_generated_card(text)
-
-
-def _upload_error(exc: Exception, repo_id: str, kind: str) -> HubError | None:
-    from huggingface_hub import constants
-    from huggingface_hub import errors as hf
-
-    endpoint = constants.ENDPOINT
-    if isinstance(exc, hf.LocalEntryNotFoundError) and exc.__cause__ is not None:
-        exc = exc.__cause__  # a download during the push (the Hub's README.md) that wrapped the HTTP error
-    if isinstance(exc, hf.LocalTokenNotFoundError):
-        return HubAuthError(f"uploading needs a Hugging Face token with write access: {LOGIN_HINT}")
-    if isinstance(exc, hf.HFValidationError):
-        return UserInputError(f"{repo_id!r} is not a valid Hub repo id ({exc}); expected user/name")
-    if isinstance(exc, hf.OfflineModeIsEnabled):
-        return HubError(f"cannot upload to {kind} {repo_id!r}: HF_HUB_OFFLINE=1 is set; unset it to upload")
-    if isinstance(exc, hf.RepositoryNotFoundError):
-        return HubNotFoundError(f"cannot write to {kind} {repo_id!r} on {endpoint}: it does not exist or this token "
-                        f"cannot see it; check the namespace (your user or an org you belong to) and {LOGIN_HINT}")
-    if isinstance(exc, hf.HfHubHTTPError):
-        status = _status(exc)
-        if status == 401:
-            return HubAuthError(f"the Hub rejected the token while uploading to {repo_id!r} (HTTP 401): it is "
-                            f"invalid or expired; {LOGIN_HINT}")
-        if status == 403:
-            return HubAuthError(f"the token has no write access to {kind} {repo_id!r} (HTTP 403): use a token "
-                            "with the write role (or fine-grained write access to this repo/namespace)")
-        server = getattr(exc, "server_message", None)
-        kind_of = HubUnavailableError if isinstance(status, int) and status >= 500 else HubError
-        return kind_of(f"the Hub at {endpoint} refused the upload to {repo_id!r} (HTTP {status}): "
-                        f"{server or _first_line(exc)}; nothing was committed")
-    if isinstance(exc, _network_errors()):
-        return HubUnavailableError(f"could not reach the Hub at {endpoint} to upload to {repo_id!r} "
-                        f"({_first_line(exc)}): check the network connection (or HF_ENDPOINT / proxy "
-                        "settings); nothing was committed")
-    return None

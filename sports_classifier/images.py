@@ -31,6 +31,10 @@ ImageInput = Union[str, os.PathLike, bytes, Image.Image, np.ndarray]
 # A photo larger than this is refused before its pixels are decoded (decompression bombs:
 # a tiny PNG can claim 50,000 x 50,000 pixels, 7.5 GB once decoded).
 MAX_PIXELS = 64_000_000
+# Nor may either side exceed this: the strip conversion below cuts along the height, so one row
+# must stay small (a 63,999,000 x 1 RGBA PNG of a few KB was under MAX_PIXELS and converted as
+# one 1.3 GB strip). Panoramas from phones stay under it.
+MAX_SIDE = 32_768
 # Images of more than 8 bits per channel (16-bit PNG/TIFF, 32-bit int or float) take 2-4 bytes
 # a pixel once decoded: a lower cap, still above any camera that writes them.
 MAX_WIDE_PIXELS = 40_000_000
@@ -130,6 +134,11 @@ def load_rgb(source: ImageInput, *, max_pixels: int = MAX_PIXELS) -> Image.Image
     width, height = img.size
     if width < 1 or height < 1:
         raise ImageDecodeError(f"{name} has no pixels ({width}x{height})")
+    if width > MAX_SIDE or height > MAX_SIDE:
+        raise ImageDecodeError(
+            f"{name} is {width}x{height} pixels; images wider or taller than {MAX_SIDE:,} pixels are "
+            "refused (possible decompression bomb)"
+        )
     if width * height > max_pixels:
         raise ImageDecodeError(
             f"{name} is {width}x{height} pixels; images over {max_pixels:,} pixels are refused "

@@ -64,6 +64,7 @@ class OnnxEngine:
     """
 
     name = "onnxruntime"
+    time_limit: float | None = None  # seconds one run may take (None: no limit); see _timed
 
     def __init__(self, path: str | Path, *, threads: int | None = None):
         self.path = Path(path)
@@ -116,13 +117,37 @@ class OnnxEngine:
                 self._pool_pid = os.getpid()
             return self._pool
 
+    def _timed(self, session, names: list[str], pixels: np.ndarray) -> list[np.ndarray]:
+        """``session.run``, stopped by ONNX Runtime itself (``RunOptions.terminate``) once it has
+        run ``time_limit`` seconds: a graph can loop for ever (a ``Loop`` of 10^12 steps), and
+        a thread cannot be killed. ``ModelTimeoutError`` then."""
+        if not self.time_limit:
+            return session.run(names, {self.input_name: pixels})
+        import onnxruntime as ort
+
+        options = ort.RunOptions()
+        timer = threading.Timer(self.time_limit, setattr, (options, "terminate", True))
+        timer.daemon = True
+        timer.start()
+        try:
+            return session.run(names, {self.input_name: pixels}, options)
+        except Exception:
+            if options.terminate:
+                from .errors import ModelTimeoutError
+
+                raise ModelTimeoutError(f"{self.path.name} did not answer within {self.time_limit:g} s "
+                                        "and was stopped") from None
+            raise
+        finally:
+            timer.cancel()
+
     def _run(self, pixels: np.ndarray) -> np.ndarray:
-        return self.session.run(self.output_names, {self.input_name: pixels})[0]
+        return self._timed(self.session, self.output_names, pixels)[0]
 
     def __call__(self, pixels: np.ndarray) -> np.ndarray:
         pixels = np.ascontiguousarray(pixels, dtype=np.float32)  # no copy when it already is
         if len(pixels) <= SUB_BATCH:
-            return self._single_session().run(self.output_names, {self.input_name: pixels})[0]
+            return self._timed(self._single_session(), self.output_names, pixels)[0]
         groups = [pixels[i : i + SUB_BATCH] for i in range(0, len(pixels), SUB_BATCH)]
         if self.threads == 1:
             return np.concatenate([self._run(g) for g in groups])
@@ -133,7 +158,7 @@ class OnnxEngine:
         """Every output of the model (probabilities and feature maps) for a small batch."""
         pixels = np.ascontiguousarray(pixels, dtype=np.float32)
         names = self.output_names + self.extra_outputs
-        return dict(zip(names, self._single_session().run(names, {self.input_name: pixels})))
+        return dict(zip(names, self._timed(self._single_session(), names, pixels)))
 
 
 class CloseCallEngine:
@@ -208,29 +233,27 @@ def export_onnx(model, path: str | Path, *, sample: np.ndarray, atol: float = 1e
     """
     if not onnxruntime_available():
         raise ExportError("onnxruntime is not installed: pip install onnxruntime")
-    path = Path(path)
-    tmp = path.with_name(f".{path.name}.tmp")
+    from .atomic import atomic_path
+
     expected = model.predict_on_batch(sample)  # also builds the model, which export requires
     expected = [np.asarray(e) for e in (expected if isinstance(expected, (list, tuple)) else [expected])]
     try:
-        model.export(str(tmp), format="onnx", verbose=False)
-        engine = OnnxEngine(tmp)
-        got = list(engine.run_all(sample).values())
-        if len(got) != len(expected):
-            raise ExportError(f"ONNX export has {len(got)} outputs, the Keras model {len(expected)}")
-        diffs = [float(np.max(np.abs(g - e))) / (1.0 if i == 0 else max(1.0, float(np.max(np.abs(e)))))
-                 if e.size else 0.0 for i, (g, e) in enumerate(zip(got, expected))]
-        worst = max(diffs)
-        if not worst < atol:
-            raise ExportError(f"ONNX export differs from Keras by {worst:.2e} (limit {atol:.0e})")
-        os.replace(tmp, path)
+        with atomic_path(path) as tmp:
+            model.export(str(tmp), format="onnx", verbose=False)
+            engine = OnnxEngine(tmp)
+            got = list(engine.run_all(sample).values())
+            if len(got) != len(expected):
+                raise ExportError(f"ONNX export has {len(got)} outputs, the Keras model {len(expected)}")
+            diffs = [float(np.max(np.abs(g - e))) / (1.0 if i == 0 else max(1.0, float(np.max(np.abs(e)))))
+                     if e.size else 0.0 for i, (g, e) in enumerate(zip(got, expected))]
+            worst = max(diffs)
+            if not worst < atol:
+                raise ExportError(f"ONNX export differs from Keras by {worst:.2e} (limit {atol:.0e})")
         return diffs[0]
     except ExportError:
         raise
     except Exception as exc:
         raise ExportError(f"ONNX export failed: {type(exc).__name__}: {exc}") from None
-    finally:
-        tmp.unlink(missing_ok=True)
 
 
 def predict_files(engine: Engine, paths, image_size: int, *, batch_size: int = BATCH,

@@ -6,7 +6,7 @@ from __future__ import annotations
 import logging
 from pathlib import Path
 
-from .. import bundle
+from .. import atomic, bundle
 from .registry import LATENCY_RUNS, ModelRegistry
 
 
@@ -46,8 +46,6 @@ LEADING_COLUMNS = ["model", "accuracy", "top-5 accuracy", "macro F1", "ms / imag
 COMPARE_COLUMNS = LEADING_COLUMNS + ["architecture", "image size", "classes", "valid images", "loss",
                                      "weights MB", "ONNX MB", "int8 ONNX MB", "parameters", "engine",
                                      "accuracy measured on", "status"]
-# The file each engine serves from: its size is the model's size on disk as served.
-SERVED_FILE = {"onnxruntime-int8": bundle.ONNX_INT8, "onnxruntime": bundle.ONNX, "keras": bundle.WEIGHTS}
 
 
 def short_architecture(config) -> str:
@@ -106,7 +104,7 @@ def _model_row(entry, split: str) -> dict:
         "int8 ONNX MB": _mb(path, bundle.ONNX_INT8),
         "parameters": _number(training.get("parameters")) or (count_parameters(weights) if weights else None),
         "ms / image": None if entry.latency_ms is None else round(entry.latency_ms, 1),
-        "size MB": _mb(path, SERVED_FILE.get(clf.runtime, bundle.WEIGHTS)),
+        "size MB": _mb(path, clf.model_file),  # the file its engine serves (bundle.serving_file)
         "engine": clf.runtime,
         "accuracy measured on": measured_on_cell(m.get("measured_on")),
         "status": ("ready, in float: the int8 model failed its self-check here"
@@ -242,10 +240,11 @@ def draw_png(kind: str, args: list) -> bytes:
     if kind == "speed":
         points, references, failed = args
         return plots.speed_accuracy_png([tuple(p) for p in points], [tuple(r) for r in references], failed=failed)
-    if kind == "curves":
-        import pandas as pd
-
-        return plots.curves_png(pd.read_csv(args[0]))
+    if kind == "curves":  # args: the bundle folder, its history's version
+        history = bundle.read_history(args[0])
+        if history is None:
+            raise bundle.BundleError(f"{args[0]} has no {bundle.HISTORY} any more")
+        return plots.curves_png(history)
     if kind == "distribution":
         counts, title = args
         return plots.class_distribution_png(counts, title=title)
@@ -261,9 +260,7 @@ def draw_specs(specs: list[dict]) -> list[str]:
         dest = Path(spec["dest"])
         if not dest.is_file():
             dest.parent.mkdir(parents=True, exist_ok=True)
-            tmp = dest.with_name(f".{dest.name}.tmp")
-            tmp.write_bytes(draw_png(spec["kind"], spec["args"]))
-            tmp.replace(dest)
+            atomic.write_bytes(dest, draw_png(spec["kind"], spec["args"]))
         out.append(str(dest))
     return out
 
@@ -287,11 +284,13 @@ def curves_spec(registry: ModelRegistry, name: str, out_dir: str | Path) -> dict
     entry = registry.entry(name)
     if not entry.ok:
         return None
-    history = Path(entry.classifier.path) / bundle.HISTORY
-    if not history.is_file():
+    folder = Path(entry.classifier.path)
+    history = bundle.member_or_none(folder, bundle.HISTORY)  # never a link out of the bundle
+    if history is None:
         return None
     # the history's modification time is in the name: a retrained bundle gets a new picture
-    return chart_spec("curves", [str(history.resolve()), history.stat().st_mtime_ns], out_dir)
+    stat = history.stat()
+    return chart_spec("curves", [str(folder.resolve()), stat.st_mtime_ns, stat.st_size], out_dir)
 
 
 def curves_picture(registry: ModelRegistry, name: str, out_dir: str | Path) -> str | None:
@@ -299,10 +298,14 @@ def curves_picture(registry: ModelRegistry, name: str, out_dir: str | Path) -> s
     one legend); the bundle's own ``curves.png`` when it has no history; None if neither."""
     spec = curves_spec(registry, name, out_dir)
     if spec is not None:
-        return _drawn(spec)
+        try:
+            return _drawn(spec)
+        except Exception as exc:  # one bundle's unreadable history costs its own chart, not the tab
+            log.warning("compare: training curves of %s: %s", name, exc)
+            return None
     entry = registry.entry(name)
-    picture = Path(entry.classifier.path) / bundle.CURVES if entry.ok else None
-    return str(picture) if picture is not None and picture.is_file() else None
+    picture = bundle.member_or_none(entry.classifier.path, bundle.CURVES) if entry.ok else None
+    return str(picture) if picture is not None else None
 
 
 def architectures_markdown(registry: ModelRegistry) -> str:

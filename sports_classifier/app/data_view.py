@@ -26,8 +26,12 @@ def recorded_data(registry: ModelRegistry) -> list[dict]:
         entry = registry.entry(name)
         if not entry.ok:
             continue
-        training = entry.classifier.config.training or {}
-        data = training.get("data") or {}
+        # config.json is checked for types only down to "training is an object": what it holds
+        # is the bundle writer's, so a malformed record is an empty one, not a failed tab
+        training = entry.classifier.config.training
+        training = training if isinstance(training, dict) else {}
+        data = training.get("data")
+        data = {k: v for k, v in data.items() if isinstance(v, (str, int, float))} if isinstance(data, dict) else {}
         counts = recorded_counts(training)
         key = (data.get("dataset"), data.get("train_images"), data.get("valid_images"), repr(counts))
         for item in found:

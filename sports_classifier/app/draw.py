@@ -17,7 +17,11 @@ from .compare import draw_specs
 def main() -> int:
     if hasattr(os, "nice"):
         os.nice(15)
-    draw_specs(json.load(sys.stdin))
+    for spec in json.load(sys.stdin):  # one bundle's unreadable history costs its own chart
+        try:
+            draw_specs([spec])
+        except Exception as exc:
+            print(f"chart {spec.get('kind')} not drawn: {type(exc).__name__}: {exc}", file=sys.stderr)
     return 0
 
 

@@ -21,6 +21,7 @@ from typing import Sequence
 import numpy as np
 
 from .. import bundle
+from ..atomic import atomic_path
 from .examples import ALL_SPORTS, list_examples
 from .registry import ModelRegistry
 
@@ -253,7 +254,7 @@ def write_confusion_csv(confusion: Sequence[Sequence[int]], labels: Sequence[str
     """The confusion matrix as CSV (rows: true class, columns: predicted), for download."""
     dest = Path(dest)
     dest.parent.mkdir(parents=True, exist_ok=True)
-    with open(dest, "w", newline="", encoding="utf-8") as fh:
+    with atomic_path(dest) as tmp, open(tmp, "w", newline="", encoding="utf-8") as fh:
         writer = csv.writer(fh)
         writer.writerow(["true \\ predicted", *labels])
         for label, row in zip(labels, confusion):

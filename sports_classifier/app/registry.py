@@ -10,6 +10,7 @@ A model that fails to load, or loads but cannot predict, keeps its error message
 from __future__ import annotations
 
 import logging
+import os
 import threading
 import time
 from dataclasses import dataclass, field
@@ -24,6 +25,10 @@ from ..hub import ModelSource
 log = logging.getLogger(__name__)
 
 LATENCY_RUNS = 5
+# Seconds one run of a served network may take; a model over it is stopped and taken out of
+# service (a graph can loop for ever: it would hold a request slot for good).
+TIME_LIMIT_ENV = "SPORTS_CLASSIFIER_MODEL_TIMEOUT"
+TIME_LIMIT = 30.0
 
 
 @dataclass
@@ -52,8 +57,11 @@ class LoadedModel:
 class ModelRegistry:
     """The app's models, each loaded once on first use (thread-safe)."""
 
-    def __init__(self, sources: Iterable[ModelSource], *, runtime: str = "auto", measure_latency: bool = True):
+    def __init__(self, sources: Iterable[ModelSource], *, runtime: str = "auto", measure_latency: bool = True,
+                 time_limit: float | None = None):
         self.sources = list(sources)
+        # every run of every model, its warm-up included, is stopped after this many seconds
+        self.time_limit = time_limit if time_limit is not None else float(os.environ.get(TIME_LIMIT_ENV) or TIME_LIMIT)
         self._by_name = {s.name: s for s in self.sources}
         self._loaded: dict[str, LoadedModel] = {}
         self._locks = {s.name: threading.Lock() for s in self.sources}
@@ -142,9 +150,13 @@ class ModelRegistry:
     def warm_up(self, *, background: bool = True) -> threading.Thread | None:
         """Load every model (in a daemon thread by default), e.g. right after the server starts."""
 
-        def run():
-            for name in self.names:
-                self.entry(name)
+        def run():  # one thread per model: a slow or hanging model holds back no other
+            loaders = [threading.Thread(target=self.entry, args=(name,), name=f"load-{name}", daemon=True)
+                       for name in self.names]
+            for loader in loaders:
+                loader.start()
+            for loader in loaders:
+                loader.join()
 
         if not background:
             run()
@@ -158,14 +170,14 @@ class ModelRegistry:
 
         start = time.perf_counter()
         try:
-            if source.hub:
-                clf = Classifier.from_hub(source.location, revision=source.revision, runtime=self._runtime)
-            else:
-                clf = Classifier.from_pretrained(Path(source.location), runtime=self._runtime)
+            clf = Classifier.from_source(source, runtime=self._runtime)
+            clf.time_limit = self.time_limit  # the warm-up below, and every request after it
             seconds = time.perf_counter() - start
             # One prediction proves the model serves (a network whose input disagrees with its
-            # config fails here, once, instead of on every request).
-            latency = _measure_latency(clf, runs=LATENCY_RUNS if self._measure_latency else 0)
+            # config, or that never finishes, fails here, once, instead of on every request).
+            clf.predict_proba(_latency_image())
+            with _MEASURING:  # models load side by side, but are timed one at a time
+                latency = _measure_latency(clf, runs=LATENCY_RUNS if self._measure_latency else 0)
         except ModuleNotFoundError as exc:
             msg = f"{exc}: install the missing package (pip install 'sports_classifier[train]' for Keras bundles)"
             log.warning("model %s: %s", source.name, msg)
@@ -173,7 +185,7 @@ class ModelRegistry:
         except Exception as exc:  # any failure is reported in the UI; other models keep serving
             msg = f"{type(exc).__name__}: {exc}"
             log.warning("model %s failed to load: %s", source.name, msg)
-            return LoadedModel(source, error=msg)
+            return LoadedModel(source, error=public_message(msg, source))
         log.info("model %s ready (%s) in %.1f s", source.name, clf.runtime, seconds)
         if not self._measure_latency:
             return LoadedModel(source, clf, load_seconds=seconds)
@@ -198,6 +210,27 @@ class ModelRegistry:
                     log.warning("model %s: measuring its latency again failed: %s", name, exc)
                     continue
                 entry.latency_ms = float(np.median(entry.latency_rounds))
+
+
+def public_message(text: str, source: ModelSource) -> str:
+    """A load error as everyone may read it (the status line is public): the model's folder and
+    the Hub cache are named by the model's name and ``<Hub cache>``, not by their server paths."""
+    if not source.hub:
+        folder = Path(source.location)
+        for shown in sorted({str(folder.resolve()), str(folder)}, key=len, reverse=True):
+            if "/" in shown:  # a path, not a word that also occurs in the message
+                text = text.replace(shown, source.name)
+    try:
+        from huggingface_hub import constants
+
+        text = text.replace(str(Path(constants.HF_HUB_CACHE).resolve()), "<Hub cache>")
+        text = text.replace(str(constants.HF_HUB_CACHE), "<Hub cache>")
+    except ImportError:
+        pass
+    return text
+
+
+_MEASURING = threading.Lock()
 
 
 def _latency_image():

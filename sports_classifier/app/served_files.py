@@ -83,9 +83,10 @@ class Admission:
         self._last_prune = float("-inf")
         self._lock = threading.Lock()
 
-    def admit(self, client: str | None) -> None:
-        """``UserInputError`` when ``client`` (an address) is over its rate limit."""
-        self.limiter.check(client)
+    def admit(self, client: str | None, cost: int = 1) -> None:
+        """``UserInputError`` when ``client`` (an address) is over its rate limit; ``cost``: what
+        the request counts for (``uploads.COSTS``)."""
+        self.limiter.check(client, cost)
         with self._lock:
             due = self._clock() - self._last_prune > self.prune_every
             if due:

@@ -23,7 +23,7 @@ from typing import Sequence
 
 from .. import bundle
 from ..errors import ConfigError, UserInputError
-from ..hub import MODELS_ENV, parse_model_source, parse_repo_id
+from ..hub import MODELS_ENV, parse_model_source
 
 SPACE_CONFIG = "space_config.json"
 PACKAGE = "sports_classifier"
@@ -41,16 +41,6 @@ class HubModel:
     repo_id: str
     revision: str | None = None
     files: tuple[str, ...] = ()  # what serving it downloads (``preload_files``); empty: not looked up
-
-    @classmethod
-    def parse(cls, text: str) -> "HubModel":
-        """``user/repo``, ``user/repo@rev`` or ``hf:user/repo@rev``."""
-        text = text.strip()
-        try:
-            source = parse_model_source(text if text.startswith("hf:") else "hf:" + text)
-        except UserInputError:
-            raise ConfigError(f"bad model repo {text!r}: expected user/repo or user/repo@revision") from None
-        return cls(source.location, source.revision)
 
     @property
     def spec(self) -> str:
@@ -84,18 +74,13 @@ def preload_files(repo_id: str, revision: str | None = None, *, token: str | boo
     model is served (the int8 one when present)."""
     from huggingface_hub import HfApi
 
-    from ..hub import _check_config, _download_error, _scrub, _snapshot, require_huggingface_hub
+    from ..hub import _check_config, _snapshot, hub_errors, require_huggingface_hub
 
     require_huggingface_hub()
     folder = _snapshot(repo_id, revision, [bundle.CONFIG], token=token)  # config.json only
     config = _check_config(folder, repo_id, revision)
-    try:
+    with hub_errors(repo_id, revision=revision, token=token):
         present = set(HfApi(token=token).list_repo_files(repo_id, revision=folder.name))
-    except Exception as exc:
-        mapped = _download_error(exc, repo_id, revision, cache_dir=None, local_files_only=False)
-        if mapped is None:
-            raise
-        raise type(mapped)(_scrub(str(mapped), token)) from None
     return tuple(name for name in bundle.serving_files(config, "auto") if name in present)
 
 
@@ -170,7 +155,10 @@ def prepare_space(out_dir: str | Path, *, model_repos: Sequence[str], title: str
     >>> prepare_space("space", model_repos=["user/sports-lite0@v1"])
     PosixPath('space')
     """
-    models = [HubModel.parse(r) for r in model_repos]
+    try:
+        models = [HubModel(m.location, m.revision) for m in (parse_model_source(r, hub_only=True) for r in model_repos)]
+    except UserInputError as exc:
+        raise ConfigError(str(exc)) from None
     if not models:
         raise ConfigError("a Space needs at least one model repo (user/repo[@revision])")
     if sdk_version is None:
@@ -235,12 +223,12 @@ def push_space(folder: str | Path, space_id: str, *, token: str | bool | None = 
     'https://huggingface.co/spaces/user/sports-classifier'
     """
     from ..version import __version__
-    from ..hub import _require_token, _scrub, _upload_error, require_huggingface_hub
+    from ..hub import _require_token, hub_errors, require_huggingface_hub
 
     require_huggingface_hub()
     from huggingface_hub import HfApi, SpaceCard
 
-    space_id = parse_repo_id(space_id, kind="Space")
+    space_id = parse_model_source(space_id, hub_only=True, revision_allowed=False, kind="Space").location
     folder = Path(folder)
     try:
         card = SpaceCard.load(folder / "README.md")
@@ -251,7 +239,7 @@ def push_space(folder: str | Path, space_id: str, *, token: str | bool | None = 
         raise ConfigError(f"{folder}/README.md must declare sdk: gradio and an app_file that exists")
     _require_token(token, "pushing a Space")
     api = HfApi(token=token, library_name=PACKAGE, library_version=__version__)
-    try:
+    with hub_errors(space_id, token=token, action="upload", kind="Space"):
         url = api.create_repo(space_id, repo_type="space", space_sdk="gradio", private=private, exist_ok=True)
         api.upload_folder(repo_id=space_id, repo_type="space", folder_path=folder,
                           commit_message="Deploy the sports_classifier Space",
@@ -259,9 +247,4 @@ def push_space(folder: str | Path, space_id: str, *, token: str | bool | None = 
         if config.get(MODELS_ENV):
             api.add_space_variable(space_id, MODELS_ENV, config[MODELS_ENV],
                                    description="models the app serves (hf:user/repo@rev, comma-separated)")
-    except Exception as exc:
-        mapped = _upload_error(exc, space_id, "Space")
-        if mapped is None:
-            raise
-        raise type(mapped)(_scrub(str(mapped), token)) from None
     return str(url)

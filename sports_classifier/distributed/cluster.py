@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import logging
+import os
+import secrets
 import time
+from pathlib import Path
 
 log = logging.getLogger(__name__)
 
@@ -20,11 +23,15 @@ def connect(address: str | None, *, num_cpus: int | None = None) -> tuple[bool, 
     if ray.is_initialized():
         return False, 0.0
     start = time.perf_counter()
-    # A cluster started here serves only this machine: its nodes advertise 127.0.0.1 (Ray's own
-    # services still listen on every interface in Ray 2.60; Ray's default token authentication
-    # guards them, see docs/scale.md).
-    kwargs = {"include_dashboard": False, "_node_ip_address": "127.0.0.1"} if address in (None, "", "local") else {}
-    if num_cpus is not None and address in (None, "", "local"):
+    local = address in (None, "", "local")
+    # A cluster started here is reachable from the network: Ray 2.60 replaces 127.0.0.1 by the
+    # machine's address for its GCS and raylets (services.resolve_ip_for_localhost) and listens
+    # on every interface, so only its token authentication guards it (docs/scale.md), and the
+    # token must be this user's alone.
+    kwargs = {"include_dashboard": False} if local else {}
+    if local:
+        private_token_file()
+    if num_cpus is not None and local:
         kwargs["num_cpus"] = num_cpus
     ray.init(address=None if address in ("", "local") else address, log_to_driver=False,
              configure_logging=False, **kwargs)
@@ -32,3 +39,25 @@ def connect(address: str | None, *, num_cpus: int | None = None) -> tuple[bool, 
     log.info("connected to Ray (%s) in %.1f s: %s CPUs", address or "local",
              seconds, ray.cluster_resources().get("CPU"))
     return True, seconds
+
+
+def private_token_file(home: Path | None = None) -> Path | None:
+    """Make Ray's default token file, ``~/.ray/auth_token``, readable by its owner only: create
+    it (mode 0600, in a 0700 folder) before Ray would create it world-readable (0644), or
+    tighten an existing one. None when the token comes from elsewhere (``RAY_AUTH_TOKEN``,
+    ``RAY_AUTH_TOKEN_PATH``) or authentication is off (``RAY_AUTH_MODE=disabled``)."""
+    if (os.environ.get("RAY_AUTH_TOKEN") or os.environ.get("RAY_AUTH_TOKEN_PATH")
+            or os.environ.get("RAY_AUTH_MODE", "").lower() == "disabled"):
+        return None
+    path = (home or Path.home()) / ".ray" / "auth_token"
+    path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
+    except FileExistsError:
+        if not path.is_symlink() and path.is_file() and path.stat().st_mode & 0o077:
+            os.chmod(path, 0o600)
+            log.info("%s was readable by others; now by its owner only", path)
+        return path
+    with os.fdopen(fd, "w") as fh:
+        fh.write(secrets.token_hex(32))
+    return path

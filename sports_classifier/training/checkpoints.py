@@ -12,6 +12,8 @@ from pathlib import Path
 
 import numpy as np
 
+from .. import atomic, bundle
+from ..atomic import atomic_path
 from ..config import TrainConfig
 from ..errors import ConfigError
 
@@ -39,7 +41,7 @@ class Checkpoints:
 
         self.dir = out_dir.with_name(out_dir.name + ".checkpoint")
         self.out = self.dir
-        saved = self.dir / "config.json"
+        saved = self.dir / bundle.CONFIG
         if not writer:
             self.out = Path(tempfile.mkdtemp(prefix="checkpoint-worker-"))
             return
@@ -67,9 +69,8 @@ class Checkpoints:
         return pd.read_csv(self.dir / f"{stage}.history.csv")
 
     def finish(self, model, stage: str) -> None:
-        tmp = self.out / f".{stage}.done.weights.h5"
-        model.save_weights(tmp)
-        os.replace(tmp, self.out / f"{stage}.done.weights.h5")
+        with atomic_path(self.out / f"{stage}.done.weights.h5") as tmp:
+            model.save_weights(tmp)
 
     def history(self, stage: str):
         import pandas as pd
@@ -127,7 +128,7 @@ def _epoch_checkpoint(folder: Path, stage: str, early, plateau, *, write_to: Pat
             saved = self.read_root / pointer.read_text().strip()
             if self.model.optimizer is not None and not self.model.optimizer.built:
                 self.model.optimizer.build(self.model.trainable_variables)  # its slots are saved too
-            self.model.load_weights(saved / "model.weights.h5")
+            self.model.load_weights(saved / bundle.WEIGHTS)
             with np.load(saved / "state.npz", allow_pickle=False) as z:
                 early.wait, early.best = int(z["early_wait"]), float(z["early_best"])
                 early.best_epoch = int(z["early_best_epoch"])
@@ -141,7 +142,7 @@ def _epoch_checkpoint(folder: Path, stage: str, early, plateau, *, write_to: Pat
                 # Continue after the saved epoch (as BackupAndRestore does), or not at all if
                 # EarlyStopping had ended the stage there.
                 self.model._initial_epoch = self.params["epochs"] if int(z["stopped"]) else int(z["epoch"])
-            self.rows = pd.read_csv(saved / "history.csv").to_dict("records")
+            self.rows = pd.read_csv(saved / bundle.HISTORY).to_dict("records")
             self._write_history()
 
         def _seed_generators(self):
@@ -157,7 +158,7 @@ def _epoch_checkpoint(folder: Path, stage: str, early, plateau, *, write_to: Pat
             for path in (tmp, final):  # left by a run killed mid-save
                 shutil.rmtree(path, ignore_errors=True)
             tmp.mkdir(parents=True)
-            self.model.save_weights(tmp / "model.weights.h5")
+            self.model.save_weights(tmp / bundle.WEIGHTS)
             best = early.best_weights or []
             np.savez(
                 tmp / "state.npz", epoch=epoch + 1, stopped=int(bool(self.model.stop_training)),
@@ -167,19 +168,16 @@ def _epoch_checkpoint(folder: Path, stage: str, early, plateau, *, write_to: Pat
                 **{f"best_{i}": w for i, w in enumerate(best)},
                 **{f"seed_{i}": np.asarray(g.state) for i, g in enumerate(self._seed_generators())},
             )
-            pd.DataFrame(self.rows).to_csv(tmp / "history.csv", index=False)
+            pd.DataFrame(self.rows).to_csv(tmp / bundle.HISTORY, index=False)
             os.replace(tmp, final)
-            pointer_tmp = self.root / ".latest.tmp"
-            pointer_tmp.write_text(name)
-            os.replace(pointer_tmp, self.pointer)  # the commit point
+            atomic.write_text(self.pointer, name)  # the commit point
             self._write_history()
             for old in self.root.glob("epoch-*"):
                 if old.name != name:
                     shutil.rmtree(old, ignore_errors=True)
 
         def _write_history(self):
-            tmp = self.csv.with_name(f".{self.csv.name}")
-            pd.DataFrame(self.rows).to_csv(tmp, index=False)
-            os.replace(tmp, self.csv)
+            with atomic_path(self.csv) as tmp:
+                pd.DataFrame(self.rows).to_csv(tmp, index=False)
 
     return EpochCheckpoint()

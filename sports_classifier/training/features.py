@@ -18,6 +18,8 @@ from typing import Sequence
 
 import numpy as np
 
+from .. import atomic
+from ..atomic import atomic_path
 from ..images import SkippedImages, iter_batches
 
 log = logging.getLogger(__name__)
@@ -136,12 +138,9 @@ class FeatureExtractor:
         self.misses += 1
         features = self._compute(paths, view, desc)
         self.root.mkdir(parents=True, exist_ok=True)
-        tmp = self.root / f".{key}.{os.getpid()}.npy"
-        np.save(tmp, features.values.astype(np.float16))
-        os.replace(tmp, npy)
-        tmp_meta = meta.with_name(f".{meta.name}.{os.getpid()}")
-        tmp_meta.write_text(json.dumps({"rows": features.rows.tolist(), "skipped": features.skipped}))
-        os.replace(tmp_meta, meta)
+        with atomic_path(npy) as tmp:
+            np.save(tmp, features.values.astype(np.float16))
+        atomic.write_json(meta, {"rows": features.rows.tolist(), "skipped": features.skipped}, indent=None)
         return features
 
     def _compute(self, paths: Sequence[str], view: View, desc: str) -> Features:
@@ -228,9 +227,8 @@ class TeacherTargets:
                 log.warning("teacher cache entry %s unreadable (%s); recomputing", key, exc)
         probs, kept = self._compute(paths, view, desc)
         self.root.mkdir(parents=True, exist_ok=True)
-        tmp = self.root / f".{key}.{os.getpid()}.npz"
-        np.savez(tmp, probabilities=probs, rows=kept)
-        os.replace(tmp, path)
+        with atomic_path(path) as tmp:
+            np.savez(tmp, probabilities=probs, rows=kept)
         return _select(probs, kept, rows)
 
     def _compute(self, paths: Sequence[str], view: View, desc: str) -> tuple[np.ndarray, np.ndarray]:

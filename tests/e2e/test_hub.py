@@ -523,7 +523,7 @@ def test_vendored_package_imports_without_tensorflow(app_file, tmp_path):
 def test_prepare_space_rejects_bad_input(app_file, tmp_path):
     with pytest.raises(ConfigError, match="at least one model"):
         prepare_space(tmp_path / "s", model_repos=[], app_file=app_file)
-    with pytest.raises(ConfigError, match="bad model repo 'not-a-repo'"):
+    with pytest.raises(ConfigError, match="bad model repo id 'not-a-repo'"):
         prepare_space(tmp_path / "s", model_repos=["not-a-repo"], app_file=app_file)
     with pytest.raises(FileNotFoundError, match="app file not found"):
         prepare_space(tmp_path / "s", model_repos=[REPO], app_file=tmp_path / "missing.py")

@@ -87,6 +87,7 @@ class FakeHub:
         self.requests: list[Request] = []
         self.tokens: dict[str, bool] = {}  # token -> may write
         self.failures: list[tuple[str, str, int, dict]] = []  # (method, path part, status, headers)
+        self.forged: list[tuple[str, str, object]] = []  # (method, path part, JSON body): hostile answers
         self._lock = threading.Lock()
         self._servers: list[ThreadingHTTPServer] = []
         self.url = self.cdn_url = ""
@@ -145,6 +146,11 @@ class FakeHub:
         """Answer the next ``times`` requests whose path contains ``path_part`` with ``status``
         (the client retries 429 and 5xx answers: give it more than its retries)."""
         self.failures.extend([(method, path_part, status, headers or {})] * times)
+
+    def forge(self, method: str, path_part: str, body) -> None:
+        """Answer every request whose path contains ``path_part`` with ``body`` as JSON (200), as
+        a hostile or broken server would (a listing that is not a list, a commit ``../../x``)."""
+        self.forged.append((method, path_part, body))
 
     def set_private(self, repo_id: str, token: str) -> None:
         self.repos[repo_id].token = token
@@ -251,6 +257,9 @@ class _Handler(BaseHTTPRequestHandler):
         self.fake.requests.append(Request(self.command, path, self.headers.get("Authorization"), role))
         if self._injected_failure(path):
             return
+        for method, part, body in self.fake.forged:
+            if method == self.command and part in path:
+                return self._json(body)
         parts = [unquote(p) for p in path.strip("/").split("/")]
         if role == "hub" and parts and parts[0] == "spaces" and len(parts) >= 6 and parts[3] == "resolve":
             parts = ["spaces/" + parts[1]] + parts[2:]  # spaces/user/name/resolve/...: one repo key

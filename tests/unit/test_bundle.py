@@ -19,7 +19,7 @@ def _copy(src, tmp_path):
 
 def test_bundle_holds_every_file(tiny_bundle):
     names = {p.name for p in tiny_bundle.iterdir()}
-    assert set(bundle.FILES) - {bundle.ONNX_INT8} <= names  # the int8 copy is optional
+    assert set(bundle.FILES) - {bundle.ONNX_INT8, bundle.SELFCHECK} <= names  # the int8 copy (and its check) is optional
     config = bundle.read_config(tiny_bundle)
     assert set(config.files_sha256) == {bundle.WEIGHTS, bundle.ONNX}
     metrics = bundle.read_metrics(tiny_bundle)["valid"]
