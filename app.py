@@ -27,6 +27,7 @@ import gradio as gr
 from gradio.utils import get_upload_folder
 
 from sports_classifier.app import about, batch, compare, data_view, examples, mistakes, uploads
+from sports_classifier.app.client_address import ClientAddress
 from sports_classifier.app import predict as predict_tab
 from sports_classifier.app.registry import ModelRegistry
 from sports_classifier.errors import UserInputError
@@ -81,7 +82,7 @@ def _photo_path(image):
 def _admit(request: gr.Request | None) -> None:
     """Per-client request rate, and the upload cache kept within its disk budget (checked at
     most every 30 s: it walks the folder)."""
-    RATE.check(getattr(getattr(request, "client", None), "host", None))
+    RATE.check(CLIENT(request))  # behind a known proxy: the forwarded client address
     if time.time() - _last_prune[0] > 30:
         _last_prune[0] = time.time()
         uploads.prune_cache(UPLOAD_FOLDER)
@@ -422,6 +423,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--host", help="address to listen on (default $GRADIO_SERVER_NAME or 127.0.0.1)")
     parser.add_argument("--port", type=int, help="port (default $GRADIO_SERVER_PORT or 7860)")
     parser.add_argument("--share", choices=("no", "yes"), default="no", help="a public gradio.live link")
+    parser.add_argument("--trusted-proxy", action="append", default=[], metavar="ADDRESS[/BITS]",
+                        help="a reverse proxy in front of the app (repeatable): the rate limit then keys on "
+                             "the client address it forwards (X-Forwarded-For), never otherwise; on a "
+                             "Hugging Face Space (SYSTEM=spaces) the Space's proxy is trusted without it")
     return parser.parse_args(argv)
 
 
@@ -450,6 +455,7 @@ def launch(demo: gr.Blocks, registry: ModelRegistry, args: argparse.Namespace) -
 # Spaces (and `gradio app.py`) look for `demo` here. Run as a script, the flags are read first
 # so that the UI is built once, for the models asked for. No model loads here.
 ARGS = parse_args() if __name__ == "__main__" else None
+CLIENT = ClientAddress.from_environment(ARGS.trusted_proxy if ARGS else ())
 registry = make_registry(ARGS.models if ARGS else None)
 demo = build_demo(registry)
 

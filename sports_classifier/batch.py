@@ -201,19 +201,43 @@ class Shards:
         frame.to_parquet(tmp, index=False)
         os.replace(tmp, final)  # the commit point: a killed run leaves the whole shard or none
 
-    def combine(self, output: Path, fmt: str, top_k: int):
-        import pandas as pd
+    def combine(self, output: Path, fmt: str, top_k: int) -> tuple[int, int]:
+        """Join the shards, in order, into ``output``; return (rows, rows with an error).
 
-        frames = [pd.read_parquet(self.path(i)) for i in range(self.count)]
-        frame = pd.concat(frames, ignore_index=True) if frames else frame_of(prediction_rows([], top_k), top_k)
+        Streamed one shard at a time (pyarrow's ``ParquetWriter``, one row group per shard; CSV
+        appended shard by shard), so memory stays at about one shard's size however many rows
+        the job has (a million rows: tens of MB, not the whole table; docs/scale.md)."""
+        import pyarrow as pa
+        import pyarrow.parquet as pq
+
         output.parent.mkdir(parents=True, exist_ok=True)
         tmp = output.with_name(f".{output.name}.{os.getpid()}.tmp")
-        if fmt == "csv":
-            frame.to_csv(tmp, index=False)
-        else:
-            frame.to_parquet(tmp, index=False)
+        # The schema every shard shares (frame_of fixes the dtypes), with pandas' metadata so the
+        # table reads back with the same dtypes; also the schema of an empty job's table.
+        schema = pa.Schema.from_pandas(frame_of(prediction_rows([], top_k), top_k), preserve_index=False)
+        rows = errors = 0
+        writer = None if fmt == "csv" else pq.ParquetWriter(tmp, schema)
+        try:
+            if writer is None:
+                frame_of(prediction_rows([], top_k), top_k).to_csv(tmp, index=False)  # the header
+            for index in range(self.count):
+                table = pq.read_table(self.path(index)).select(schema.names).cast(schema)
+                rows += table.num_rows
+                errors += table.num_rows - table.column("error").null_count
+                if writer is None:
+                    table.to_pandas().to_csv(tmp, mode="a", header=False, index=False)
+                else:
+                    writer.write_table(table)
+                del table
+        except BaseException:
+            if writer is not None:
+                writer.close()
+            tmp.unlink(missing_ok=True)
+            raise
+        if writer is not None:
+            writer.close()
         os.replace(tmp, output)
-        return frame
+        return rows, errors
 
 
 # -- the job --------------------------------------------------------------------------------
@@ -276,8 +300,8 @@ def predict_dataset(model: str | os.PathLike, inputs, output: str | os.PathLike,
                             progress=progress, address=ray_address, workers=workers,
                             cpus_per_worker=cpus_per_worker, threads=threads)
     seconds = time.perf_counter() - start
-    frame = shards.combine(output, fmt, top_k)
-    return BatchResult(output, len(frame), int(frame["error"].notna().sum()), shards.count,
+    rows, errors = shards.combine(output, fmt, top_k)
+    return BatchResult(output, rows, errors, shards.count,
                        shards.count - len(pending), seconds, engine, extra)
 
 

@@ -270,7 +270,7 @@ def cmd_data(args) -> int:
 
 
 def cmd_space(args) -> int:
-    from .app.space import prepare_space, push_space
+    from .space import prepare_space, push_space
 
     include = args.include if args.include is not None else [p for p in ("examples",) if Path(p).is_dir()]
     folder = prepare_space(args.out, model_repos=args.models, title=args.title, app_file=args.app_file,

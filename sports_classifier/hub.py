@@ -214,12 +214,48 @@ def default_model(env: Mapping[str, str] | None = None) -> str | None:
 def served_models(cli_value: str | None = None, *, root: str | Path = ".",
                   env: Mapping[str, str] | None = None) -> list[ModelSource]:
     """The models an app serves: ``--models`` if given, else $SPORTS_CLASSIFIER_MODELS, else
-    every bundle in ``root/models`` (models/DEFAULT first)."""
+    the models a Space folder at ``root`` was built with (``space_built_with``), else every
+    bundle in ``root/models`` (models/DEFAULT first)."""
     env = os.environ if env is None else env
     text = cli_value if cli_value else env.get(MODELS_ENV, "")
+    if not text.strip():
+        text = space_built_with(root) or ""
     if text.strip():
         return parse_model_sources(text, root=root)
     return bundled_models(Path(root) / "models")
+
+
+SPACE_CONFIG = "space_config.json"  # what `sports-classifier space` built a Space folder to serve
+
+
+def space_built_with(root: str | Path) -> str | None:
+    """The models (``SPORTS_CLASSIFIER_MODELS`` syntax) the Space folder ``root`` was built to
+    serve: its ``space_config.json``, else the ``models:`` list of its README's front matter
+    (repo ids, default branch); None when ``root`` is no such folder. A Space then serves what
+    it was built with even before (or without) its ``SPORTS_CLASSIFIER_MODELS`` variable."""
+    import json
+
+    root = Path(root)
+    config = root / SPACE_CONFIG
+    if config.is_file():
+        try:
+            value = json.loads(config.read_text(encoding="utf-8")).get(MODELS_ENV)
+        except (OSError, ValueError, AttributeError) as exc:
+            raise UserInputError(f"{config} is not the JSON object `sports-classifier space` writes ({exc}); "
+                                 f"build the Space folder again, or set {MODELS_ENV}") from None
+        if isinstance(value, str) and value.strip():
+            return value
+    readme = root / bundle.CARD
+    if readme.is_file():
+        from huggingface_hub.repocard import metadata_load
+
+        try:
+            models = (metadata_load(readme) or {}).get("models")
+        except Exception:  # not YAML front matter: a README like any other, no Space models in it
+            return None
+        if isinstance(models, list) and models and all(isinstance(m, str) for m in models):
+            return ",".join(HUB_PREFIX + m for m in models)
+    return None
 
 
 # -- download ----------------------------------------------------------------------------------
@@ -556,3 +592,52 @@ def _upload_error(exc: Exception, repo_id: str, kind: str) -> HubError | None:
                         f"({_first_line(exc)}): check the network connection (or HF_ENDPOINT / proxy "
                         "settings); nothing was committed")
     return None
+
+
+# -- Spaces (what sports_classifier.space needs from the Hub) -------------------------------------
+
+
+def served_files(repo_id: str, revision: str | None = None, *, token: str | bool | None = None) -> tuple[str, ...]:
+    """The files serving ``repo_id`` downloads with ONNX Runtime (``bundle.serving_files``, those
+    the repo has), read from the Hub now: its config.json says which ONNX model is served (the
+    int8 one when present). A Space preloads exactly these (``preload_from_hub``)."""
+    require_huggingface_hub()
+    from huggingface_hub import HfApi
+
+    folder = _snapshot(repo_id, revision, [bundle.CONFIG], token=token)  # config.json only
+    config = _check_config(folder, repo_id, revision)
+    try:
+        present = set(HfApi(token=token).list_repo_files(repo_id, revision=folder.name))
+    except Exception as exc:
+        mapped = _download_error(exc, repo_id, revision, cache_dir=None, local_files_only=False)
+        if mapped is None:
+            raise
+        raise type(mapped)(_scrub(str(mapped), token)) from None
+    return tuple(name for name in bundle.serving_files(config, "auto") if name in present)
+
+
+def upload_space(folder: str | Path, space_id: str, *, variables: Mapping[str, str] | None = None,
+                 token: str | bool | None = None, private: bool | None = None,
+                 commit_message: str = "Upload a Space") -> str:
+    """Upload ``folder`` to the Gradio Space ``space_id`` (created if needed) in one commit, then
+    set its ``variables`` (Space variables, e.g. ``SPORTS_CLASSIFIER_MODELS``); return its URL."""
+    require_huggingface_hub()
+    from huggingface_hub import HfApi
+
+    space_id = parse_repo_id(space_id, kind="Space")
+    _require_token(token, "pushing a Space")
+    api = HfApi(token=token, library_name="sports_classifier", library_version=__version__)
+    try:
+        url = api.create_repo(space_id, repo_type="space", space_sdk="gradio", private=private, exist_ok=True)
+        api.upload_folder(repo_id=space_id, repo_type="space", folder_path=folder, commit_message=commit_message,
+                          ignore_patterns=["*__pycache__*", "*.pyc"])
+        for key, value in (variables or {}).items():
+            api.add_space_variable(space_id, key, value,
+                                   description="models the app serves (hf:user/repo@rev, comma-separated)"
+                                   if key == MODELS_ENV else None)
+    except Exception as exc:
+        mapped = _upload_error(exc, space_id, "Space")
+        if mapped is None:
+            raise
+        raise type(mapped)(_scrub(str(mapped), token)) from None
+    return str(url)

@@ -113,8 +113,11 @@ def predict(registry: ModelRegistry, image, model_names: Sequence[str] | None = 
 
 def status_markdown(registry: ModelRegistry) -> str:
     if not len(registry):
-        return ("**No models.** Put a bundle folder in `models/`, or start the app with "
-                "`python app.py --models PATH` (or set $SPORTS_CLASSIFIER_MODELS).")
+        return ("**No models.** Set `SPORTS_CLASSIFIER_MODELS` to the models to serve, comma-separated "
+                "`hf:user/repo[@revision]` or bundle folders (on a Hugging Face Space: Settings -> "
+                "Variables and secrets; or build the Space folder with `sports-classifier space --models "
+                "user/repo`, whose `space_config.json` names them), start the app with "
+                "`python app.py --models PATH`, or put a bundle folder in `models/`.")
     return "Models: " + " · ".join(f"**{n}**: {s}" for n, s in registry.status().items())
 
 

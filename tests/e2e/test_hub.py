@@ -26,7 +26,7 @@ from sports_classifier import bundle
 from sports_classifier.classifier import Classifier
 from sports_classifier.errors import BundleError, ConfigError, HubError
 from sports_classifier.hub import download_bundle, upload_bundle
-from sports_classifier.app.space import MODELS_ENV, SPACE_CONFIG, prepare_space, push_space
+from sports_classifier.space import MODELS_ENV, SPACE_CONFIG, prepare_space, push_space
 
 TOKEN = "hf_SecretTestToken0123456789abcdefXYZ"
 REPO = "alice/tiny"

@@ -27,7 +27,7 @@ from sports_classifier.classifier import Classifier
 from sports_classifier.errors import (HubAuthError, HubCardConflictError, HubError, HubNotFoundError,
                                       HubUnavailableError, UserInputError)
 from sports_classifier.hub import download_bundle, parse_model_source, upload_bundle
-from sports_classifier.app.space import MODELS_ENV, SPACE_CONFIG, prepare_space, push_space
+from sports_classifier.space import MODELS_ENV, SPACE_CONFIG, prepare_space, push_space
 
 TOKEN = "hf_WriteTokenWriteToken0123456789abcd"
 READ_ONLY = "hf_ReadOnlyReadOnly0123456789abcdefg"
@@ -266,7 +266,7 @@ def test_space_push_end_to_end(hub, tiny_bundle, images, tmp_path):
 def test_space_on_the_base_install_without_gradio(hub, tmp_path, monkeypatch):
     from importlib import metadata
 
-    from sports_classifier.app import space
+    from sports_classifier import space
 
     real = metadata.version
 
