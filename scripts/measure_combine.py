@@ -5,8 +5,9 @@
 
 Synthetic rows shaped like ``predict --output`` (path, top-5 labels and probabilities, ood,
 error; 1 row in 50 an error), in shards of ``--shard-size`` rows. The join runs in a fresh
-child process, which prints its peak resident memory (``ru_maxrss``) and the part of it above
-the process's memory before the join (imports included in the first, not in the second).
+child process that holds the job's list of paths (as ``predict_dataset`` does) and prints its
+resident memory before the join, the peak during it (sampled every 2 ms from /proc, and
+``ru_maxrss``, the process's peak over its whole life) and the difference.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ import os
 import resource
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -51,6 +53,32 @@ def make_shards(work: Path, rows: int, shard_size: int):
     return shards
 
 
+def rss_mb() -> float:
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    return 0.0
+
+
+class PeakRSS:
+    """The highest resident memory seen while the block runs (sampled every 2 ms)."""
+
+    def __enter__(self):
+        self.peak, self._stop = rss_mb(), threading.Event()
+        self._thread = threading.Thread(target=self._sample, daemon=True)
+        self._thread.start()
+        return self
+
+    def _sample(self):
+        while not self._stop.wait(0.002):
+            self.peak = max(self.peak, rss_mb())
+
+    def __exit__(self, *exc):
+        self._stop.set()
+        self._thread.join()
+        self.peak = max(self.peak, rss_mb())
+
+
 def child(work: Path, rows: int, shard_size: int, concat: bool, fmt: str) -> None:
     from sports_classifier import batch
 
@@ -58,20 +86,23 @@ def child(work: Path, rows: int, shard_size: int, concat: bool, fmt: str) -> Non
     import pyarrow.parquet  # noqa: F401
 
     shards = make_shards(work, rows, shard_size)  # all present: only reads job.json
-    before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    before = rss_mb()
     output = work / f"joined.{fmt}"
     start = time.perf_counter()
-    if concat:  # what combine did before issue 26: every row in one DataFrame
-        import pandas as pd
+    with PeakRSS() as peak:
+        if concat:  # what combine did before issue 26: every row in one DataFrame
+            import pandas as pd
 
-        frame = pd.concat([pd.read_parquet(shards.path(i)) for i in range(shards.count)], ignore_index=True)
-        frame.to_csv(output, index=False) if fmt == "csv" else frame.to_parquet(output, index=False)
-        total = len(frame)
-    else:
-        total, _ = shards.combine(output, fmt, TOP_K)
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+            frame = pd.concat([pd.read_parquet(shards.path(i)) for i in range(shards.count)], ignore_index=True)
+            frame.to_csv(output, index=False) if fmt == "csv" else frame.to_parquet(output, index=False)
+            total = len(frame)
+            del frame
+        else:
+            total, _ = shards.combine(output, fmt, TOP_K)
+    maxrss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     print(json.dumps({"rows": total, "shards": shards.count, "method": "pd.concat" if concat else "ParquetWriter",
-                      "format": fmt, "peak_rss_mb": round(peak, 1), "peak_above_start_mb": round(peak - before, 1),
+                      "format": fmt, "rss_before_mb": round(before, 1), "peak_rss_mb": round(peak.peak, 1),
+                      "peak_above_start_mb": round(peak.peak - before, 1), "ru_maxrss_mb": round(maxrss, 1),
                       "seconds": round(time.perf_counter() - start, 2),
                       "output_mb": round(output.stat().st_size / 1e6, 1)}))
 

@@ -145,11 +145,11 @@ def test_an_empty_job_writes_an_empty_table_with_the_columns(tmp_path):
 
 def test_the_join_holds_one_shard_not_the_table(tmp_path):
     """Peak memory of the join in a fresh process (scripts/measure_combine.py), on 200,000 rows:
-    streamed, it grows by a few MB; pd.concat of every shard grew by about 100 MB here."""
+    streamed, it grew by 12-27 MB here; pd.concat of every shard grew by 104-114 MB."""
     script = ROOT / "scripts" / "measure_combine.py"
     env = os.environ | {"PYTHONPATH": str(ROOT)}
     out = subprocess.run([sys.executable, str(script), "--rows", "200000", "--work", str(tmp_path)],
                          capture_output=True, text=True, timeout=300, env=env, check=True)
     report = json.loads(out.stdout.strip().splitlines()[-1])
     assert report["rows"] == 200_000 and report["method"] == "ParquetWriter"
-    assert report["peak_above_start_mb"] < 40, report
+    assert report["peak_above_start_mb"] < 60, report
