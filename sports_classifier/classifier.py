@@ -360,11 +360,12 @@ class Classifier:
 
     def push_to_hub(self, repo_id: str, *, private: bool | None = None, token: str | bool | None = None,
                     revision: str | None = None, commit_message: str | None = None,
-                    existing_card: str = "refuse") -> str:
+                    existing_card: str = "refuse", progress: bool = False) -> str:
         """Upload this bundle to the Hub in one commit (creating the repo if needed).
 
         ``existing_card``: what to do when the repo's README.md was edited on the Hub
-        (``refuse``, ``overwrite``, ``keep``; see ``hub.upload_bundle``).
+        (``refuse``, ``overwrite``, ``keep``; see ``hub.upload_bundle``). ``progress``: show
+        the upload's progress on stderr.
 
         Raises:
             HubError: no token, no permission, a hand-edited card, or the Hub could not be reached.
@@ -375,7 +376,7 @@ class Classifier:
         with tempfile.TemporaryDirectory() as tmp:
             folder = self.save_pretrained(Path(tmp) / "bundle")
             return upload_bundle(folder, repo_id, private=private, token=token, revision=revision,
-                                 commit_message=commit_message, existing_card=existing_card)
+                                 commit_message=commit_message, existing_card=existing_card, progress=progress)
 
     def __repr__(self) -> str:
         return (f"Classifier({self.config.architecture}, classes={self.config.num_classes}, "

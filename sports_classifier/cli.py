@@ -231,7 +231,8 @@ def cmd_push(args) -> int:
     clf = Classifier.from_pretrained(args.model)
     card = "keep" if args.keep_card else "overwrite" if args.overwrite_card else "refuse"
     url = clf.push_to_hub(args.repo, private=args.private or None, revision=args.revision,
-                          commit_message=args.message, token=args.token, existing_card=card)
+                          commit_message=args.message, token=args.token, existing_card=card,
+                          progress=not args.quiet)
     print(url)
     return 0
 
@@ -460,6 +461,7 @@ def build_parser() -> argparse.ArgumentParser:
                       help="the repo's README.md was edited on the Hub: upload the bundle, leave it as it is")
     card.add_argument("--overwrite-card", action="store_true",
                       help="the repo's README.md was edited on the Hub: replace it with the generated card")
+    p.add_argument("--quiet", action="store_true", help="no progress output")
     p.set_defaults(func=cmd_push)
 
     p = sub.add_parser("space", help="prepare (and optionally push) a Hugging Face Space serving Hub models")

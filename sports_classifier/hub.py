@@ -13,8 +13,11 @@ usable bundle) whose message says what to do; a token never appears in a message
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
+import sys
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Mapping
@@ -471,7 +474,8 @@ CARD_CHOICES = ("refuse", "overwrite", "keep")  # what a push does with a hand-e
 
 def upload_bundle(folder: str | Path, repo_id: str, *, private: bool | None = None,
                   token: str | bool | None = None, revision: str | None = None,
-                  commit_message: str | None = None, existing_card: str = "refuse") -> str:
+                  commit_message: str | None = None, existing_card: str = "refuse",
+                  progress: bool = False) -> str:
     """Upload the bundle at ``folder`` to the model repo ``repo_id`` in one commit; return its URL.
 
     The repo is created if needed (and the branch ``revision``, if given). Exactly the bundle's
@@ -482,6 +486,11 @@ def upload_bundle(folder: str | Path, repo_id: str, *, private: bool | None = No
     (someone edited it, or another tool wrote it) is never replaced silently. ``existing_card``:
     ``refuse`` (default) raises ``HubCardConflictError`` before anything is sent; ``overwrite``
     replaces it with the generated card; ``keep`` uploads the bundle and leaves that README.md.
+
+    The generated card is uploaded with ``repo_id`` written into its snippets (a card edited by
+    hand in ``folder`` is uploaded as it is). ``progress``: a bar while the files are read and
+    hashed, then a line for the commit (plain-HTTP uploads show nothing else); a file unchanged
+    since the last push is not sent, and a push that changes nothing makes no commit.
 
     >>> upload_bundle("runs/lite0", "user/sports-classifier-lite0")
     'https://huggingface.co/user/sports-classifier-lite0/commit/4d1c...'
@@ -522,10 +531,19 @@ def upload_bundle(folder: str | Path, repo_id: str, *, private: bool | None = No
         api.create_repo(repo_id, repo_type="model", private=private, exist_ok=True)
         if revision and revision != "main":
             api.create_branch(repo_id, branch=revision, repo_type="model", exist_ok=True)
-        commit = api.upload_folder(
-            repo_id=repo_id, repo_type="model", folder_path=folder, revision=revision,
-            commit_message=message, allow_patterns=files, delete_patterns=stale or None,
-        )
+        with _staged(folder, config, files, repo_id, progress=progress) as staged:
+            start = time.perf_counter()
+            if progress:
+                size = sum((staged / name).stat().st_size for name in files)
+                print(f"push: one commit of {len(files)} file(s), {size / 1e6:.1f} MB, to {repo_id}"
+                      f"{f' ({revision})' if revision else ''}; files the repo already holds unchanged are "
+                      "not sent", file=sys.stderr, flush=True)
+            commit = api.upload_folder(
+                repo_id=repo_id, repo_type="model", folder_path=staged, revision=revision,
+                commit_message=message, allow_patterns=files, delete_patterns=stale or None,
+            )
+            if progress:
+                print(f"push: done in {time.perf_counter() - start:.1f} s", file=sys.stderr, flush=True)
     except HubCardConflictError:
         raise
     except Exception as exc:
@@ -534,6 +552,38 @@ def upload_bundle(folder: str | Path, repo_id: str, *, private: bool | None = No
             raise
         raise type(mapped)(_scrub(str(mapped), token)) from None
     return str(getattr(commit, "commit_url", commit))
+
+
+@contextlib.contextmanager
+def _staged(folder: Path, config, files: list[str], repo_id: str, *, progress: bool):
+    """What a push uploads, in a temporary folder: the bundle's files (hard links where the file
+    system allows, else copies; a progress bar while they are read) and the generated card
+    re-rendered with ``repo_id`` in its snippets (a card edited by hand goes as it is)."""
+    import shutil
+    import tempfile
+
+    from tqdm.auto import tqdm
+
+    from .card import is_generated_card, render_model_card
+
+    paths = {name: bundle.member(folder, name) for name in files}
+    with tempfile.TemporaryDirectory(prefix="sports-classifier-push-") as tmp:
+        staged = Path(tmp)
+        with tqdm(total=sum(p.stat().st_size for p in paths.values()), unit="B", unit_scale=True,
+                  desc="push: reading files", disable=not progress, file=sys.stderr) as bar:
+            for name, path in paths.items():
+                text = path.read_text(encoding="utf-8", errors="replace") if name == bundle.CARD else None
+                if text is not None and is_generated_card(text):
+                    present = sorted(p.name for p in folder.iterdir())
+                    (staged / name).write_text(render_model_card(config.to_dict(), bundle.read_metrics(folder),
+                                                                 files=present, repo_id=repo_id), encoding="utf-8")
+                else:
+                    try:
+                        os.link(path, staged / name)
+                    except OSError:  # another file system, or no hard links: a copy
+                        shutil.copyfile(path, staged / name)
+                bar.update(path.stat().st_size)
+        yield staged
 
 
 def _hand_edited_card(api, repo_id: str, revision: str | None) -> bool:

@@ -25,7 +25,8 @@ from pathlib import Path
 from typing import Sequence
 
 from .errors import ConfigError, UserInputError
-from .hub import MODELS_ENV, SPACE_CONFIG, parse_model_source, parse_repo_id, served_files, upload_space
+from .hub import (MODELS_ENV, SPACE_CONFIG, parse_model_source, parse_repo_id, require_huggingface_hub,
+                  served_files, upload_space)
 PACKAGE = "sports_classifier"
 GRADIO_HINT = ("`sports-classifier space` writes the Gradio version into the Space's README "
                "(sdk_version) and requirements.txt, and Gradio is not installed here: "
@@ -213,6 +214,7 @@ def push_space(folder: str | Path, space_id: str, *, token: str | bool | None = 
     >>> push_space("space", "user/sports-classifier")
     'https://huggingface.co/spaces/user/sports-classifier'
     """
+    require_huggingface_hub()
     from huggingface_hub import SpaceCard
 
     space_id = parse_repo_id(space_id, kind="Space")
