@@ -242,12 +242,12 @@ def cmd_bench(args) -> int:
         from .speed_accuracy import run_comparison
 
         run_comparison(args.models, args.data, repeats=args.repeats, passes=args.passes, as_json=args.json,
-                       plot=args.plot)
+                       plot=args.plot, progress=not args.quiet)
         return 0
     from .bench import run_benchmark
 
     run_benchmark(args.model, args.data, images=args.images, repeats=args.repeats, passes=args.passes,
-                  as_json=args.json)
+                  as_json=args.json, progress=not args.quiet)
     return 0
 
 
@@ -437,6 +437,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--repeats", type=int, default=50, help="single-image latency samples")
     p.add_argument("--passes", type=int, default=5, help="timed passes per batch measurement (median reported)")
     p.add_argument("--json", action="store_true")
+    p.add_argument("--quiet", action="store_true", help="no progress bar (it goes to stderr)")
     p.set_defaults(func=cmd_bench)
 
     p = sub.add_parser("data", help="images per split and class, skipped files, class-distribution chart")
