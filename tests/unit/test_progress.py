@@ -1,6 +1,6 @@
 """Long jobs say how far they are (issue 26): bench, train on Ray (the workers' per-epoch lines
-reach the driver), the Ray feature pass; ``--quiet`` turns them off. (push: test_card_snippets'
-neighbour, tests/e2e/test_push_progress.py.)"""
+reach the driver), the Ray feature pass; ``--quiet`` turns them off. (push over plain HTTP:
+tests/e2e/test_push_progress.py.)"""
 
 from __future__ import annotations
 
