@@ -145,11 +145,11 @@ clf.predict(["photo.jpg", "photo.jpg"], top_k=3)  # a list of images: one such l
 sports-classifier predict --model {repo} photo.jpg
 ```
 
-The Keras network (needs TensorFlow: `{install_line(extra="train")}`). This repo's
-`library_name` is `onnx`, not `keras`: Keras' own loader, `keras.saving.load_model("hf://...")`,
-cannot load it (it would read the bundle's `config.json`, labels, input size and checksums, as a
-Keras model config). The package rebuilds the network from `config.json` and loads
-`model.weights.h5` (no code comes from the repo):
+The Keras network (needs TensorFlow: `{install_line(extra="train")}`). This repo is declared an
+ONNX model, not a Keras one: Keras' own loader, `keras.saving.load_model("hf://...")`, cannot load
+it (it would read the bundle's `config.json`, labels, input size and checksums, as a Keras model
+config). The package rebuilds the network from `config.json` and loads `model.weights.h5` (no
+code comes from the repo):
 
 ```python
 from sports_classifier import Classifier

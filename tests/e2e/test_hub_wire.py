@@ -359,7 +359,7 @@ def test_the_cards_keras_snippet_works_from_a_folder_and_the_hub(hub, tiny_bundl
     from sports_classifier.images import preprocess_batch
 
     card = " ".join((tiny_bundle / bundle.CARD).read_text().split())
-    assert "`library_name` is `onnx`, not `keras`" in card and 'keras.saving.load_model("hf://...")' in card
+    assert "declared an ONNX model, not a Keras one" in card and 'keras.saving.load_model("hf://...")' in card
     assert 'runtime="keras").keras_model' in card  # every block runs: tests/e2e/test_card_snippets.py
     config = bundle.read_config(tiny_bundle)
     pixels = preprocess_batch(images, config.image_size)
