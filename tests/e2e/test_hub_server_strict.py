@@ -7,7 +7,6 @@ answers otherwise, the difference is named by a test below.
 from __future__ import annotations
 
 import os
-import shutil
 import subprocess
 import sys
 from pathlib import Path
