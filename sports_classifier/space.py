@@ -108,16 +108,15 @@ Models served:
 
 {listed}
 
-The app reads the models to serve from the `{MODELS_ENV}` variable (Settings -> Variables and
-secrets), comma-separated `hf:user/repo` or `hf:user/repo@revision` entries. This Space was
-deployed with:
+The app serves the models this Space was built with, recorded in `{SPACE_CONFIG}`:
 
 ```
 {MODELS_ENV}={value}
 ```
 
-(also recorded in `{SPACE_CONFIG}`). Change the variable to serve other models without a new
-commit; the Space restarts with them.
+To serve others without a new commit, set the `{MODELS_ENV}` variable (Settings -> Variables and
+secrets; comma-separated `hf:user/repo` or `hf:user/repo@revision` entries): it takes precedence,
+and the Space restarts with them.
 """
 
 
