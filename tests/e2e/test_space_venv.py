@@ -74,23 +74,28 @@ def test_the_built_space_serves_its_models_in_a_fresh_venv(bundle_dir, tmp_path,
         assert cli.main(["space", "--models", REPO, "--out", str(space)]) == 0
         sdk_version = SpaceCard.load(space / "README.md").data.sdk_version
 
+        # Nothing of this process's environment: no PYTHONPATH to the checkout, no Hub settings.
+        clean = {k: v for k, v in os.environ.items()
+                 if not k.startswith(("HF_", "HUGGING", "SPORTS_CLASSIFIER", "GRADIO_", "PYTHON", "VIRTUAL_ENV"))}
+
         # The Space's build: a fresh venv, its requirements.txt and the Gradio of sdk_version.
         venv = tmp_path / "venv"
         start = time.perf_counter()
-        subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True, timeout=120)
+        subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True, timeout=120, env=clean)
         python = venv / "bin" / "python"
         install = subprocess.run([str(python), "-m", "pip", "install", "-q", "-r", str(space / "requirements.txt"),
-                                  f"gradio=={sdk_version}"], capture_output=True, text=True, timeout=1500)
+                                  f"gradio=={sdk_version}"], capture_output=True, text=True, timeout=1500, env=clean)
         install_s = time.perf_counter() - start
         assert install.returncode == 0, install.stderr[-3000:]
         # Nothing of the training stack, and the package only as the folder's own copy.
-        listed = subprocess.run([str(python), "-m", "pip", "list"], capture_output=True, text=True, check=True).stdout
-        assert "tensorflow" not in listed.lower() and "sports_classifier" not in listed.lower().replace("-", "_")
+        listed = subprocess.run([str(python), "-m", "pip", "list"], capture_output=True, text=True, check=True,
+                                env=clean).stdout.lower()
+        assert "tensorflow" not in listed and "keras" not in listed, listed
+        assert "sports_classifier" not in listed.replace("-", "_"), listed
 
         # The Space's run: its environment, no SPORTS_CLASSIFIER_MODELS, models from the Hub.
         port = free_port()
-        env = {k: v for k, v in os.environ.items()
-               if not k.startswith(("HF_", "HUGGING", "SPORTS_CLASSIFIER", "GRADIO_", "PYTHON", "VIRTUAL_ENV"))}
+        env = dict(clean)
         env |= {"SYSTEM": "spaces", "SPACE_ID": "alice/sports-space", "SPACE_HOST": f"127.0.0.1:{port}",
                 "HF_ENDPOINT": hub.url, "HF_HOME": str(tmp_path / "space-home"),
                 "GRADIO_SERVER_NAME": "127.0.0.1", "GRADIO_SERVER_PORT": str(port),
