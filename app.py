@@ -33,6 +33,7 @@ from starlette.middleware import Middleware
 from sports_classifier import bundle, feedback
 from sports_classifier.app import (about, batch, compare, data_view, examples, live, mistakes, served_files,
                                    sport_names, sports_list, uploads, verdict)
+from sports_classifier.app.client_address import ClientAddress
 from sports_classifier.app import predict as predict_tab
 from sports_classifier.app.registry import ModelRegistry
 from sports_classifier.errors import UnreadablePhotoError, UserInputError
@@ -112,7 +113,7 @@ def _photo_path(image):
 def _admit(request: gr.Request | None, cost: int = 1) -> None:
     """The request's client passes the rate limit (``cost`` units: uploads.COSTS), and the
     upload cache is kept in budget."""
-    ADMISSION.admit(getattr(getattr(request, "client", None), "host", None), cost)
+    ADMISSION.admit(CLIENT(request), cost)  # behind a known proxy: the forwarded client address
 
 
 def _servable(items: list[tuple[str, str]]) -> list[tuple[str, str]]:
@@ -696,6 +697,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--host", help="address to listen on (default $GRADIO_SERVER_NAME or 127.0.0.1)")
     parser.add_argument("--port", type=int, help="port (default $GRADIO_SERVER_PORT or 7860)")
     parser.add_argument("--share", choices=("no", "yes"), default="no", help="a public gradio.live link")
+    parser.add_argument("--trusted-proxy", action="append", default=[], metavar="ADDRESS[/BITS]",
+                        help="a reverse proxy in front of the app (repeatable): the rate limit then keys on "
+                             "the client address it forwards (X-Forwarded-For), never otherwise; on a "
+                             "Hugging Face Space (SYSTEM=spaces) the Space's proxy is trusted without it")
     return parser.parse_args(argv)
 
 
@@ -711,7 +716,8 @@ def launch(demo: gr.Blocks, registry: ModelRegistry, args: argparse.Namespace) -
         server_name=args.host, server_port=args.port, share=args.share == "yes",
         max_file_size=MAX_FILE_SIZE, allowed_paths=allowed_paths(registry), ssr_mode=False,
         theme=gr.themes.Soft(), css=CSS, footer_links=["api"], prevent_thread_lock=True,
-        app_kwargs={"middleware": [Middleware(uploads.UploadGuard, limiter=ADMISSION.limiter, budget=UPLOAD_BUDGET)]},
+        app_kwargs={"middleware": [Middleware(uploads.UploadGuard, limiter=ADMISSION.limiter, budget=UPLOAD_BUDGET,
+                                             client=CLIENT)]},
     )
     # uploads left by earlier runs (Gradio's own cleanup covers only this process's files)
     uploads.prune_cache(UPLOAD_FOLDER, max_age=CACHE_CLEANUP[1])
@@ -725,6 +731,7 @@ def launch(demo: gr.Blocks, registry: ModelRegistry, args: argparse.Namespace) -
 # Spaces (and `gradio app.py`) look for `demo` here. Run as a script, the flags are read first
 # so that the UI is built once, for the models asked for. No model loads here.
 ARGS = parse_args() if __name__ == "__main__" else None
+CLIENT = ClientAddress.from_environment(ARGS.trusted_proxy if ARGS else ())
 registry = make_registry(ARGS.models if ARGS else None)
 demo = build_demo(registry)
 

@@ -271,18 +271,39 @@ class Shards:
         with atomic_path(self.path(index)) as tmp:  # the commit point: a killed run leaves the whole shard or none
             frame.to_parquet(tmp, index=False)
 
-    def combine(self, output: Path, fmt: str, top_k: int):
-        import pandas as pd
+    def combine(self, output: Path, fmt: str, top_k: int) -> tuple[int, int]:
+        """Join the shards, in order, into ``output``; return (rows, rows with an error).
 
-        frames = [pd.read_parquet(self.path(i)) for i in range(self.count)]
-        frame = pd.concat(frames, ignore_index=True) if frames else frame_of(prediction_rows([], top_k), top_k)
+        Streamed one shard at a time (pyarrow's ``ParquetWriter``, one row group per shard; CSV
+        appended shard by shard), so memory stays at about one shard's size however many rows
+        the job has (a million rows: tens of MB, not the whole table; docs/scale.md)."""
+        import pyarrow as pa
+        import pyarrow.parquet as pq
+
         output.parent.mkdir(parents=True, exist_ok=True)
+        # The schema every shard shares (frame_of fixes the dtypes), with pandas' metadata so the
+        # table reads back with the same dtypes; also the schema of an empty job's table.
+        empty = frame_of(prediction_rows([], top_k), top_k)
+        schema = pa.Schema.from_pandas(empty, preserve_index=False)
+        rows = errors = 0
         with atomic_path(output) as tmp:
-            if fmt == "csv":
-                frame.to_csv(tmp, index=False)
-            else:
-                frame.to_parquet(tmp, index=False)
-        return frame
+            writer = None if fmt == "csv" else pq.ParquetWriter(tmp, schema)
+            try:
+                if writer is None:
+                    empty.to_csv(tmp, index=False)  # the header
+                for index in range(self.count):
+                    table = pq.read_table(self.path(index)).select(schema.names).cast(schema)
+                    rows += table.num_rows
+                    errors += table.num_rows - table.column("error").null_count
+                    if writer is None:
+                        table.to_pandas().to_csv(tmp, mode="a", header=False, index=False)
+                    else:
+                        writer.write_table(table)
+                    del table
+            finally:
+                if writer is not None:
+                    writer.close()
+        return rows, errors
 
 
 # -- the job --------------------------------------------------------------------------------
@@ -357,8 +378,8 @@ def predict_dataset(model: str | os.PathLike, inputs, output: str | os.PathLike,
                             progress=progress, address=ray_address, workers=workers,
                             cpus_per_worker=cpus_per_worker, threads=threads)
     seconds = time.perf_counter() - start
-    frame = shards.combine(output, fmt, top_k)
-    return BatchResult(output, len(frame), int(frame["error"].notna().sum()), shards.count,
+    rows, errors = shards.combine(output, fmt, top_k)
+    return BatchResult(output, rows, errors, shards.count,
                        shards.count - len(pending), seconds, engine, extra)
 
 

@@ -237,12 +237,15 @@ class ServingProcess:
 
 
 def run_benchmark(model, data, *, images: int = 256, repeats: int = 50, as_json: bool = False,
-                  passes: int = 5, runtimes: tuple[str, ...] | None = None) -> dict:
+                  passes: int = 5, runtimes: tuple[str, ...] | None = None, progress: bool = False) -> dict:
     """Benchmark Keras against ONNX Runtime (and the int8 model when the bundle has one, and
     ``auto``, the model as served, when it has both) on
     ``images`` JPEG files found under ``data``: ``passes`` timed passes of each batch
     measurement and ``repeats`` single images per engine, interleaved between engines.
-    Prints a table (or JSON) and returns the dict."""
+    Prints a table (or JSON) and returns the dict. ``progress``: a bar on stderr (each engine
+    loaded and warmed up, then each pass), so the table on stdout stays clean."""
+    from tqdm.auto import tqdm
+
     from . import bundle
 
     if images < 1 or repeats < 1 or passes < 1:
@@ -260,12 +263,16 @@ def run_benchmark(model, data, *, images: int = 256, repeats: int = 50, as_json:
         "load_start": load_average(), "engines": {},
     }
     workers = {}
+    bar = tqdm(total=len(runtimes) + passes, desc="bench", unit="step", disable=not progress, file=sys.stderr)
     try:
         for rt in runtimes:  # all loaded and warmed up before any timing starts
+            bar.set_postfix_str(f"loading {rt}")
             workers[rt] = ServingProcess(rt)
             workers[rt].ask(cmd="start", model=str(model), runtime=rt, paths=paths)
+            bar.update()
         raw = {rt: {} for rt in runtimes}
         for p in range(passes):
+            bar.set_postfix_str(f"pass {p + 1}/{passes}")
             for what in THROUGHPUT:
                 for rt, w in workers.items():
                     if what in KERAS_ONLY and rt != "keras":
@@ -277,12 +284,15 @@ def run_benchmark(model, data, *, images: int = 256, repeats: int = 50, as_json:
                     if (what in KERAS_ONLY and rt != "keras") or not count:
                         continue
                     raw[rt].setdefault(what, []).extend(w.ask(cmd="latency", what=what, count=count)["times"])
+            bar.update()
+        bar.close()
         for rt, w in workers.items():
             e = w.ask(cmd="summary")
             for what, runs in raw[rt].items():
                 e[what] = throughput_summary(runs, len(paths)) if what in THROUGHPUT else latency_summary(runs)
             result["engines"][rt] = e
     finally:
+        bar.close()
         for w in workers.values():
             w.close()
     result["load_end"] = load_average()

@@ -440,6 +440,13 @@ def write_metrics(data: dict) -> Writer:
     return lambda dest: _write_json(dest, data)
 
 
+def has_float_companion(config: ModelConfig) -> bool:
+    """Whether the bundle records a float ONNX model beside its int8 one: the model that settles
+    the int8 model's close calls and serves where its self-check fails (a Hub download may still
+    have to fetch it)."""
+    return ONNX in config.files_sha256
+
+
 def read_selfcheck(path: str | Path, config: ModelConfig):
     """The int8 model's self-check reference (``selfcheck.Reference``), verified; None when the
     bundle records none (exported before self-checks existed)."""

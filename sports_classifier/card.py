@@ -49,9 +49,12 @@ def front_matter(config: dict, metrics: dict) -> str:
         for split, m in metrics.items() if isinstance(m, dict) and " (" not in split  # not the kept ones
         for key, title in _METRICS if key in m
     ]
+    # Not ``keras``: the Hub would then offer ``keras.saving.load_model("hf://...")``, which cannot
+    # load a bundle (its config.json is the bundle's, not a Keras config; see the card's Usage).
+    # ONNX is what serves it; the card's snippets say how to load it with this package.
     data = ModelCardData(
-        library_name="keras", pipeline_tag="image-classification", license="apache-2.0",
-        tags=["image-classification", "keras", "sports", "sports_classifier",
+        library_name="onnx", pipeline_tag="image-classification", license="apache-2.0",
+        tags=["image-classification", "onnx", "keras", "sports", "sports_classifier",
               *dict.fromkeys([config["backbone"], *(m["backbone"] for m in config.get("members") or ())])],
         datasets=[DATASET_ID], model_name=model_name(config), eval_results=results or None,
     )
@@ -76,11 +79,13 @@ def _metrics_table(metrics: dict) -> str:
 
 
 def _int8_note(files: Sequence[str]) -> str:
-    if "selfcheck.npz" not in files:
+    from .bundle import SELFCHECK
+
+    if SELFCHECK not in files:
         return ""
     return (" This model's int8 weights are 7-bit where ONNX Runtime's u8s8 kernels multiply them, so "
             "they cannot saturate on x86 CPUs without VNNI; at load the model checks itself against "
-            "float references stored in the bundle (`selfcheck.npz`) and serves its float ONNX model "
+            f"float references stored in the bundle (`{SELFCHECK}`) and serves its float ONNX model "
             "where the check fails.")
 
 
@@ -119,8 +124,67 @@ def _recipe(training: dict | None) -> str:
     return "\n".join(lines)
 
 
-def render_model_card(config: dict, metrics: dict, *, files: Sequence[str] = ()) -> str:
-    """The full README.md of a bundle. Pure: data in, text out."""
+REPO_PLACEHOLDER = "user/repo"  # in a bundle's own card; a push writes the repo's real id
+
+
+def wheel_name(version: str | None = None) -> str:
+    """The file name of the wheel ``python -m build`` makes of this package (PEP 427)."""
+    if version is None:
+        from .version import __version__ as version
+    return f"sports_classifier-{version}-py3-none-any.whl"
+
+
+def install_line(version: str | None = None, extra: str = "") -> str:
+    """How to install the package that loads this model: it is not on PyPI, so from the wheel
+    built from the project (``python -m build``; a checkout's ``pip install -e .`` works too)."""
+    return f'pip install "{wheel_name(version)}{f"[{extra}]" if extra else ""}"'
+
+
+def _usage(repo: str, image_size: int, num_classes: int) -> str:
+    """The Usage section: every code block in it runs as written once the package is installed
+    and ``photo.jpg`` exists (tests/e2e/test_card_snippets.py runs them against a Hub)."""
+    return f"""## Usage
+
+The model is served by the `sports_classifier` package through ONNX Runtime (no TensorFlow). The
+package is not on PyPI: install the wheel built from the project with `python -m build` (or, in
+a checkout of the project, `pip install -e .`):
+
+```bash
+{install_line()}
+```
+
+```python
+from sports_classifier import Classifier
+
+clf = Classifier.from_pretrained("{repo}")
+clf.predict("photo.jpg", top_k=3)  # one image: [("basketball", 0.97), ("volleyball", 0.01), ...]
+clf.predict(["photo.jpg", "photo.jpg"], top_k=3)  # a list of images: one such list per image
+```
+
+```bash
+sports-classifier predict --model {repo} photo.jpg
+```
+
+The Keras network (needs TensorFlow: `{install_line(extra="train")}`). This repo is declared an
+ONNX model, not a Keras one: Keras' own loader, `keras.saving.load_model("hf://...")`, cannot load
+it (it would read the bundle's `config.json`, labels, input size and checksums, as a Keras model
+config). The package rebuilds the network from `config.json` and loads `model.weights.h5` (no
+code comes from the repo):
+
+```python
+from sports_classifier import Classifier
+from sports_classifier.images import preprocess_batch
+
+model = Classifier.from_pretrained("{repo}", runtime="keras").keras_model  # a keras.Model
+pixels = preprocess_batch(["photo.jpg"], {image_size})  # float32 RGB in [0, 255], shape (1, {image_size}, {image_size}, 3)
+probabilities = model.predict(pixels)  # shape (1, {num_classes}): one row of class probabilities per image
+```
+"""
+
+
+def render_model_card(config: dict, metrics: dict, *, files: Sequence[str] = (), repo_id: str | None = None) -> str:
+    """The full README.md of a bundle. Pure: data in, text out. ``repo_id``: the Hub repo the
+    card is pushed to (its snippets load from there); default a placeholder."""
     name = model_name(config)
     labels = list(config["labels"])
     from . import bundle  # its file names (bundle imports this module when it writes a card)
@@ -168,30 +232,7 @@ from training, before an int8 copy was added; `valid` is then the model as serve
 --write` measured it). int8 results depend on the CPU's int8 kernels.{_int8_note(files)} The `valid`
 split has only 5 images per class, so one image is 0.2 points of accuracy.
 
-## Usage
-
-```python
-from sports_classifier import Classifier
-
-clf = Classifier.from_pretrained("path/or/user-repo")
-clf.predict("photo.jpg", top_k=5)   # [[("basketball", 0.97), ...]]
-```
-
-```bash
-sports-classifier predict --model path/or/user-repo photo.jpg
-```
-
-The Keras model: the Hub's Keras snippet, `keras.saving.load_model("hf://user/repo")`, does
-not load this repo (that loader reads `config.json` as a Keras model config; here it is the
-bundle's own: labels, input size, checksums), and the network is not saved as a `.keras` file.
-Get it through the package, which rebuilds the network from `config.json` and loads
-`model.weights.h5` (no code comes from the repo):
-
-```python
-model = Classifier.from_pretrained("path/or/user-repo", runtime="keras").keras_model  # keras.Model
-probabilities = model.predict(pixels)  # float32 RGB in [0, 255], shape (N, {config['image_size']}, {config['image_size']}, 3)
-```
-
+{_usage(repo_id or REPO_PLACEHOLDER, config['image_size'], len(labels))}
 Input: any RGB/grayscale/RGBA photo; it is converted to RGB and resized (bilinear) to
 {config['image_size']}x{config['image_size']}; pixel scaling happens inside the network.
 

@@ -185,7 +185,7 @@ class Classifier:
             warnings.warn(problem + "; serving it anyway because runtime='onnx-int8' was asked for", stacklevel=3)
             self.serving_note = "int8 (asked for), self-check FAILED on this CPU"
             return engine
-        if bundle.ONNX not in self.config.files_sha256:
+        if not bundle.has_float_companion(self.config):
             raise BundleError(problem + f". The bundle has no float {bundle.ONNX} to serve instead: "
                               "`sports-classifier export --format onnx-fp16` adds one")
         if self._fetch is not None and not (self.path / bundle.ONNX).is_file():
@@ -200,7 +200,7 @@ class Classifier:
         (``runtime.CloseCallEngine``)."""
         from .runtime import CloseCallEngine
 
-        if bundle.ONNX not in self.config.files_sha256:
+        if not bundle.has_float_companion(self.config):
             return int8_engine
 
         def float_engine():
@@ -457,11 +457,12 @@ class Classifier:
 
     def push_to_hub(self, repo_id: str, *, private: bool | None = None, token: str | bool | None = None,
                     revision: str | None = None, commit_message: str | None = None,
-                    existing_card: str = "refuse") -> str:
+                    existing_card: str = "refuse", progress: bool = False) -> str:
         """Upload this bundle to the Hub in one commit (creating the repo if needed).
 
         ``existing_card``: what to do when the repo's README.md was edited on the Hub
-        (``refuse``, ``overwrite``, ``keep``; see ``hub.upload_bundle``).
+        (``refuse``, ``overwrite``, ``keep``; see ``hub.upload_bundle``). ``progress``: show
+        the upload's progress on stderr.
 
         Raises:
             HubError: no token, no permission, a hand-edited card, or the Hub could not be reached.
@@ -472,7 +473,7 @@ class Classifier:
         with tempfile.TemporaryDirectory() as tmp:
             folder = self.save_pretrained(Path(tmp) / "bundle")
             return upload_bundle(folder, repo_id, private=private, token=token, revision=revision,
-                                 commit_message=commit_message, existing_card=existing_card)
+                                 commit_message=commit_message, existing_card=existing_card, progress=progress)
 
     def __repr__(self) -> str:
         return (f"Classifier({self.config.architecture}, classes={self.config.num_classes}, "

@@ -237,7 +237,8 @@ def cmd_push(args) -> int:
     clf = Classifier.from_pretrained(args.model)
     card = "keep" if args.keep_card else "overwrite" if args.overwrite_card else "refuse"
     url = clf.push_to_hub(args.repo, private=args.private or None, revision=args.revision,
-                          commit_message=args.message, token=args.token, existing_card=card)
+                          commit_message=args.message, token=args.token, existing_card=card,
+                          progress=not args.quiet)
     print(url)
     return 0
 
@@ -247,12 +248,12 @@ def cmd_bench(args) -> int:
         from .speed_accuracy import run_comparison
 
         run_comparison(args.models, args.data, repeats=args.repeats, passes=args.passes, as_json=args.json,
-                       plot=args.plot)
+                       plot=args.plot, progress=not args.quiet)
         return 0
     from .bench import run_benchmark
 
     run_benchmark(args.model, args.data, images=args.images, repeats=args.repeats, passes=args.passes,
-                  as_json=args.json)
+                  as_json=args.json, progress=not args.quiet)
     return 0
 
 
@@ -293,7 +294,7 @@ def cmd_feedback(args) -> int:
 
 
 def cmd_space(args) -> int:
-    from .app.space import prepare_space, push_space
+    from .space import prepare_space, push_space
 
     include = args.include if args.include is not None else [p for p in ("examples",) if Path(p).is_dir()]
     folder = prepare_space(args.out, model_repos=args.models, title=args.title, app_file=args.app_file,
@@ -463,6 +464,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--repeats", type=int, default=50, help="single-image latency samples")
     p.add_argument("--passes", type=int, default=5, help="timed passes per batch measurement (median reported)")
     p.add_argument("--json", action="store_true")
+    p.add_argument("--quiet", action="store_true", help="no progress bar (it goes to stderr)")
     p.set_defaults(func=cmd_bench)
 
     p = sub.add_parser("data", help="images per split and class, skipped files, class-distribution chart")
@@ -495,6 +497,7 @@ def build_parser() -> argparse.ArgumentParser:
                       help="the repo's README.md was edited on the Hub: upload the bundle, leave it as it is")
     card.add_argument("--overwrite-card", action="store_true",
                       help="the repo's README.md was edited on the Hub: replace it with the generated card")
+    p.add_argument("--quiet", action="store_true", help="no progress output")
     p.set_defaults(func=cmd_push)
 
     p = sub.add_parser("space", help="prepare (and optionally push) a Hugging Face Space serving Hub models")

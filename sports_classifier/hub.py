@@ -16,6 +16,8 @@ from __future__ import annotations
 import dataclasses
 import os
 import re
+import sys
+import time
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -236,12 +238,48 @@ def default_model(env: Mapping[str, str] | None = None) -> str | None:
 def served_models(cli_value: str | None = None, *, root: str | Path = ".",
                   env: Mapping[str, str] | None = None) -> list[ModelSource]:
     """The models an app serves: ``--models`` if given, else $SPORTS_CLASSIFIER_MODELS, else
-    every bundle in ``root/models`` (models/DEFAULT first)."""
+    the models a Space folder at ``root`` was built with (``space_built_with``), else every
+    bundle in ``root/models`` (models/DEFAULT first)."""
     env = os.environ if env is None else env
     text = cli_value if cli_value else env.get(MODELS_ENV, "")
+    if not text.strip():
+        text = space_built_with(root) or ""
     if text.strip():
         return parse_model_sources(text, root=root)
     return bundled_models(Path(root) / "models")
+
+
+SPACE_CONFIG = "space_config.json"  # what `sports-classifier space` built a Space folder to serve
+
+
+def space_built_with(root: str | Path) -> str | None:
+    """The models (``SPORTS_CLASSIFIER_MODELS`` syntax) the Space folder ``root`` was built to
+    serve: its ``space_config.json``, else the ``models:`` list of its README's front matter
+    (repo ids, default branch); None when ``root`` is no such folder. A Space then serves what
+    it was built with even before (or without) its ``SPORTS_CLASSIFIER_MODELS`` variable."""
+    import json
+
+    root = Path(root)
+    config = root / SPACE_CONFIG
+    if config.is_file():
+        try:
+            value = json.loads(config.read_text(encoding="utf-8")).get(MODELS_ENV)
+        except (OSError, ValueError, AttributeError) as exc:
+            raise UserInputError(f"{config} is not the JSON object `sports-classifier space` writes ({exc}); "
+                                 f"build the Space folder again, or set {MODELS_ENV}") from None
+        if isinstance(value, str) and value.strip():
+            return value
+    readme = root / bundle.CARD
+    if readme.is_file():
+        from huggingface_hub.repocard import metadata_load
+
+        try:
+            models = (metadata_load(readme) or {}).get("models")
+        except Exception:  # not YAML front matter: a README like any other, no Space models in it
+            return None
+        if isinstance(models, list) and models and all(isinstance(m, str) for m in models):
+            return ",".join(HUB_PREFIX + m for m in models)
+    return None
 
 
 # -- download ----------------------------------------------------------------------------------
@@ -513,7 +551,8 @@ CARD_CHOICES = ("refuse", "overwrite", "keep")  # what a push does with a hand-e
 
 def upload_bundle(folder: str | Path, repo_id: str, *, private: bool | None = None,
                   token: str | bool | None = None, revision: str | None = None,
-                  commit_message: str | None = None, existing_card: str = "refuse") -> str:
+                  commit_message: str | None = None, existing_card: str = "refuse",
+                  progress: bool = False) -> str:
     """Upload the bundle at ``folder`` to the model repo ``repo_id`` in one commit; return its URL.
 
     The repo is created if needed (and the branch ``revision``, if given). Exactly the bundle's
@@ -524,6 +563,11 @@ def upload_bundle(folder: str | Path, repo_id: str, *, private: bool | None = No
     (someone edited it, or another tool wrote it) is never replaced silently. ``existing_card``:
     ``refuse`` (default) raises ``HubCardConflictError`` before anything is sent; ``overwrite``
     replaces it with the generated card; ``keep`` uploads the bundle and leaves that README.md.
+
+    The generated card is uploaded with ``repo_id`` written into its snippets (a card edited by
+    hand in ``folder`` is uploaded as it is). ``progress``: a bar while the files are read and
+    hashed, then a line for the commit (plain-HTTP uploads show nothing else); a file unchanged
+    since the last push is not sent, and a push that changes nothing makes no commit.
 
     >>> upload_bundle("runs/lite0", "user/sports-classifier-lite0")
     'https://huggingface.co/user/sports-classifier-lite0/commit/4d1c...'
@@ -565,11 +609,52 @@ def upload_bundle(folder: str | Path, repo_id: str, *, private: bool | None = No
         api.create_repo(repo_id, repo_type="model", private=private, exist_ok=True)
         if revision and revision != "main":
             api.create_branch(repo_id, branch=revision, repo_type="model", exist_ok=True)
-        commit = api.upload_folder(
-            repo_id=repo_id, repo_type="model", folder_path=folder, revision=revision,
-            commit_message=message, allow_patterns=files, delete_patterns=stale or None,
-        )
+        with _staged(folder, config, files, repo_id, progress=progress) as staged:
+            start = time.perf_counter()
+            if progress:
+                size = sum((staged / name).stat().st_size for name in files)
+                print(f"push: one commit of {len(files)} file(s), {size / 1e6:.1f} MB, to {repo_id}"
+                      f"{f' ({revision})' if revision else ''}; files the repo already holds unchanged are "
+                      "not sent", file=sys.stderr, flush=True)
+            commit = api.upload_folder(
+                repo_id=repo_id, repo_type="model", folder_path=staged, revision=revision,
+                commit_message=message, allow_patterns=files, delete_patterns=stale or None,
+            )
+            if progress:
+                print(f"push: done in {time.perf_counter() - start:.1f} s", file=sys.stderr, flush=True)
     return str(getattr(commit, "commit_url", commit))
+
+
+@contextmanager
+def _staged(folder: Path, config, files: list[str], repo_id: str, *, progress: bool):
+    """What a push uploads, in a temporary folder: the bundle's files (hard links where the file
+    system allows, else copies; a progress bar while they are read) and the generated card
+    re-rendered with ``repo_id`` in its snippets (a card edited by hand goes as it is)."""
+    import shutil
+    import tempfile
+
+    from tqdm.auto import tqdm
+
+    from .card import is_generated_card, render_model_card
+
+    paths = {name: bundle.member(folder, name) for name in files}
+    with tempfile.TemporaryDirectory(prefix="sports-classifier-push-") as tmp:
+        staged = Path(tmp)
+        with tqdm(total=sum(p.stat().st_size for p in paths.values()), unit="B", unit_scale=True,
+                  desc="push: reading files", disable=not progress, file=sys.stderr) as bar:
+            for name, path in paths.items():
+                text = path.read_text(encoding="utf-8", errors="replace") if name == bundle.CARD else None
+                if text is not None and is_generated_card(text):
+                    present = sorted(p.name for p in folder.iterdir())
+                    (staged / name).write_text(render_model_card(config.to_dict(), bundle.read_metrics(folder),
+                                                                 files=present, repo_id=repo_id), encoding="utf-8")
+                else:
+                    try:
+                        os.link(path, staged / name)
+                    except OSError:  # another file system, or no hard links: a copy
+                        shutil.copyfile(path, staged / name)
+                bar.update(path.stat().st_size)
+        yield staged
 
 
 def _hand_edited_card(api, repo_id: str, revision: str | None) -> bool:
@@ -593,3 +678,42 @@ def _hand_edited_card(api, repo_id: str, revision: str | None) -> bool:
             raise
         text = Path(path).read_text(encoding="utf-8", errors="replace")
     return not is_generated_card(text)
+
+
+# -- Spaces (what sports_classifier.space needs from the Hub) -------------------------------------
+
+
+def served_files(repo_id: str, revision: str | None = None, *, token: str | bool | None = None) -> tuple[str, ...]:
+    """The files serving ``repo_id`` downloads with ONNX Runtime (``bundle.serving_files``, those
+    the repo has), read from the Hub now: its config.json says which ONNX model is served (the
+    int8 one when present). A Space preloads exactly these (``preload_from_hub``)."""
+    require_huggingface_hub()
+    from huggingface_hub import HfApi
+
+    folder = _snapshot(repo_id, revision, [bundle.CONFIG], token=token)  # config.json only
+    config = _check_config(folder, repo_id, revision)
+    with hub_errors(repo_id, revision=revision, token=token):
+        present = set(HfApi(token=token).list_repo_files(repo_id, revision=folder.name))
+    return tuple(name for name in bundle.serving_files(config, "auto") if name in present)
+
+
+def upload_space(folder: str | Path, space_id: str, *, variables: Mapping[str, str] | None = None,
+                 token: str | bool | None = None, private: bool | None = None,
+                 commit_message: str = "Upload a Space") -> str:
+    """Upload ``folder`` to the Gradio Space ``space_id`` (created if needed) in one commit, then
+    set its ``variables`` (Space variables, e.g. ``SPORTS_CLASSIFIER_MODELS``); return its URL."""
+    require_huggingface_hub()
+    from huggingface_hub import HfApi
+
+    space_id = parse_model_source(space_id, hub_only=True, revision_allowed=False, kind="Space").location
+    _require_token(token, "pushing a Space")
+    api = HfApi(token=token, library_name="sports_classifier", library_version=__version__)
+    with hub_errors(space_id, token=token, action="upload", kind="Space"):
+        url = api.create_repo(space_id, repo_type="space", space_sdk="gradio", private=private, exist_ok=True)
+        api.upload_folder(repo_id=space_id, repo_type="space", folder_path=folder, commit_message=commit_message,
+                          ignore_patterns=["*__pycache__*", "*.pyc"])
+        for key, value in (variables or {}).items():
+            api.add_space_variable(space_id, key, value,
+                                   description="models the app serves (hf:user/repo@rev, comma-separated)"
+                                   if key == MODELS_ENV else None)
+    return str(url)

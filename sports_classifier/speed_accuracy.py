@@ -11,6 +11,7 @@ Accuracy is measured in the same run on the same files: each file's class is its
 from __future__ import annotations
 
 import json
+import sys
 from pathlib import Path
 from typing import Sequence
 
@@ -19,15 +20,18 @@ from .errors import UserInputError
 
 
 def run_comparison(models: Sequence[str | Path], data: str | Path, *, repeats: int = 50, passes: int = 3,
-                   as_json: bool = False, plot: str | Path | None = None) -> dict:
+                   as_json: bool = False, plot: str | Path | None = None, progress: bool = False) -> dict:
     """Images/s (JPEG paths, batch 32, decoding included), single-image latency and top-1
     accuracy of each model in ``models`` on every JPEG under ``data``. Prints a table (or JSON),
     writes an accuracy-against-speed chart to ``plot`` when given, and returns the dict.
+    ``progress``: a bar on stderr (each model loaded, then each pass).
 
     Raises:
         UserInputError: fewer than one model, a repeated model, or non-positive counts.
         DatasetLayoutError: no JPEG files under ``data``.
     """
+    from tqdm.auto import tqdm
+
     from . import bundle
 
     names = [str(m) for m in models]
@@ -43,11 +47,15 @@ def run_comparison(models: Sequence[str | Path], data: str | Path, *, repeats: i
               "repeats": repeats, "machine": machine(), "load_start": load_average(), "models": {}}
     workers: dict[str, ServingProcess] = {}
     raw: dict[str, dict[str, list]] = {n: {"predict_paths": [], "latency_predict": []} for n in names}
+    bar = tqdm(total=len(names) + passes, desc="bench", unit="step", disable=not progress, file=sys.stderr)
     try:
         for name in names:  # all loaded and warmed up before any timing starts
+            bar.set_postfix_str(f"loading {Path(name).name}")
             workers[name] = ServingProcess("auto")
             workers[name].ask(cmd="start", model=name, runtime="auto", paths=paths)
+            bar.update()
         for p in range(passes):
+            bar.set_postfix_str(f"pass {p + 1}/{passes}")
             for name, worker in workers.items():
                 raw[name]["predict_paths"].append(worker.ask(cmd="throughput", what="predict_paths"))
             count = repeats // passes + (1 if p < repeats % passes else 0)
@@ -55,6 +63,8 @@ def run_comparison(models: Sequence[str | Path], data: str | Path, *, repeats: i
                 if count:
                     raw[name]["latency_predict"].extend(
                         worker.ask(cmd="latency", what="latency_predict", count=count)["times"])
+            bar.update()
+        bar.close()
         for name, worker in workers.items():
             summary = worker.ask(cmd="summary")
             correct = sum(t == p for t, p in zip(truth, summary["top1"]))
@@ -67,6 +77,7 @@ def run_comparison(models: Sequence[str | Path], data: str | Path, *, repeats: i
                 "size_mb": round(_served_size(name) / 2**20, 1),
             }
     finally:
+        bar.close()
         for worker in workers.values():
             worker.close()
     result["load_end"] = load_average()

@@ -127,8 +127,11 @@ def status_markdown(registry: ModelRegistry) -> str:
     """One line in plain words for a visitor; which engine serves each model, and load times,
     are in the About tab (``about.engine_markdown``)."""
     if not len(registry):
-        return ("**No models.** Put a bundle folder in `models/`, or start the app with "
-                "`python app.py --models PATH` (or set $SPORTS_CLASSIFIER_MODELS).")
+        return ("**No models.** Set `SPORTS_CLASSIFIER_MODELS` to the models to serve, comma-separated "
+                "`hf:user/repo[@revision]` or bundle folders (on a Hugging Face Space: Settings -> "
+                "Variables and secrets; or build the Space folder with `sports-classifier space --models "
+                "user/repo`, whose `space_config.json` names them), start the app with "
+                "`python app.py --models PATH`, or put a bundle folder in `models/`.")
     states = registry.status()
     failed = [n for n, s in states.items() if s.startswith("failed")]
     ready = [n for n, s in states.items() if s.startswith("ready")]

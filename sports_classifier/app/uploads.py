@@ -219,8 +219,9 @@ class UploadGuard:
     all checked from its headers, before a byte of its body is read."""
 
     def __init__(self, app, *, limiter: RateLimiter, budget: UploadBudget,
-                 max_request_bytes: int = MAX_UPLOAD_REQUEST_BYTES):
+                 max_request_bytes: int = MAX_UPLOAD_REQUEST_BYTES, client=None):
         self.app, self.limiter, self.budget, self.max_request_bytes = app, limiter, budget, max_request_bytes
+        self.client = client  # request -> the key the rate limit counts (client_address.ClientAddress)
 
     async def __call__(self, scope, receive, send):
         if scope["type"] != "http" or scope.get("method") != "POST" or not scope.get("path", "").endswith(
@@ -234,7 +235,13 @@ class UploadGuard:
             return await _refuse(send, 413, f"one upload may carry at most {self.max_request_bytes // 2**20} MB "
                                             "in all: send fewer files at once")
         try:
-            self.limiter.check((scope.get("client") or (None,))[0], COSTS["upload"])
+            if self.client is not None:  # behind a known proxy: the forwarded client address
+                from starlette.requests import Request
+
+                key = self.client(Request(scope))
+            else:
+                key = (scope.get("client") or (None,))[0]
+            self.limiter.check(key, COSTS["upload"])
             self.budget.reserve(int(length))
         except UserInputError as exc:
             # read (and drop) the body, at most max_request_bytes, so the client gets the answer

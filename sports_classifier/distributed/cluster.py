@@ -11,9 +11,11 @@ from pathlib import Path
 log = logging.getLogger(__name__)
 
 
-def connect(address: str | None, *, num_cpus: int | None = None) -> tuple[bool, float]:
+def connect(address: str | None, *, num_cpus: int | None = None, log_to_driver: bool = False) -> tuple[bool, float]:
     """Join the cluster at ``address`` (``auto``: the running one; ``ray://host:10001``: a
     remote one through Ray Client; None: Ray's default, a new local cluster when none runs).
+    ``log_to_driver``: what the tasks and actors print shows here (Ray Train's workers print
+    their per-epoch lines); off by default, where the driver draws its own progress bar.
 
     Returns (whether this call started Ray and so must shut it down, seconds it took).
     The dashboard is never started by us: jobs do not need it.
@@ -33,7 +35,7 @@ def connect(address: str | None, *, num_cpus: int | None = None) -> tuple[bool, 
         private_token_file()
     if num_cpus is not None and local:
         kwargs["num_cpus"] = num_cpus
-    ray.init(address=None if address in ("", "local") else address, log_to_driver=False,
+    ray.init(address=None if address in ("", "local") else address, log_to_driver=log_to_driver,
              configure_logging=False, **kwargs)
     seconds = time.perf_counter() - start
     log.info("connected to Ray (%s) in %.1f s: %s CPUs", address or "local",

@@ -57,10 +57,13 @@ class TrunkActor:
 
 
 def compute_features(paths: list[str], onnx_path: str, *, image_size: int, view: dict, batch_size: int,
-                     address: str | None, workers: int | None = None, cpus_per_worker: float = 0.5):
+                     address: str | None, workers: int | None = None, cpus_per_worker: float = 0.5,
+                     progress: bool = False, desc: str = "features (ray)"):
     """Trunk outputs of ``view`` (a ``View.key()``) for ``paths``: (values of the readable images
     in order, their rows, skipped ``[path, reason]`` pairs), as ``FeatureExtractor._compute``
-    returns them."""
+    returns them. ``progress``: a bar on this (the driver's) terminal, one step per image."""
+    from tqdm.auto import tqdm
+
     started, _ = connect(address)
     try:
         cpus = ray.cluster_resources().get("CPU", 1.0)
@@ -74,10 +77,12 @@ def compute_features(paths: list[str], onnx_path: str, *, image_size: int, view:
                             batch_size=1, batch_format="numpy", num_cpus=cpus_per_worker,
                             compute=ray.data.ActorPoolStrategy(size=workers))
         rows, errors, values = [], [], []
-        for part in ds.iter_batches(batch_size=None, batch_format="numpy"):
-            rows.append(part["row"])
-            errors.append(part["error"])
-            values.append(part["features"])
+        with tqdm(total=len(paths), desc=desc, unit="img", disable=not progress) as bar:
+            for part in ds.iter_batches(batch_size=None, batch_format="numpy"):
+                rows.append(part["row"])
+                errors.append(part["error"])
+                values.append(part["features"])
+                bar.update(len(part["row"]))
     finally:
         if started:
             ray.shutdown()

@@ -16,6 +16,7 @@ import json
 import logging
 import os
 import shutil
+import sys
 import time
 from pathlib import Path
 
@@ -81,7 +82,9 @@ def train_on_ray(config, data_dir, out_dir, *, workers: int, address: str | None
         raise ConfigError("--engine ray trains with --mode end_to_end (the cached mode is one process)")
     out = Path(out_dir).resolve()
     storage = out.parent / f".{out.name}.ray"
-    started, startup = connect(address)
+    # With progress, the workers' output reaches this terminal: the chief's per-epoch lines
+    # (Keras, verbose 2), prefixed by Ray with the worker's name.
+    started, startup = connect(address, log_to_driver=progress)
     import ray
 
     try:
@@ -97,6 +100,10 @@ def train_on_ray(config, data_dir, out_dir, *, workers: int, address: str | None
                                  worker_runtime_env={"env_vars": env} if env else None),
         )
         t0 = time.perf_counter()
+        if progress:
+            print(f"ray: connected in {startup:.1f} s; starting {workers} Ray Train worker(s) (each imports "
+                  "TensorFlow and reads the data; the chief then prints one line per epoch)",
+                  file=sys.stderr, flush=True)
         trainer.fit()
         seconds = time.perf_counter() - t0
         shutil.rmtree(storage, ignore_errors=True)

@@ -150,7 +150,8 @@ class FeatureExtractor:
 
             values, rows, skipped = compute_features(list(paths), str(self._onnx_path), image_size=self.image_size,
                                                      view=view.key(), batch_size=self.batch_size,
-                                                     address=self.ray_address)
+                                                     address=self.ray_address, progress=self.progress,
+                                                     desc=f"{desc} (ray)")
             SkippedImages([tuple(s) for s in skipped]).warn(desc)
             if not len(rows):
                 raise ValueError(f"no readable images among {len(paths)} file(s) for {desc}")

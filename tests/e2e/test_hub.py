@@ -26,7 +26,7 @@ from sports_classifier import bundle
 from sports_classifier.classifier import Classifier
 from sports_classifier.errors import BundleError, ConfigError, HubError
 from sports_classifier.hub import download_bundle, upload_bundle
-from sports_classifier.app.space import MODELS_ENV, SPACE_CONFIG, prepare_space, push_space
+from sports_classifier.space import MODELS_ENV, SPACE_CONFIG, prepare_space, push_space
 
 TOKEN = "hf_SecretTestToken0123456789abcdefXYZ"
 REPO = "alice/tiny"
@@ -354,8 +354,9 @@ def test_push_to_hub_uploads_the_bundle_and_its_card_in_one_commit(api, tiny_bun
     assert upload["repo_type"] == "model" and upload["commit_message"] == "first model"
     (sent,) = api.uploads
     assert set(sent) == bundle_files(tiny_bundle) and bundle.CARD in sent
-    for name in (bundle.WEIGHTS, bundle.ONNX, bundle.CONFIG, bundle.CARD, bundle.METRICS):
+    for name in (bundle.WEIGHTS, bundle.ONNX, bundle.CONFIG, bundle.METRICS):
         assert sent[name] == (tiny_bundle / name).read_bytes(), name
+    assert f'Classifier.from_pretrained("{REPO}")'.encode() in sent[bundle.CARD]  # the repo's id (issue 26)
     assert not any(TOKEN.encode() in data for data in sent.values())
 
 

@@ -26,8 +26,9 @@ from sports_classifier import bundle, cli
 from sports_classifier.classifier import Classifier
 from sports_classifier.errors import (HubAuthError, HubCardConflictError, HubError, HubNotFoundError,
                                       HubUnavailableError, UserInputError)
+from sports_classifier.card import is_generated_card
 from sports_classifier.hub import download_bundle, parse_model_source, upload_bundle
-from sports_classifier.app.space import MODELS_ENV, SPACE_CONFIG, prepare_space, push_space
+from sports_classifier.space import MODELS_ENV, SPACE_CONFIG, prepare_space, push_space
 
 TOKEN = "hf_WriteTokenWriteToken0123456789abcd"
 READ_ONLY = "hf_ReadOnlyReadOnly0123456789abcdefg"
@@ -92,7 +93,10 @@ def test_push_to_hub_over_http_and_read_back(hub, tiny_bundle, images):
     # Read back with the real client: the same bytes, and a private repo needs the token.
     folder = Path(snapshot_download("alice/pushed", token=TOKEN))
     sent = {n: d for n, d in hub_files(folder).items() if n != ".gitattributes"}
-    assert sent == {n: (tiny_bundle / n).read_bytes() for n in bundle.FILES if (tiny_bundle / n).is_file()}
+    card = sent.pop(bundle.CARD).decode()  # the card, with the repo's id in its snippets (issue 26)
+    assert sent == {n: (tiny_bundle / n).read_bytes() for n in bundle.FILES
+                    if (tiny_bundle / n).is_file() and n != bundle.CARD}
+    assert 'Classifier.from_pretrained("alice/pushed")' in card and "user/repo" not in card
     with pytest.raises(HubNotFoundError, match="not found"):
         download_bundle("alice/pushed", cache_dir=hub_cache_other(folder))
     pulled = Classifier.from_hub("alice/pushed", token=TOKEN)
@@ -125,8 +129,8 @@ def test_push_errors_on_the_wire(hub, tiny_bundle):
 
 def test_push_keeps_a_hand_edited_card_unless_asked(hub, tiny_bundle, tmp_path):
     upload_bundle(tiny_bundle, "alice/card", token=TOKEN)
-    generated = (tiny_bundle / bundle.CARD).read_bytes()
-    assert hub.files("alice/card")[bundle.CARD] == generated
+    generated = hub.files("alice/card")[bundle.CARD]  # the bundle's card, the repo's id in it (issue 26)
+    assert is_generated_card(generated.decode()) and b'from_pretrained("alice/card")' in generated
     upload_bundle(tiny_bundle, "alice/card", token=TOKEN)  # our own card is replaced freely
     edited = generated.replace(b"## Metrics", b"## Metrics\n\nMeasured by hand on my photos: 91%.\n")
     hub.commit_files("alice/card", {bundle.CARD: edited})
@@ -266,7 +270,7 @@ def test_space_push_end_to_end(hub, tiny_bundle, images, tmp_path):
 def test_space_on_the_base_install_without_gradio(hub, tmp_path, monkeypatch):
     from importlib import metadata
 
-    from sports_classifier.app import space
+    from sports_classifier import space
 
     real = metadata.version
 
@@ -355,8 +359,8 @@ def test_the_cards_keras_snippet_works_from_a_folder_and_the_hub(hub, tiny_bundl
     from sports_classifier.images import preprocess_batch
 
     card = " ".join((tiny_bundle / bundle.CARD).read_text().split())
-    assert 'keras.saving.load_model("hf://user/repo")`, does not load this repo' in card
-    assert 'runtime="keras").keras_model' in card
+    assert "declared an ONNX model, not a Keras one" in card and 'keras.saving.load_model("hf://...")' in card
+    assert 'runtime="keras").keras_model' in card  # every block runs: tests/e2e/test_card_snippets.py
     config = bundle.read_config(tiny_bundle)
     pixels = preprocess_batch(images, config.image_size)
     want = Classifier.from_pretrained(tiny_bundle, runtime="keras").predict_proba(images)

@@ -16,7 +16,12 @@ Uploads, as ``HfApi`` sends them with ``HF_HUB_DISABLE_XET=1`` (the plain HTTP p
 
     POST /api/repos/create                      {name, organization, type, visibility, sdk}: 409 if it exists
     POST /api/{models|spaces}/{repo}/branch/{b} a branch from main (or ``startingPoint``): 409 if it exists
-    POST /api/{models|spaces}/{repo}/preupload/{rev}  every file answered ``uploadMode: regular``
+    POST /api/{models|spaces}/{repo}/tag/{rev}  {tag, message}: a tag on that revision (``hf repos tag
+                                                create``): 409 if the tag exists
+    POST /api/{models|spaces}/{repo}/preupload/{rev}  every file answered ``uploadMode: regular`` with the
+                                                ``oid`` (git blob sha1) of the file already at that path,
+                                                so the client drops unchanged files and skips a commit
+                                                that would change nothing (as with the Hub)
     POST /api/{models|spaces}/{repo}/commit/{rev}     ndjson: header, ``file`` (base64 content),
                                                 ``deletedFile``; a new commit on that branch
     POST /api/spaces/{repo}/variables           a Space variable
@@ -27,7 +32,11 @@ Hub's 403. Spaces are stored under ``spaces/user/name`` and read like model repo
 
 Errors carry ``X-Error-Code`` (``RepoNotFound``, ``RevisionNotFound``, ``EntryNotFound``,
 ``GatedRepo``) or the Hub's 401 message for a bad token, which the library maps to its
-exceptions. Revisions: branches and tags map to commit hashes; a full hash works too.
+exceptions: a missing repo is ``RepoNotFound`` on every endpoint, a missing branch, tag or
+commit of an existing repo ``RevisionNotFound``, a missing file (``resolve``) or folder
+(``tree/{rev}/{path}``) at an existing revision ``EntryNotFound``. Revisions: branches and tags
+map to commit hashes; a full hash works too. Where olah (an independent Hub mirror) answers
+otherwise, tests/e2e/test_hub_server_strict.py names the difference.
 """
 
 from __future__ import annotations
@@ -225,11 +234,13 @@ class _Handler(BaseHTTPRequestHandler):
                 key = _repo_key(parts[1], "/".join(parts[2:4]))
                 action, arg = parts[4], "/".join(parts[5:])
                 if action == "preupload":
-                    return self._preupload(key, json.loads(body or b"{}"))
+                    return self._preupload(key, arg, json.loads(body or b"{}"))
                 if action == "commit":
                     return self._commit_post(key, arg, body)
                 if action == "branch":
                     return self._branch(key, arg, json.loads(body or b"{}"))
+                if action == "tag":
+                    return self._tag(key, arg, json.loads(body or b"{}"))
             if len(parts) == 5 and parts[:2] == ["api", "spaces"] and parts[4] == "variables":
                 return self._variable(_repo_key("spaces", "/".join(parts[2:4])), json.loads(body or b"{}"))
             self._error(404, None, "Not Found")
@@ -274,7 +285,7 @@ class _Handler(BaseHTTPRequestHandler):
                 if rest[0] == "revision" and len(rest) == 2:
                     return self._model_info(repo_id, rest[1])
                 if rest[0] == "tree" and len(rest) >= 2:
-                    return self._tree(repo_id, rest[1])
+                    return self._tree(repo_id, rest[1], "/".join(rest[2:]))
             if len(parts) >= 5 and parts[2] == "resolve":
                 return self._resolve(f"{parts[0]}/{parts[1]}", parts[3], "/".join(parts[4:]), head)
             self._error(404, None, "Not Found")
@@ -400,11 +411,33 @@ class _Handler(BaseHTTPRequestHandler):
             repo.refs[branch] = start
             self._json({})
 
-    def _preupload(self, key: str, payload: dict) -> None:
-        if self._writable(key) is None:
+    def _tag(self, key: str, revision: str, payload: dict) -> None:
+        repo = self._writable(key)
+        if repo is None:
             return
-        self._json({"files": [{"path": f["path"], "uploadMode": "regular", "shouldIgnore": False, "oid": None}
-                              for f in payload.get("files", [])], "commitOid": None})
+        sha = self._commit(repo, revision)
+        if sha is None:
+            return
+        tag = payload.get("tag") or ""
+        if tag in repo.refs:
+            self._error(409, None, f"Reference already exists: refs/tags/{tag}")
+            return
+        repo.refs[tag] = sha
+        self._json({})
+
+    def _preupload(self, key: str, revision: str, payload: dict) -> None:
+        repo = self._writable(key)
+        if repo is None:
+            return
+        sha = self._commit(repo, revision)
+        if sha is None:
+            return
+        tree = repo.commits[sha]
+        # ``oid``: the file already at that path (git blob sha1, what the client compares for a
+        # regular upload); None for a new file.
+        self._json({"files": [{"path": f["path"], "uploadMode": "regular", "shouldIgnore": False,
+                               "oid": git_blob_sha1(tree[f["path"]]) if f["path"] in tree else None}
+                              for f in payload.get("files", [])], "commitOid": sha})
 
     def _commit_post(self, key: str, branch: str, body: bytes) -> None:
         repo = self._writable(key)
@@ -451,13 +484,18 @@ class _Handler(BaseHTTPRequestHandler):
             "tags": [], "siblings": [{"rfilename": name} for name in repo.commits[sha]],
         })
 
-    def _tree(self, repo_id: str, revision: str) -> None:
+    def _tree(self, repo_id: str, revision: str, folder: str = "") -> None:
         found = self._repo_at(repo_id, revision)
         if found is None:
             return
         repo, sha = found
+        prefix = folder.strip("/") + "/" if folder.strip("/") else ""
+        files = {name: data for name, data in repo.commits[sha].items() if name.startswith(prefix)}
+        if prefix and not files:
+            self._error(404, "EntryNotFound", f"{folder} does not exist on {revision!r}", {"X-Repo-Commit": sha})
+            return
         entries = []
-        for name, data in repo.commits[sha].items():
+        for name, data in files.items():
             entry = {"type": "file", "path": name, "size": len(data), "oid": git_blob_sha1(data)}
             if name.endswith(LFS_SUFFIXES):
                 pointer = lfs_pointer(data)

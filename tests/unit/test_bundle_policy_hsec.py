@@ -181,7 +181,7 @@ def test_an_atomic_write_that_fails_leaves_the_old_file_and_no_temporary(tmp_pat
 def test_no_module_replaces_files_by_hand():
     """``os.replace`` / ``Path.replace`` of a file appear only in atomic.py and in bundle.py's
     folder swap (and the checkpoint's epoch folder, a folder too)."""
-    allowed = {"atomic.py", "bundle.py", "training/checkpoints.py", "app/space.py"}
+    allowed = {"atomic.py", "bundle.py", "training/checkpoints.py", "space.py"}
     hits = []
     for path in (ROOT / "sports_classifier").rglob("*.py"):
         rel = str(path.relative_to(ROOT / "sports_classifier"))

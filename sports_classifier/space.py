@@ -1,13 +1,16 @@
-"""A Hugging Face Space that serves published models: prepare its folder, push it.
+"""Deploying the app as a Hugging Face Space: prepare its folder, push it.
+
+This module deploys; it serves nothing (the app does: ``app.py`` reads what the folder was
+built with through ``hub.served_models``). It talks to the Hub only through ``hub``'s public
+functions.
 
 The Space runs the project's ``app.py`` (Gradio SDK) with ONNX Runtime, without TensorFlow.
-Which models it serves is the app's ``SPORTS_CLASSIFIER_MODELS`` convention (comma-separated
-``hf:user/repo@rev`` entries). The Space README's YAML has no key for environment variables,
-so the value is set where a real Space reads it: a Space *variable* (``push_space`` sets it
-through the Hub API; the owner can change it under Settings without a commit). The folder
-also records it in ``space_config.json`` and in the README text, and ``preload_from_hub``
-makes the Space download the models into its Hub cache at build time, so the app starts
-without waiting for them.
+The folder records the models it serves in ``space_config.json`` (``SPORTS_CLASSIFIER_MODELS``
+syntax: comma-separated ``hf:user/repo@rev`` entries) and in its README's ``models:`` list; the
+app serves those unless the ``SPORTS_CLASSIFIER_MODELS`` variable says otherwise (``push_space``
+sets it as a Space *variable*, which the owner can change under Settings without a commit).
+``preload_from_hub`` makes the Space download the models into its Hub cache at build time, so
+the app starts without waiting for them.
 """
 
 from __future__ import annotations
@@ -21,15 +24,14 @@ from importlib import metadata
 from pathlib import Path
 from typing import Sequence
 
-from .. import bundle
-from ..errors import ConfigError, UserInputError
-from ..hub import MODELS_ENV, parse_model_source
+from .errors import ConfigError, UserInputError
+from .hub import (MODELS_ENV, SPACE_CONFIG, parse_model_source, require_huggingface_hub,
+                  served_files, upload_space)
 
-SPACE_CONFIG = "space_config.json"
 PACKAGE = "sports_classifier"
 GRADIO_HINT = ("`sports-classifier space` writes the Gradio version into the Space's README "
                "(sdk_version) and requirements.txt, and Gradio is not installed here: "
-               "pip install 'sports_classifier[app]', or pass --sdk-version X.Y.Z (sdk_version=...)")
+               "pip install gradio (from a checkout: pip install -e '.[app]'), or pass --sdk-version X.Y.Z (sdk_version=...)")
 # Not shipped with the vendored package: converted ImageNet weights (tens of MB) serve training only.
 _VENDOR_SKIP = ("weights", "__pycache__", "*.pyc")
 
@@ -40,7 +42,7 @@ class HubModel:
 
     repo_id: str
     revision: str | None = None
-    files: tuple[str, ...] = ()  # what serving it downloads (``preload_files``); empty: not looked up
+    files: tuple[str, ...] = ()  # what serving it downloads (``hub.served_files``); empty: not looked up
 
     @property
     def spec(self) -> str:
@@ -66,22 +68,6 @@ class HubModel:
         if not self.preloadable or not self.files:
             return None
         return " ".join([self.repo_id, ",".join(self.files), *([self.revision] if self.revision else [])])
-
-
-def preload_files(repo_id: str, revision: str | None = None, *, token: str | bool | None = None) -> tuple[str, ...]:
-    """The files a Space downloads to serve ``repo_id`` (``bundle.serving_files`` for ONNX
-    Runtime, that the repo has), read from the Hub now: its config.json says which ONNX
-    model is served (the int8 one when present)."""
-    from huggingface_hub import HfApi
-
-    from ..hub import _check_config, _snapshot, hub_errors, require_huggingface_hub
-
-    require_huggingface_hub()
-    folder = _snapshot(repo_id, revision, [bundle.CONFIG], token=token)  # config.json only
-    config = _check_config(folder, repo_id, revision)
-    with hub_errors(repo_id, revision=revision, token=token):
-        present = set(HfApi(token=token).list_repo_files(repo_id, revision=folder.name))
-    return tuple(name for name in bundle.serving_files(config, "auto") if name in present)
 
 
 def space_readme(models: Sequence[HubModel], *, title: str, sdk_version: str, emoji: str = "🏅",
@@ -113,16 +99,15 @@ Models served:
 
 {listed}
 
-The app reads the models to serve from the `{MODELS_ENV}` variable (Settings -> Variables and
-secrets), comma-separated `hf:user/repo` or `hf:user/repo@revision` entries. This Space was
-deployed with:
+The app serves the models this Space was built with, recorded in `{SPACE_CONFIG}`:
 
 ```
 {MODELS_ENV}={value}
 ```
 
-(also recorded in `{SPACE_CONFIG}`). Change the variable to serve other models without a new
-commit; the Space restarts with them.
+To serve others without a new commit, set the `{MODELS_ENV}` variable (Settings -> Variables and
+secrets; comma-separated `hf:user/repo` or `hf:user/repo@revision` entries): it takes precedence,
+and the Space restarts with them.
 """
 
 
@@ -173,7 +158,7 @@ def prepare_space(out_dir: str | Path, *, model_repos: Sequence[str], title: str
     for extra in extras:
         if not extra.exists():
             raise FileNotFoundError(f"cannot include {extra} in the Space: not found")
-    models = [HubModel(m.repo_id, m.revision, preload_files(m.repo_id, m.revision, token=token))
+    models = [HubModel(m.repo_id, m.revision, served_files(m.repo_id, m.revision, token=token))
               if m.preloadable else m for m in models]
     out = Path(out_dir).resolve()
     out.parent.mkdir(parents=True, exist_ok=True)
@@ -181,7 +166,7 @@ def prepare_space(out_dir: str | Path, *, model_repos: Sequence[str], title: str
     try:
         shutil.copyfile(app_file, tmp / "app.py")
         if not package:
-            shutil.copytree(Path(__file__).resolve().parents[1], tmp / PACKAGE,  # the whole package
+            shutil.copytree(Path(__file__).resolve().parent, tmp / PACKAGE,  # the whole package
                             ignore=shutil.ignore_patterns(*_VENDOR_SKIP))
         for extra in extras:
             if extra.is_dir():
@@ -222,11 +207,8 @@ def push_space(folder: str | Path, space_id: str, *, token: str | bool | None = 
     >>> push_space("space", "user/sports-classifier")
     'https://huggingface.co/spaces/user/sports-classifier'
     """
-    from ..version import __version__
-    from ..hub import _require_token, hub_errors, require_huggingface_hub
-
     require_huggingface_hub()
-    from huggingface_hub import HfApi, SpaceCard
+    from huggingface_hub import SpaceCard
 
     space_id = parse_model_source(space_id, hub_only=True, revision_allowed=False, kind="Space").location
     folder = Path(folder)
@@ -237,14 +219,7 @@ def push_space(folder: str | Path, space_id: str, *, token: str | bool | None = 
         raise ConfigError(f"{folder} is not a Space folder made by prepare_space ({exc})") from None
     if card.data.sdk != "gradio" or not (folder / (card.data.app_file or "app.py")).is_file():
         raise ConfigError(f"{folder}/README.md must declare sdk: gradio and an app_file that exists")
-    _require_token(token, "pushing a Space")
-    api = HfApi(token=token, library_name=PACKAGE, library_version=__version__)
-    with hub_errors(space_id, token=token, action="upload", kind="Space"):
-        url = api.create_repo(space_id, repo_type="space", space_sdk="gradio", private=private, exist_ok=True)
-        api.upload_folder(repo_id=space_id, repo_type="space", folder_path=folder,
-                          commit_message="Deploy the sports_classifier Space",
-                          ignore_patterns=["*__pycache__*", "*.pyc"])
-        if config.get(MODELS_ENV):
-            api.add_space_variable(space_id, MODELS_ENV, config[MODELS_ENV],
-                                   description="models the app serves (hf:user/repo@rev, comma-separated)")
+    variables = {MODELS_ENV: config[MODELS_ENV]} if config.get(MODELS_ENV) else {}
+    url = upload_space(folder, space_id, variables=variables, token=token, private=private,
+                       commit_message="Deploy the sports_classifier Space")
     return str(url)
