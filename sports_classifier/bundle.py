@@ -237,9 +237,9 @@ def read_config(path: str | Path) -> ModelConfig:
         config = ModelConfig.from_dict(data)
     except ConfigError as exc:
         raise BundleError(f"{cfg}: {exc}") from None
-    from .models.registry import get_backbone  # names only: no Keras import
+    from .models.backbones import get_backbone  # names only: no Keras import
 
-    try:  # the network is rebuilt from the registry by name, never from code in the bundle
+    try:  # the network is rebuilt from the backbone catalogue by name, never from code in the bundle
         for name in config.backbones:
             get_backbone(name)
     except UnknownBackboneError as exc:

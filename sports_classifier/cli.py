@@ -71,10 +71,10 @@ def cmd_train(args) -> int:
         _print_valid(read_metrics(out))
         print(f"time: {time.perf_counter() - start:.1f} s")
         return 0
-    if args.engine == "ray" and getattr(recipe, "mode", None) == "end_to_end":
+    if args.executor == "ray" and getattr(recipe, "mode", None) == "end_to_end":
         return _train_on_ray(recipe, args)
     if args.workers not in (None, 1):
-        raise UserInputError("--workers N trains on a Ray cluster: add --engine ray")
+        raise UserInputError("--workers N trains on a Ray cluster: add --executor ray")
     distributed = None
     if args.strategy == "mirrored":  # every GPU of this machine (one replica on a CPU)
         import tensorflow as tf
@@ -82,9 +82,11 @@ def cmd_train(args) -> int:
         from .training.loop import Distributed
 
         distributed = Distributed(tf.distribute.MirroredStrategy())
+    feature_executor = None
+    if args.executor == "ray":  # the cached mode's feature cache, computed on Ray Data
+        feature_executor = _ray("ray_features").RayFeatureExecutor(_ray_address(args))
     result = train(recipe, args.data, args.out, cache_dir=args.cache_dir, progress=not args.quiet,
-                   resume=args.resume, distributed=distributed, features_on_ray=args.engine == "ray",
-                   ray_address=args.ray_address or os.environ.get("RAY_ADDRESS") or None)
+                   resume=args.resume, distributed=distributed, feature_executor=feature_executor)
     print(f"bundle: {result.bundle}")
     _print_valid(result.metrics)
     print(f"time: {result.seconds:.1f} s (feature cache: {result.cache_hits} hit(s), "
@@ -92,15 +94,28 @@ def cmd_train(args) -> int:
     return 0
 
 
+def _ray(module: str):
+    """``sports_classifier.distributed.<module>``, or a one-line error naming the extra."""
+    import importlib
+
+    try:
+        return importlib.import_module(f".distributed.{module}", __package__)
+    except ImportError as exc:
+        raise UserInputError(f"--executor ray needs Ray: pip install 'sports_classifier[ray]' ({exc})") from None
+
+
+def _ray_address(args) -> str | None:
+    return args.ray_address or os.environ.get("RAY_ADDRESS") or None
+
+
 def _train_on_ray(recipe, args) -> int:
     from .training.recipes import EnsembleRecipe
 
     if isinstance(recipe, EnsembleRecipe) or args.strategy:
-        raise UserInputError("--engine ray trains one end-to-end model (no ensemble recipe, no --strategy)")
-    from .distributed.ray_train import train_on_ray
+        raise UserInputError("--executor ray trains one end-to-end model (no ensemble recipe, no --strategy)")
+    train_on_ray = _ray("ray_train").train_on_ray
 
-    report = train_on_ray(recipe, args.data, args.out, workers=args.workers or 1,
-                          address=args.ray_address or os.environ.get("RAY_ADDRESS") or None,
+    report = train_on_ray(recipe, args.data, args.out, workers=args.workers or 1, address=_ray_address(args),
                           cpus_per_worker=args.cpus_per_worker, use_gpu=args.gpu, cache_dir=args.cache_dir,
                           progress=not args.quiet, resume=args.resume, tf_port=args.tf_port)
     print(f"bundle: {report['bundle']} ({report['workers']} Ray workers)")
@@ -186,13 +201,15 @@ def cmd_predict_batch(args) -> int:
         raise UserInputError("a batch takes --input SRC and --output OUT (and no image arguments)")
     if not args.model:
         raise UserInputError("no --model given and no bundled default model (models/DEFAULT) found")
+    executor = None  # batch's own LocalExecutor
+    if args.executor == "ray":
+        executor = _ray("ray_batch").RayExecutor(_ray_address(args), workers=args.workers,
+                                                 cpus_per_worker=args.cpus_per_worker)
     result = predict_dataset(
-        args.model, args.input, args.output, top_k=args.top_k, engine=args.engine, fmt=args.format,
-        shard_size=args.shard_size, batch_size=args.batch_size, runtime=args.runtime,
-        progress=not args.json, ray_address=args.ray_address or os.environ.get("RAY_ADDRESS") or None,
-        workers=args.workers, cpus_per_worker=args.cpus_per_worker)
+        args.model, args.input, args.output, top_k=args.top_k, executor=executor, fmt=args.format,
+        shard_size=args.shard_size, batch_size=args.batch_size, runtime=args.runtime, progress=not args.json)
     summary = {"output": str(result.output), "rows": result.rows, "errors": result.errors,
-               "shards": result.shards, "shards_reused": result.shards_skipped, "engine": result.engine,
+               "shards": result.shards, "shards_reused": result.shards_skipped, "executor": result.executor,
                "seconds": round(result.seconds, 2), "images_per_second": round(result.images_per_second, 1)}
     print(json.dumps(summary) if args.json else
           f"{result.output}: {result.rows} rows ({result.errors} unreadable), {result.shards} shard(s), "
@@ -290,7 +307,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     parser.add_argument("--debug", action="store_true", help="show tracebacks on errors")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    from .models.registry import available_backbones
+    from .models.backbones import available_backbones
     from .training.recipes import available as available_recipes
 
     p = sub.add_parser("train", help="train a model and write its bundle",
@@ -302,7 +319,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--recipe", "--preset", dest="recipe",
                    help=f"named recipe: {', '.join(available_recipes()) or 'none'}")
     p.add_argument("--config", help="a TrainConfig (or ensemble recipe) JSON file")
-    # Checked by the registry, not by argparse: its error names the choices in one `error:` line.
+    # Checked by the backbone catalogue, not by argparse: its error names the choices in one `error:` line.
     p.add_argument("--backbone", help=f"one of {', '.join(available_backbones())} (default efficientnet_lite0)")
     p.add_argument("--weights", help="imagenet (default), none, or a path to a weights file")
     p.add_argument("--mode", choices=("cached", "end_to_end"), help="cached (default, fast on CPU) or end_to_end")
@@ -333,7 +350,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="continue a run that was interrupted (same options; state in OUT.checkpoint/)")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
     d = p.add_argument_group("data-parallel training, --mode end_to_end (docs/scale.md)")
-    d.add_argument("--engine", choices=("local", "ray"), default="local",
+    # --engine: the old spelling, still accepted; "engine" now means only the ONNX/Keras runtime.
+    d.add_argument("--executor", "--engine", dest="executor", choices=("local", "ray"), default="local",
                    help="ray: end_to_end on Ray Train workers; cached: the feature cache computed on Ray Data")
     d.add_argument("--workers", type=int, help="Ray Train workers; --batch-size is split over them")
     d.add_argument("--ray-address", help="Ray cluster (default $RAY_ADDRESS; auto: the running one)")
@@ -378,7 +396,8 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--output", metavar="OUT", help="OUT.parquet (or .csv); shards in OUT.parts/. Unreadable "
                    "files get a row with an error (exit status 1 once the table is written)")
     b.add_argument("--format", choices=("parquet", "csv"), help="default: from OUT's suffix, else parquet")
-    b.add_argument("--engine", choices=("local", "ray"), default="local", help="local (default) or a Ray cluster")
+    b.add_argument("--executor", "--engine", dest="executor", choices=("local", "ray"), default="local",
+                   help="local (default) or a Ray cluster (--engine: the old spelling)")
     b.add_argument("--ray-address", help="Ray cluster (default $RAY_ADDRESS; auto: the running one)")
     b.add_argument("--workers", type=int, help="Ray actors (default: the cluster's CPUs)")
     b.add_argument("--cpus-per-worker", type=float, default=0.5, help="CPUs each Ray actor claims (default 0.5)")

@@ -33,7 +33,7 @@ from ..data_summary import class_counts
 from ..datasets import discover
 from ..images import SkippedImages
 from ..metrics import summary
-from ..models.registry import get_backbone
+from ..models.backbones import get_backbone
 from .augmentation import augmentation, make_tf_dataset
 from .checkpoints import Checkpoints
 from .features import FeatureExtractor, View
@@ -45,7 +45,7 @@ log = logging.getLogger(__name__)
 @dataclass
 class Distributed:
     """How this process takes part in data-parallel training (``--strategy mirrored`` or
-    ``--engine ray``): the ``tf.distribute`` strategy whose scope builds the model, this
+    ``--executor ray``): the ``tf.distribute`` strategy whose scope builds the model, this
     worker's rank among ``workers`` processes (each decodes its slice of every global batch),
     and a ``barrier`` that all workers pass together. Only rank 0 (the chief) writes
     checkpoints and the bundle."""
@@ -141,21 +141,20 @@ def _history_frame(histories: list[tuple[str, object]]):
 
 def train(config: TrainConfig, data_dir: str | Path, out_dir: str | Path, *,
           cache_dir: str | Path | None = None, progress: bool = True, resume: bool = False,
-          distributed: Distributed | None = None, ray_address: str | None = None,
-          features_on_ray: bool = False) -> TrainResult | None:
+          distributed: Distributed | None = None, feature_executor=None) -> TrainResult | None:
     """Train a classifier on ``data_dir`` and write its bundle to ``out_dir``.
 
     With ``distributed`` (end-to-end mode only) the model trains under its strategy, the
     batch size being the global one; workers other than the chief return None.
-    ``features_on_ray`` (cached mode): the feature cache is computed on the Ray cluster at
-    ``ray_address``.
+    ``feature_executor`` (cached mode): computes the feature cache elsewhere, e.g.
+    ``distributed.ray_features.RayFeatureExecutor`` on a Ray cluster (``FeatureExtractor``).
 
     >>> train(TrainConfig(backbone="efficientnet_lite0"), "../shared/data/sports100", "runs/lite0")
     """
     import keras
 
     from ..models.network import build_classifier, split_layer
-    from .views import trunk
+    from .subnetworks import trunk
 
     bundle.check_destination(out_dir)  # before hours of training, not after
     start = time.perf_counter()
@@ -199,7 +198,7 @@ def train(config: TrainConfig, data_dir: str | Path, out_dir: str | Path, *,
     if config.mode == "cached":
         extractor = FeatureExtractor(trunk(model, split), image_size=size, cache_dir=cache_dir,
                                      batch_size=config.batch_size, progress=progress,
-                                     use_ray=features_on_ray, ray_address=ray_address)
+                                     executor=feature_executor)
         histories = _train_cached(model, config, extractor, split, train_df, valid_df, labels, verbose, ckpt)
         hits, misses = extractor.hits, extractor.misses
     else:
@@ -246,7 +245,7 @@ def _describe(frame, n_classes: int) -> str:
 
 
 def _train_cached(model, config, extractor, split, train_df, valid_df, labels, verbose, ckpt):
-    from .views import compile_model, head_model, set_trainable, upper_features, upper_model
+    from .subnetworks import compile_model, head_model, set_trainable, upper_features, upper_model
 
     n_classes = len(labels)
     train_paths, valid_paths = train_df["filepath"].tolist(), valid_df["filepath"].tolist()
@@ -361,7 +360,7 @@ def _train_end_to_end(model, config, split, train_df, valid_df, size, n_classes,
     import tensorflow as tf
 
     from ..models.network import backbone_of
-    from .views import compile_model, set_trainable
+    from .subnetworks import compile_model, set_trainable
 
     aug = (augmentation(zoom=config.zoom, shift=config.shift, horizontal_flip=config.horizontal_flip,
                         seed=config.seed) if config.augment else None)
