@@ -1,18 +1,26 @@
-"""The on-disk model bundle: the only module that knows its file names.
+"""The on-disk model bundle: the module that knows its file names and how they are read and written.
 
 A bundle is a folder (the same locally and on the Hub):
 
-    config.json           ModelConfig: rebuild the network offline; labels; SHA-256 of weights
+    config.json           ModelConfig: rebuild the network offline; labels; SHA-256 of the model files
     model.weights.h5      Keras weights (rebuilt from config, then loaded: no pickles, no code)
-    model.onnx            optional ONNX export of the same network (fast serving, no TensorFlow)
-    model.int8.onnx       optional int8-quantised copy of model.onnx (served by default when present)
-    metrics.json          per split: n, accuracy, top-5, macro F1, loss, per-class scores
+    model.onnx            optional ONNX export of the same network (fast serving, no TensorFlow);
+                          may be left out once model.int8.onnx exists (``export --drop-float-onnx``)
+    model.int8.onnx       optional int8-quantised copy (served by default when present)
+    metrics.json          per split: n, accuracy, top-5, macro F1, loss, per-class scores, engine
     history.csv           training curves per epoch and stage
     curves.png, confusion_matrix.png, samples.png
     README.md             the model card, generated from config.json and metrics.json
 
-Writes are atomic: everything goes to a temporary folder beside the target, which then takes
-the target's place, so a crash leaves the old bundle or the new one, never a mix.
+Reads: every file is opened through ``member``, which refuses links that lead out of the bundle
+(a bundle is untrusted input); the model files are checked against their SHA-256 in config.json
+(``verified_file``); ``served_model_file`` / ``serving_files`` say which files serving reads.
+
+Writes are atomic. ``write_bundle`` writes a whole bundle into a temporary folder beside the
+target and swaps it in (one ``renameat2`` exchange on Linux, else two renames, between which a
+crash leaves the old bundle beside the target, where ``read_config`` points); temporaries of
+killed saves are removed by the next save. ``update_config`` and ``update_metrics`` replace one
+file through a temporary name and rewrite the card to match.
 """
 
 from __future__ import annotations

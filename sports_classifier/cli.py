@@ -1,6 +1,11 @@
 """The ``sports-classifier`` command line: train, ensemble, evaluate, predict, export, bench, data, push, space.
 
-Flags and environment variables are read here and only here; the library takes arguments.
+The CLI reads its flags and the variables that only it needs (``RAY_ADDRESS``,
+``SPORTS_CLASSIFIER_DEBUG``). A few defaults of the library read their own variable where they
+are resolved, so that the app and Python callers share them: ``SPORTS_CLASSIFIER_MODEL`` and
+``SPORTS_CLASSIFIER_MODELS`` (``hub.default_model``, ``hub.served_models``),
+``SPORTS_CLASSIFIER_CACHE`` (``training.features.cache_root``), the upload rate limit
+(``app.uploads.RateLimiter``), and Hugging Face's ``HF_TOKEN`` (scrubbed from messages).
 Errors the user can fix end with one line on stderr and a non-zero exit code
 (``--debug`` or SPORTS_CLASSIFIER_DEBUG=1 shows the traceback).
 """

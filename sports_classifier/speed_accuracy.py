@@ -64,7 +64,7 @@ def run_comparison(models: Sequence[str | Path], data: str | Path, *, repeats: i
                 "predict_paths": throughput_summary(raw[name]["predict_paths"], len(paths)),
                 "latency_predict": latency_summary(raw[name]["latency_predict"]),
                 "peak_rss_mb": summary["peak_rss_mb"],
-                "size_mb": round(_served_size(name) / 2**20, 1),
+                "size_mb": round(_served_size(name) / 2**20, 3),
             }
     finally:
         for worker in workers.values():
@@ -91,8 +91,12 @@ def write_chart(result: dict, path: str | Path) -> None:
 
 
 def _served_size(model: str | Path) -> int:
-    """Bytes of the bundle's files (what a download of it costs)."""
-    return sum(f.stat().st_size for f in Path(model).iterdir() if f.is_file())
+    """Bytes of the one model file serving reads (``runtime="auto"``), as the app's ``size MB``:
+    not the bundle's other files (Keras weights an ONNX model does not use, pictures)."""
+    from . import bundle
+
+    file = bundle.member(model, bundle.served_model_file(bundle.read_config(model)))
+    return file.stat().st_size if file is not None else 0
 
 
 def format_comparison(result: dict) -> str:

@@ -112,10 +112,6 @@ class ModelRegistry:
         self.source(name)
         return self._loaded.get(name)
 
-    def ready(self) -> list[LoadedModel]:
-        """Every model, loaded (or failed), in the order given."""
-        return [self.entry(name) for name in self.names]
-
     def status(self) -> dict[str, str]:
         out = {}
         for name in self.names:

@@ -100,9 +100,6 @@ def _view_batches(views: list[np.ndarray], targets: list[np.ndarray], batch_size
             self.order = rng.permutation(len(y))
             self.choice = rng.integers(0, len(views), len(y))
 
-        def on_epoch_end(self):
-            pass
-
         def __getitem__(self, i):
             idx = self.order[i * batch_size : (i + 1) * batch_size]
             picks = list(zip(self.choice[idx], idx))
