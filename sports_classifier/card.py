@@ -101,53 +101,31 @@ def _recipe(training: dict | None) -> str:
     return "\n".join(lines)
 
 
-def render_model_card(config: dict, metrics: dict, *, files: Sequence[str] = ()) -> str:
-    """The full README.md of a bundle. Pure: data in, text out."""
-    name = model_name(config)
-    labels = list(config["labels"])
-    pictures = [
-        f"![{title}]({f})" for f, title in
-        (("curves.png", "Training curves"), ("confusion_matrix.png", "Confusion matrix"),
-         ("samples.png", "Sample predictions")) if f in files
-    ]
-    has_onnx = "model.onnx" in files or "model.int8.onnx" in files
-    training = config.get("training") or {}
+def _network_and_retraining(config: dict) -> tuple[str, str]:
+    """The card's sentence on the network, and how to retrain it (an ensemble: its members)."""
+    n_labels = len(config["labels"])
     members = config.get("members") or ()
     if members:
         network = (f"An ensemble that averages the class probabilities of {len(members)} networks: "
                    + "; ".join(f"`{m['backbone']}` at {m['image_size']} px ({m.get('name', 'member')})" for m in members)
                    + f". Input {config['image_size']}x{config['image_size']} px, resized inside the network "
                    "to each member's size; each member is global average pooling, dropout and a softmax "
-                   f"over {len(labels)} classes on its backbone.")
+                   f"over {n_labels} classes on its backbone.")
         retrain = ("train each member with its own options (above; the bundled models have recipes: "
                    "`sports-classifier train --data PATH/TO/DATASET --recipe NAME --out DIR`), then "
                    "`sports-classifier ensemble --models MEMBER... --data PATH/TO/DATASET --out DIR`")
-    else:
-        network = (f"Backbone: `{config['backbone']}` at {config['image_size']}x{config['image_size']} px"
-                   f"{', with horizontal-flip test-time augmentation' if config.get('tta_flip') else ''}; "
-                   f"head: global average pooling, dropout {config.get('dropout')}, softmax over {len(labels)} classes.")
-        retrain = (f"`sports-classifier train --data PATH/TO/DATASET --backbone {config['backbone']} --out DIR` "
-                   "with the same options (or `--recipe` of the bundled model)")
-    return _seal(f"""---
-{front_matter(config, metrics).strip()}
----
+        return network, retrain
+    network = (f"Backbone: `{config['backbone']}` at {config['image_size']}x{config['image_size']} px"
+               f"{', with horizontal-flip test-time augmentation' if config.get('tta_flip') else ''}; "
+               f"head: global average pooling, dropout {config.get('dropout')}, softmax over {n_labels} classes.")
+    retrain = (f"`sports-classifier train --data PATH/TO/DATASET --backbone {config['backbone']} --out DIR` "
+               "with the same options (or `--recipe` of the bundled model)")
+    return network, retrain
 
-# {name}
 
-Recognises the sport in a photo among the {len(labels)} classes of the
-[{DATASET_NAME}]({DATASET_URL}) dataset. {network}
-Trained with the `sports_classifier` package (Keras 3). {'An ONNX export serves without TensorFlow.' if has_onnx else ''}
-
-## Metrics
-
-{_metrics_table(metrics)}
-
-Measured with the engine in the last column (`sports-classifier evaluate` gives the same figures
-with it). A row named `valid (onnxruntime)` keeps the float network's figures from training,
-before an int8 copy was added; `valid` is then the model as served (`evaluate --write` measured
-it). The `valid` split has only 5 images per class, so one image is 0.2 points of accuracy.
-
-## Usage
+def _usage(size: int) -> str:
+    """The card's Usage section: the package, the CLI, and the Keras model."""
+    return f"""## Usage
 
 ```python
 from sports_classifier import Classifier
@@ -168,11 +146,45 @@ Get it through the package, which rebuilds the network from `config.json` and lo
 
 ```python
 model = Classifier.from_pretrained("path/or/user-repo", runtime="keras").keras_model  # keras.Model
-probabilities = model.predict(pixels)  # float32 RGB in [0, 255], shape (N, {config['image_size']}, {config['image_size']}, 3)
+probabilities = model.predict(pixels)  # float32 RGB in [0, 255], shape (N, {size}, {size}, 3)
 ```
 
 Input: any RGB/grayscale/RGBA photo; it is converted to RGB and resized (bilinear) to
-{config['image_size']}x{config['image_size']}; pixel scaling happens inside the network.
+{size}x{size}; pixel scaling happens inside the network."""
+
+
+def render_model_card(config: dict, metrics: dict, *, files: Sequence[str] = ()) -> str:
+    """The full README.md of a bundle. Pure: data in, text out."""
+    name = model_name(config)
+    labels = list(config["labels"])
+    pictures = [
+        f"![{title}]({f})" for f, title in
+        (("curves.png", "Training curves"), ("confusion_matrix.png", "Confusion matrix"),
+         ("samples.png", "Sample predictions")) if f in files
+    ]
+    has_onnx = "model.onnx" in files or "model.int8.onnx" in files
+    training = config.get("training") or {}
+    network, retrain = _network_and_retraining(config)
+    return _seal(f"""---
+{front_matter(config, metrics).strip()}
+---
+
+# {name}
+
+Recognises the sport in a photo among the {len(labels)} classes of the
+[{DATASET_NAME}]({DATASET_URL}) dataset. {network}
+Trained with the `sports_classifier` package (Keras 3). {'An ONNX export serves without TensorFlow.' if has_onnx else ''}
+
+## Metrics
+
+{_metrics_table(metrics)}
+
+Measured with the engine in the last column (`sports-classifier evaluate` gives the same figures
+with it). A row named `valid (onnxruntime)` keeps the float network's figures from training,
+before an int8 copy was added; `valid` is then the model as served (`evaluate --write` measured
+it). The `valid` split has only 5 images per class, so one image is 0.2 points of accuracy.
+
+{_usage(config['image_size'])}
 
 ## Training data and recipe
 

@@ -312,6 +312,28 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     parser.add_argument("--debug", action="store_true", help="show tracebacks on errors")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    for add in (_add_train, _add_evaluate, _add_predict, _add_threshold, _add_ensemble, _add_export, _add_bench,
+                _add_data, _add_push, _add_space):
+        add(sub)
+    return parser
+
+
+def _model_args(p) -> None:
+    p.add_argument("--model", default=default_model(),
+                   help="bundle folder or Hub repo id (default: the bundled default model)")
+    p.add_argument("--runtime", choices=RUNTIMES, default="auto",
+                   help="inference engine (auto: ONNX Runtime when the bundle has model.onnx; "
+                        "model.int8.onnx first when the bundle carries one)")
+    p.add_argument("--revision", help="Hub branch, tag or commit (when --model is a repo id)")
+    _token_arg(p, "read")
+
+
+def _token_arg(p, access: str) -> None:
+    p.add_argument("--token", help=f"Hugging Face token with {access} access (default: HF_TOKEN or "
+                   "`hf auth login`; a token on the command line stays in the shell history)")
+
+
+def _add_train(sub) -> None:
     from .models.backbones import available_backbones
     from .training.recipes import available as available_recipes
 
@@ -367,21 +389,10 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("--strategy", choices=("mirrored",), help="mirrored: every GPU of this machine, no Ray")
     p.set_defaults(func=cmd_train)
 
-    def model_arg(p):
-        p.add_argument("--model", default=default_model(),
-                       help="bundle folder or Hub repo id (default: the bundled default model)")
-        p.add_argument("--runtime", choices=RUNTIMES, default="auto",
-                       help="inference engine (auto: ONNX Runtime when the bundle has model.onnx; "
-                            "model.int8.onnx first when the bundle carries one)")
-        p.add_argument("--revision", help="Hub branch, tag or commit (when --model is a repo id)")
-        token_arg(p, "read")
 
-    def token_arg(p, access: str):
-        p.add_argument("--token", help=f"Hugging Face token with {access} access (default: HF_TOKEN or "
-                       "`hf auth login`; a token on the command line stays in the shell history)")
-
+def _add_evaluate(sub) -> None:
     p = sub.add_parser("evaluate", help="measure a model on a dataset split")
-    model_arg(p)
+    _model_args(p)
     p.add_argument("--data", required=True)
     p.add_argument("--split", default="valid")
     p.add_argument("--json", action="store_true", help="print one JSON object")
@@ -391,8 +402,10 @@ def build_parser() -> argparse.ArgumentParser:
                         "engine are kept beside them")
     p.set_defaults(func=cmd_evaluate)
 
+
+def _add_predict(sub) -> None:
     p = sub.add_parser("predict", help="predict the sport in photos")
-    model_arg(p)
+    _model_args(p)
     p.add_argument("--top-k", type=int, default=5)
     p.add_argument("--json", action="store_true")
     p.add_argument("images", nargs="*", metavar="IMAGE")
@@ -410,11 +423,13 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--batch-size", type=int, default=32)
     p.set_defaults(func=cmd_predict)
 
+
+def _add_threshold(sub) -> None:
     p = sub.add_parser("threshold", help="choose a model's out-of-distribution threshold",
                        description="Choose the top-probability threshold under which a photo is called "
                        "'probably none of the sports', on a split's images against non-sport photos that ship "
                        "with scikit-image and matplotlib, and (with --write) store it in the bundle's config.json.")
-    model_arg(p)
+    _model_args(p)
     p.add_argument("--data", required=True, help="dataset folder holding the split")
     p.add_argument("--split", default="valid")
     p.add_argument("--max-false-flag", type=float, default=0.05,
@@ -423,6 +438,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--quiet", action="store_true", help="no progress bars")
     p.set_defaults(func=cmd_threshold)
 
+
+def _add_ensemble(sub) -> None:
     p = sub.add_parser("ensemble", help="average trained bundles into one ensemble bundle",
                        description="Average the class probabilities of several trained bundles inside "
                        "one network (one ONNX file), measure it on a split and write its bundle.")
@@ -434,6 +451,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--quiet", action="store_true", help="no progress bars")
     p.set_defaults(func=cmd_ensemble)
 
+
+def _add_export(sub) -> None:
     p = sub.add_parser("export", help="add an ONNX (and optional int8) export to a bundle")
     p.add_argument("--model", required=True)
     p.add_argument("--format", nargs="+", choices=("onnx", "onnx-int8", "weights-fp16"), default=["onnx"],
@@ -448,6 +467,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="onnx-int8: how many calibration images, spread over the folder (default 200)")
     p.set_defaults(func=cmd_export)
 
+
+def _add_bench(sub) -> None:
     p = sub.add_parser("bench", help="Keras vs ONNX Runtime speed on real images; or accuracy against "
                                      "speed of several models (--models)")
     group = p.add_mutually_exclusive_group()
@@ -462,6 +483,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_bench)
 
+
+def _add_data(sub) -> None:
     p = sub.add_parser("data", help="images per split and class, skipped files, class-distribution chart")
     p.add_argument("--data", required=True, help="dataset folder (<split>/<class>/<image>)")
     p.add_argument("--splits", default="train,valid", help="splits to count (default: train,valid; test is held out)")
@@ -472,13 +495,15 @@ def build_parser() -> argparse.ArgumentParser:
                    help="write the class counts into bundles trained on this data (older bundles lack them)")
     p.set_defaults(func=cmd_data)
 
+
+def _add_push(sub) -> None:
     p = sub.add_parser("push", help="upload a bundle to the Hugging Face Hub")
     p.add_argument("--model", required=True)
     p.add_argument("--repo", required=True, help="user/name")
     p.add_argument("--private", action="store_true")
     p.add_argument("--revision", help="branch to push to")
     p.add_argument("--message", help="commit message")
-    token_arg(p, "write")
+    _token_arg(p, "write")
     card = p.add_mutually_exclusive_group()
     card.add_argument("--keep-card", action="store_true",
                       help="the repo's README.md was edited on the Hub: upload the bundle, leave it as it is")
@@ -486,6 +511,8 @@ def build_parser() -> argparse.ArgumentParser:
                       help="the repo's README.md was edited on the Hub: replace it with the generated card")
     p.set_defaults(func=cmd_push)
 
+
+def _add_space(sub) -> None:
     p = sub.add_parser("space", help="prepare (and optionally push) a Hugging Face Space serving Hub models")
     p.add_argument("--models", nargs="+", required=True, metavar="USER/REPO[@REV]", help="model repos the Space serves")
     p.add_argument("--out", default="space", help="Space folder to write (default: space)")
@@ -496,9 +523,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--push", metavar="USER/SPACE", help="upload to this Space (token: --token, HF_TOKEN or `hf auth login`)")
     p.add_argument("--private", action="store_true")
     p.add_argument("--sdk-version", help="the Gradio version the Space runs (default: the installed Gradio)")
-    token_arg(p, "write (read for private models)")
+    _token_arg(p, "write (read for private models)")
     p.set_defaults(func=cmd_space)
-    return parser
 
 
 def main(argv: list[str] | None = None) -> int:

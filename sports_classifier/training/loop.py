@@ -183,12 +183,7 @@ def train(config: TrainConfig, data_dir: str | Path, out_dir: str | Path, *,
              if config.fine_tune_epochs > 0 else None)
     verbose = 2 if progress else 0
     chief = distributed is None or distributed.chief
-    if chief:
-        ckpt = Checkpoints(Path(out_dir).resolve(), config, resume=resume)
-    if distributed is not None and distributed.barrier is not None:
-        distributed.barrier()  # the chief has set up (or cleared) the checkpoint folder
-    if not chief:
-        ckpt = Checkpoints(Path(out_dir).resolve(), config, resume=resume, writer=False)
+    ckpt = _checkpoints(out_dir, config, resume, distributed)
     histories: list[tuple[str, object]] = []
     hits = misses = 0
 
@@ -212,6 +207,31 @@ def train(config: TrainConfig, data_dir: str | Path, out_dir: str | Path, *,
         model.set_weights(weights)
 
     history = _history_frame(histories)
+    model_config = _model_config(config, size, model, data_dir, train_df, valid_df, labels)
+    out, metrics = write_trained_bundle(model, model_config, history, valid_df, out_dir,
+                                        progress=progress, start=start)
+    ckpt.remove()
+    log.info("valid: %s", summary(metrics.get("valid", {})))
+    return TrainResult(out, metrics, history, time.perf_counter() - start, hits, misses)
+
+
+def _checkpoints(out_dir, config: TrainConfig, resume: bool, distributed: Distributed | None) -> Checkpoints:
+    """This process's checkpoints: the chief sets up (or clears) the folder and writes; the other
+    workers wait for it, then only read."""
+    chief = distributed is None or distributed.chief
+    if chief:
+        ckpt = Checkpoints(Path(out_dir).resolve(), config, resume=resume)
+    if distributed is not None and distributed.barrier is not None:
+        distributed.barrier()  # the chief has set up (or cleared) the checkpoint folder
+    if not chief:
+        ckpt = Checkpoints(Path(out_dir).resolve(), config, resume=resume, writer=False)
+    return ckpt
+
+
+def _model_config(config: TrainConfig, size: int, model, data_dir, train_df, valid_df, labels) -> ModelConfig:
+    """The bundle's config.json: the network, the labels, and the record of how it was trained."""
+    import keras
+
     training = config.to_dict() | {
         "image_size": size,
         "parameters": int(model.count_params()),
@@ -219,21 +239,16 @@ def train(config: TrainConfig, data_dir: str | Path, out_dir: str | Path, *,
             "dataset": Path(data_dir).name,
             "train_images": int(len(train_df)),
             "valid_images": int(len(valid_df)),
-            "description": _describe(train_df, n_classes),
+            "description": _describe(train_df, len(labels)),
             # the app draws the class distribution from this, without the dataset folder
             "class_counts": {"train": class_counts(train_df, labels), "valid": class_counts(valid_df, labels)},
         },
     }
-    model_config = ModelConfig(
+    return ModelConfig(
         backbone=config.backbone, image_size=size, labels=tuple(labels), dropout=config.dropout,
         tta_flip=config.tta_flip, package_version=__version__, keras_version=keras.__version__,
         training=training, created=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
     )
-    out, metrics = write_trained_bundle(model, model_config, history, valid_df, out_dir,
-                                        progress=progress, start=start)
-    ckpt.remove()
-    log.info("valid: %s", summary(metrics.get("valid", {})))
-    return TrainResult(out, metrics, history, time.perf_counter() - start, hits, misses)
 
 
 def _describe(frame, n_classes: int) -> str:
