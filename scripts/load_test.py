@@ -25,62 +25,22 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import socket
 import statistics
-import subprocess
 import sys
 import threading
 import time
-import urllib.request
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 EXAMPLES = ROOT / "examples"
+sys.path[:0] = [str(ROOT), str(ROOT / "tests")]
+
+from helpers.app_server import AppStartError, start_app  # noqa: E402
 
 
-# -- the app process -----------------------------------------------------------------------------
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def start_app(models: str, *, log: Path, timeout: float = 120.0) -> tuple[subprocess.Popen, str]:
-    """``python app.py --models MODELS --port <free>``; returns once GET / answers."""
-    port = free_port()
-    url = f"http://127.0.0.1:{port}/"
-    env = dict(os.environ, GRADIO_ANALYTICS_ENABLED="False", PYTHONUNBUFFERED="1")
-    with open(log, "w") as out:
-        proc = subprocess.Popen([sys.executable, str(ROOT / "app.py"), "--models", models, "--port", str(port)],
-                                cwd=ROOT, stdout=out, stderr=subprocess.STDOUT, env=env)
-    deadline = time.monotonic() + timeout
-    while True:
-        try:
-            with urllib.request.urlopen(url, timeout=2) as r:
-                if r.status == 200:
-                    return proc, url
-        except OSError:
-            pass
-        if proc.poll() is not None:
-            raise SystemExit(f"app.py exited with {proc.returncode}:\n{log.read_text()[-3000:]}")
-        if time.monotonic() > deadline:
-            proc.kill()
-            raise SystemExit(f"app.py did not serve within {timeout:.0f} s:\n{log.read_text()[-3000:]}")
-        time.sleep(0.05)
-
-
-def stop_app(proc: subprocess.Popen) -> None:
-    if proc.poll() is None:
-        proc.terminate()
-        try:
-            proc.wait(10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(5)
+# -- the app process: tests/helpers/app_server.py starts it (the one way tests and scripts do) --
 
 
 def rss_mb(pid: int) -> float | None:
@@ -324,23 +284,26 @@ def main(argv: list[str] | None = None) -> int:
         parser.error("--clients and --requests must be >= 1, --warmup >= 0")
 
     photos = example_photos(args.examples)
-    proc = None
+    app = None
     if args.url:
         url, pid = args.url, args.pid
     else:
         models = args.models or _default_models()
         log = args.log or Path(os.environ.get("TMPDIR", "/tmp")) / f"load_test_app_{os.getpid()}.log"
-        proc, url = start_app(models, log=log)
-        pid = proc.pid
+        try:
+            app = start_app(models, log, timeout=120)
+        except AppStartError as exc:
+            raise SystemExit(str(exc)) from None
+        url, pid = app.url, app.pid
     try:
         report = run_load(url, clients=args.clients, requests=args.requests, warmup=args.warmup,
                           max_seconds=args.max_seconds, photos=photos, models=None, pid=pid)
-        if proc is not None and proc.poll() is not None:
+        if app is not None and app.proc.poll() is not None:
             report["errors"] += 1
-            report["error_messages"].append(f"app.py exited with {proc.returncode} during the test")
+            report["error_messages"].append(f"app.py exited with {app.proc.returncode} during the test")
     finally:
-        if proc is not None:
-            stop_app(proc)
+        if app is not None:
+            app.stop()
     growth = report["rss_mb"]["growth_after_warmup"]
     report["rss_flat"] = growth is None or growth <= args.max_rss_growth_mb
     report["max_rss_growth_mb"] = args.max_rss_growth_mb

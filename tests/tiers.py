@@ -18,7 +18,7 @@ from __future__ import annotations
 from pathlib import Path
 
 TIERS = ("unit", "training", "e2e")
-TF_FIXTURES = {"trained_bundle", "trained_tiny_bundle", "trained_sports_tiny"}
+TF_FIXTURES = {"trained_bundle", "trained_tiny_bundle", "trained_sports_tiny"}  # they train
 
 # file -> its tier (where it belongs once the files are moved)
 FILES = {
