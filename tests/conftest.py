@@ -48,22 +48,26 @@ def tiny_bundle(tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="session")
 def trained_bundle(tmp_path_factory, cache_dir):
-    """``trained_bundle(config_fields, data=None) -> Path``: a bundle trained once per session
-    for each config (``TrainConfig`` fields) and dataset (default: the synthetic 3-class one);
-    a second request for the same pair returns the same folder. Needs TensorFlow."""
+    """``trained_bundle(config_fields, data=None, name="bundle") -> Path``: a bundle (folder
+    ``name``, the model's name in the app) trained once per session for each config
+    (``TrainConfig`` fields) and dataset (default: the synthetic 3-class one); a second request
+    for the same returns the same folder. Needs TensorFlow."""
     import json
 
     trained: dict[str, Path] = {}
+    synthetic: list[Path] = []
 
-    def train_once(fields: dict, data: Path | None = None) -> Path:
+    def train_once(fields: dict, data: Path | None = None, name: str = "bundle") -> Path:
         from sports_classifier.config import TrainConfig
         from sports_classifier.training.loop import train
 
         if data is None:
-            data = make_dataset(tmp_path_factory.mktemp("tiny-data"), **TINY_DATA)
-        key = json.dumps([fields, str(data)], sort_keys=True, default=str)
+            if not synthetic:
+                synthetic.append(make_dataset(tmp_path_factory.mktemp("tiny-data"), **TINY_DATA))
+            data = synthetic[0]
+        key = json.dumps([fields, str(data), name], sort_keys=True, default=str)
         if key not in trained:
-            out = tmp_path_factory.mktemp("trained") / "bundle"
+            out = tmp_path_factory.mktemp("trained") / name
             train(TrainConfig(**fields), data, out, cache_dir=cache_dir, progress=False)
             trained[key] = out
         return trained[key]
@@ -75,7 +79,7 @@ def trained_bundle(tmp_path_factory, cache_dir):
 def trained_tiny_bundle(trained_bundle) -> Path:
     """The tiny bundle as training writes it, Keras weights included (what
     scripts/make_tiny_bundle.py starts from): for tests of training, export and the Keras runtime."""
-    return trained_bundle(TINY_CONFIG)
+    return trained_bundle(TINY_CONFIG, name="tiny")
 
 
 @pytest.fixture(scope="session")

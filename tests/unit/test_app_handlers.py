@@ -40,7 +40,7 @@ def sports_tiny(tmp_path_factory) -> Path:
 @pytest.fixture(scope="session")
 def trained_sports_tiny(trained_bundle, shared_data) -> Path:
     """The same recipe trained here, Keras weights included (for the Keras Grad-CAM checks)."""
-    return trained_bundle(SPORTS_CONFIG, shared_data)
+    return trained_bundle(SPORTS_CONFIG, shared_data, name="tiny3")
 
 
 def registry_of(text: str) -> ModelRegistry:
