@@ -75,6 +75,7 @@ TESTS = {
     "test_datasets.py::test_tf_dataset_batches_and_augments": "training",
     "test_datasets.py::test_batch_augmentation_depends_only_on_the_batch_number": "training",
     "test_hostile_inputs.py::test_train_into_an_existing_file_is_refused_before_training": "training",
+    "test_layering_hlayer.py::test_the_feature_cache_runs_the_executor_its_caller_passes": "training",
 }
 
 def tier_of(path: str | Path, name: str, fixtures=()) -> str:

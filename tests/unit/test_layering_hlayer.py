@@ -86,3 +86,28 @@ def test_comparison_size_is_the_served_model_file_not_the_whole_folder(tiny_bund
     (copy / bundle.WEIGHTS).write_bytes(b"\0" * 3_000_000)  # weights an ONNX model does not use
     served = bundle.served_model_file(bundle.read_config(copy))
     assert _served_size(copy) == (copy / served).stat().st_size < 3_000_000
+
+
+def test_the_feature_cache_runs_the_executor_its_caller_passes(synthetic_dataset, tmp_path):
+    pytest.importorskip("keras")
+    import numpy as np
+
+    from sports_classifier.models.network import build_classifier
+    from sports_classifier.training.features import FeatureExtractor, View
+    from sports_classifier.training.subnetworks import trunk
+
+    net = trunk(build_classifier("tiny_cnn", 3, image_size=32, weights="none"), None)
+    paths = sorted(str(p) for p in (synthetic_dataset / "valid").rglob("*.jpg"))
+    want = FeatureExtractor(net, image_size=32, cache_dir=tmp_path / "local", progress=False)(paths, View("clean"))
+    calls = []
+
+    def executor(paths, onnx_path, *, image_size, view, batch_size):
+        calls.append((len(paths), Path(onnx_path).suffix, image_size, view["kind"]))
+        return want.values, want.rows, want.skipped
+
+    elsewhere = FeatureExtractor(net, image_size=32, cache_dir=tmp_path / "remote", progress=False, executor=executor)
+    got = elsewhere(paths, View("clean"))
+    assert calls == [(9, ".onnx", 32, "clean")]
+    np.testing.assert_array_equal(got.values, want.values)
+    elsewhere(paths, View("clean"))
+    assert len(calls) == 1 and elsewhere.hits == 1  # cached as if computed here
