@@ -81,7 +81,7 @@ class RayExecutor:
     def _run(self, shards, pending, model, *, top_k, batch_size, runtime, progress) -> dict:
         cpus = ray.cluster_resources().get("CPU", 1.0)
         cpus_per_worker = self.cpus_per_worker
-        workers = self.workers or max(1, int(cpus // max(cpus_per_worker, 1.0)))
+        workers = self.workers if self.workers is not None else max(1, int(cpus // max(cpus_per_worker, 1.0)))
         if workers * cpus_per_worker > cpus:
             log.warning("%d actors x %.2f CPUs exceed the cluster's %.1f CPUs: some will wait",
                         workers, cpus_per_worker, cpus)
