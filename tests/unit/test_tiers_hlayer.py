@@ -16,10 +16,11 @@ ROOT = Path(__file__).resolve().parents[2]
 
 
 def test_every_test_file_has_a_tier():
-    files = {p.name for p in (ROOT / "tests").rglob("test_*.py")}
-    assert files - set(FILES) == set(), "add them to tests/tiers.py FILES"
+    """From its folder (tests/<tier>/), or from tests/tiers.py's list until the files move."""
+    unplaced = [p.relative_to(ROOT).as_posix() for p in (ROOT / "tests").rglob("test_*.py")
+                if p.name not in FILES and not (p.parent.name in TIERS and p.parent.parent.name == "tests")]
+    assert unplaced == [], "put them in tests/unit, tests/training or tests/e2e"
     assert set(FILES.values()) <= set(TIERS) and set(TESTS.values()) <= set(TIERS)
-    assert {key.split("::")[0] for key in TESTS} <= set(FILES)
 
 
 def test_a_tier_comes_from_the_list_then_the_folder_then_the_fixtures():
@@ -40,7 +41,7 @@ def test_selecting_the_unit_tier_leaves_out_every_other_tier():
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-2000:]
     collected = [line for line in result.stdout.splitlines() if "::" in line]
     files = {line.split("::")[0].rsplit("/", 1)[-1] for line in collected}
-    assert files and all(FILES[f] == "unit" for f in files)
+    assert files and all(tier_of(ROOT / "tests" / "unit" / f, "") == "unit" for f in files)
     assert not any("test_train_cli_tiny" in line or "counts_parameters_in_the_weights_file" in line
                    for line in collected)
     assert any("test_app_handlers.py::test_predict_matches_the_classifier" in line for line in collected)
