@@ -1,4 +1,4 @@
-"""Measure batch prediction: images/s of the local engine and of Ray with 1 and 2 actors, Ray's
+"""Measure batch prediction: images/s of the local executor and of Ray with 1 and 2 actors, Ray's
 start-up time, and peak memory (docs/scale.md). Starts its own local Ray cluster on fixed ports
 (the test helper) unless --ray-address is given.
 
@@ -84,6 +84,8 @@ def main() -> int:
         r = predict_dataset(args.model, paths, work / "local1.parquet", shard_size=args.shard_size, progress=False,
                             threads=1)
         results["local_1_thread"] = {"images_per_s": round(r.rows / r.seconds, 1), "seconds": round(r.seconds, 1)}
+        from sports_classifier.distributed.ray_batch import RayExecutor
+
         cluster = None
         address = args.ray_address
         if address is None:
@@ -97,8 +99,8 @@ def main() -> int:
             for workers in (1, 2):
                 with PeakMemory(roots) as mem:
                     t = time.perf_counter()
-                    r = predict_dataset(args.model, paths, work / f"ray{workers}.parquet", engine="ray",
-                                        ray_address=address, workers=workers, cpus_per_worker=args.cpus_per_worker,
+                    ray_executor = RayExecutor(address, workers=workers, cpus_per_worker=args.cpus_per_worker)
+                    r = predict_dataset(args.model, paths, work / f"ray{workers}.parquet", executor=ray_executor,
                                         shard_size=args.shard_size, progress=False)
                     wall = time.perf_counter() - t
                 results[f"ray_{workers}"] = {

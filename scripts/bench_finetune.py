@@ -1,5 +1,5 @@
 """Samples/s of cached fine-tuning's training step: the last stages + head of a backbone
-(``training.views.upper_model``) on cached-activation-shaped inputs, in float32, Keras'
+(``training.subnetworks.upper_model``) on cached-activation-shaped inputs, in float32, Keras'
 ``mixed_bfloat16`` policy, or with XLA (docs/accuracy.md, "Where the hour goes").
 
     python scripts/bench_finetune.py --backbone efficientnet_lite2 --stages 2 --mode fp32
@@ -24,7 +24,7 @@ def main() -> None:
     import keras
 
     from sports_classifier.models.network import build_classifier, split_layer
-    from sports_classifier.training.views import set_trainable, upper_model
+    from sports_classifier.training.subnetworks import set_trainable, upper_model
 
     if args.mode == "bf16":
         keras.mixed_precision.set_global_policy("mixed_bfloat16")

@@ -21,6 +21,26 @@ from pathlib import Path
 import numpy as np
 
 
+def worst_tensors(prepared: Path, int8: Path, sample: np.ndarray, input_name: str, tmp: Path) -> list[str]:
+    """The tensors of ``int8`` ranked by their own quantisation error (SQNR, worst first); prints
+    the ten worst."""
+    from onnxruntime.quantization import qdq_loss_debug as debug
+
+    from sports_classifier.training.export import calibration_reader
+
+    float_aug, int8_aug = tmp / "float-aug.onnx", tmp / "int8-aug.onnx"
+    debug.modify_model_output_intermediate_tensors(str(prepared), str(float_aug), save_as_external_data=False)
+    debug.modify_model_output_intermediate_tensors(str(int8), str(int8_aug), save_as_external_data=False)
+    matched = debug.create_activation_matching(
+        debug.collect_activations(str(int8_aug), calibration_reader(sample, input_name)),
+        debug.collect_activations(str(float_aug), calibration_reader(sample, input_name)))
+    errors = debug.compute_activation_error(matched)
+    ranked = sorted((e.get("xmodel_err", 99.0), e.get("qdq_err", 99.0), name) for name, e in errors.items())
+    for xmodel, qdq, name in ranked[:10]:
+        print(f"  SQNR {xmodel:5.1f} dB (through the int8 model), {qdq:5.1f} dB (this tensor alone): {name}")
+    return sorted(errors, key=lambda name: errors[name].get("qdq_err", 99.0))
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("model", help="a float model.onnx (sports-classifier export --format onnx)")
@@ -32,7 +52,6 @@ def main() -> None:
 
     import onnx
     from onnxruntime.quantization import quant_pre_process
-    from onnxruntime.quantization import qdq_loss_debug as debug
 
     from sports_classifier.datasets import discover
     from sports_classifier.images import try_preprocess_many
@@ -87,18 +106,7 @@ def main() -> None:
         base = quantise([], tmp / "int8.onnx")
         report("int8", base)
         if args.worst:
-            float_aug, int8_aug = tmp / "float-aug.onnx", tmp / "int8-aug.onnx"
-            debug.modify_model_output_intermediate_tensors(str(prepared), str(float_aug), save_as_external_data=False)
-            debug.modify_model_output_intermediate_tensors(str(base), str(int8_aug), save_as_external_data=False)
-            sample = cal_px[:32]
-            matched = debug.create_activation_matching(
-                debug.collect_activations(str(int8_aug), calibration_reader(sample, input_name)),
-                debug.collect_activations(str(float_aug), calibration_reader(sample, input_name)))
-            errors = debug.compute_activation_error(matched)
-            ranked = sorted((e.get("xmodel_err", 99.0), e.get("qdq_err", 99.0), name) for name, e in errors.items())
-            for xmodel, qdq, name in ranked[:10]:
-                print(f"  SQNR {xmodel:5.1f} dB (through the int8 model), {qdq:5.1f} dB (this tensor alone): {name}")
-            by_qdq = sorted(errors, key=lambda name: errors[name].get("qdq_err", 99.0))
+            by_qdq = worst_tensors(prepared, base, cal_px[:32], input_name, tmp)
             for n in args.worst:
                 nodes = [producer[t] for t in by_qdq[:n] if t in producer]
                 report(f"int8, {n} worst tensors' producers in float", quantise(nodes, tmp / f"worst{n}.onnx"))

@@ -25,62 +25,22 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import socket
 import statistics
-import subprocess
 import sys
 import threading
 import time
-import urllib.request
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 EXAMPLES = ROOT / "examples"
+sys.path[:0] = [str(ROOT), str(ROOT / "tests")]
+
+from helpers.app_server import AppStartError, start_app  # noqa: E402
 
 
-# -- the app process -----------------------------------------------------------------------------
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def start_app(models: str, *, log: Path, timeout: float = 120.0) -> tuple[subprocess.Popen, str]:
-    """``python app.py --models MODELS --port <free>``; returns once GET / answers."""
-    port = free_port()
-    url = f"http://127.0.0.1:{port}/"
-    env = dict(os.environ, GRADIO_ANALYTICS_ENABLED="False", PYTHONUNBUFFERED="1")
-    with open(log, "w") as out:
-        proc = subprocess.Popen([sys.executable, str(ROOT / "app.py"), "--models", models, "--port", str(port)],
-                                cwd=ROOT, stdout=out, stderr=subprocess.STDOUT, env=env)
-    deadline = time.monotonic() + timeout
-    while True:
-        try:
-            with urllib.request.urlopen(url, timeout=2) as r:
-                if r.status == 200:
-                    return proc, url
-        except OSError:
-            pass
-        if proc.poll() is not None:
-            raise SystemExit(f"app.py exited with {proc.returncode}:\n{log.read_text()[-3000:]}")
-        if time.monotonic() > deadline:
-            proc.kill()
-            raise SystemExit(f"app.py did not serve within {timeout:.0f} s:\n{log.read_text()[-3000:]}")
-        time.sleep(0.05)
-
-
-def stop_app(proc: subprocess.Popen) -> None:
-    if proc.poll() is None:
-        proc.terminate()
-        try:
-            proc.wait(10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(5)
+# -- the app process: tests/helpers/app_server.py starts it (the one way tests and scripts do) --
 
 
 def rss_mb(pid: int) -> float | None:
@@ -167,9 +127,31 @@ def note(result, n_models: int) -> str:
         return repr(result)[:200]
 
 
+def predict_once(client, photo: Path, sport: str, models: list[str], outcome: Outcome, deadline: float) -> None:
+    """One prediction through ``client``, its latency or its error counted in ``outcome``."""
+    from gradio_client import handle_file
+
+    start = time.perf_counter()
+    try:
+        job = client.submit(handle_file(str(photo)), models, api_name="/predict")
+        result = job.result(timeout=max(0.1, deadline - time.monotonic()))
+    except Exception as exc:  # every failure is counted and reported, none ends the run
+        with outcome.lock:
+            outcome.errors.append(f"{photo.parent.name}/{photo.name}: {type(exc).__name__}: {exc}"[:300])
+        return
+    label = top_label(result)
+    with outcome.lock:
+        if label is None:  # answered, but without a prediction (e.g. the model failed to load)
+            outcome.errors.append(f"{photo.parent.name}/{photo.name}: no prediction in the answer: "
+                                  f"{note(result, len(models))}"[:300])
+        else:
+            outcome.latencies.append(time.perf_counter() - start)
+            outcome.right_sport += label == sport
+
+
 def run_load(url: str, *, clients: int, requests: int, warmup: int, max_seconds: float,
              photos: list[tuple[Path, str]], models: list[str] | None, pid: int | None) -> dict:
-    from gradio_client import Client, handle_file
+    from gradio_client import Client
 
     sampler = RssSampler(pid)
     rss_start = sampler.now()
@@ -181,27 +163,8 @@ def run_load(url: str, *, clients: int, requests: int, warmup: int, max_seconds:
         info = connections[0].view_api(return_format="dict", print_info=False)
         models = info["named_endpoints"]["/predict"]["parameters"][1]["parameter_default"]
 
-    def one(client, k: int, outcome: Outcome | None, deadline: float) -> None:
-        photo, sport = photos[k % len(photos)]
-        start = time.perf_counter()
-        try:
-            job = client.submit(handle_file(str(photo)), models, api_name="/predict")
-            result = job.result(timeout=max(0.1, deadline - time.monotonic()))
-        except Exception as exc:  # every failure is counted and reported, none ends the run
-            if outcome is not None:
-                with outcome.lock:
-                    outcome.errors.append(f"{photo.parent.name}/{photo.name}: {type(exc).__name__}: {exc}"[:300])
-            return
-        if outcome is None:
-            return
-        label = top_label(result)
-        with outcome.lock:
-            if label is None:  # answered, but without a prediction (e.g. the model failed to load)
-                outcome.errors.append(f"{photo.parent.name}/{photo.name}: no prediction in the answer: "
-                                      f"{note(result, len(models))}"[:300])
-            else:
-                outcome.latencies.append(time.perf_counter() - start)
-                outcome.right_sport += label == sport
+    def one(client, k: int, outcome: Outcome, deadline: float) -> None:
+        predict_once(client, *photos[k % len(photos)], models, outcome, deadline)
 
     # Warm-up: every client at once, as in the measured phase (loads the model, sizes buffers).
     warm = Outcome()
@@ -235,27 +198,17 @@ def run_load(url: str, *, clients: int, requests: int, warmup: int, max_seconds:
     sampler.stop()
     # RSS at each quarter of the measured phase: a leak shows as a steady climb
     quarters = [sampler.at(phase_start + q * (phase_end - phase_start)) for q in (0.25, 0.5, 0.75)]
-    for c in connections:
-        try:
-            c.close()
-        except Exception:  # closing is best effort; the app keeps running either way
-            pass
+    _close_all(connections)
 
     done = len(outcome.latencies)
     unfinished = requests - done - len(outcome.errors)
     errors = outcome.errors + [f"{unfinished} request(s) not finished within {max_seconds:.0f} s"] * (unfinished > 0)
-    lat = sorted(outcome.latencies)
-
-    def pct(q: float) -> float | None:
-        return lat[min(len(lat) - 1, int(round(q * (len(lat) - 1))))] * 1000 if lat else None
-
     return {
         "url": url, "models": models, "clients": clients, "requests": requests, "warmup_per_client": warmup,
         "completed": done, "errors": len(outcome.errors) + max(0, unfinished), "error_messages": errors[:10],
         "warmup_errors": len(warm.errors), "warmup_error_messages": warm.errors[:5],
         "wall_seconds": round(wall, 2), "throughput_per_s": round(done / wall, 2) if wall > 0 else None,
-        "latency_ms": {"p50": _r(pct(0.50)), "p95": _r(pct(0.95)), "max": _r(lat[-1] * 1000 if lat else None),
-                       "mean": _r(statistics.fmean(lat) * 1000 if lat else None)},
+        "latency_ms": _latency_ms(outcome.latencies),
         "right_sport": outcome.right_sport,
         "rss_mb": {"start": _r(rss_start), "after_warmup": _r(rss_warm), "peak": _r(sampler.peak()),
                    "end": _r(rss_end), "quarters": [_r(q) for q in quarters],
@@ -263,6 +216,25 @@ def run_load(url: str, *, clients: int, requests: int, warmup: int, max_seconds:
                                              else None),
                    "samples": len(sampler.samples)},
     }
+
+
+def _close_all(connections) -> None:
+    for c in connections:
+        try:
+            c.close()
+        except Exception:  # closing is best effort; the app keeps running either way
+            pass
+
+
+def _latency_ms(latencies: list[float]) -> dict:
+    """p50, p95, max and mean of the latencies (seconds) in milliseconds; None when there are none."""
+    lat = sorted(latencies)
+
+    def pct(q: float) -> float | None:
+        return lat[min(len(lat) - 1, int(round(q * (len(lat) - 1))))] * 1000 if lat else None
+
+    return {"p50": _r(pct(0.50)), "p95": _r(pct(0.95)), "max": _r(lat[-1] * 1000 if lat else None),
+            "mean": _r(statistics.fmean(lat) * 1000 if lat else None)}
 
 
 def _r(x: float | None, digits: int = 1) -> float | None:
@@ -312,23 +284,26 @@ def main(argv: list[str] | None = None) -> int:
         parser.error("--clients and --requests must be >= 1, --warmup >= 0")
 
     photos = example_photos(args.examples)
-    proc = None
+    app = None
     if args.url:
         url, pid = args.url, args.pid
     else:
         models = args.models or _default_models()
         log = args.log or Path(os.environ.get("TMPDIR", "/tmp")) / f"load_test_app_{os.getpid()}.log"
-        proc, url = start_app(models, log=log)
-        pid = proc.pid
+        try:
+            app = start_app(models, log, timeout=120)
+        except AppStartError as exc:
+            raise SystemExit(str(exc)) from None
+        url, pid = app.url, app.pid
     try:
         report = run_load(url, clients=args.clients, requests=args.requests, warmup=args.warmup,
                           max_seconds=args.max_seconds, photos=photos, models=None, pid=pid)
-        if proc is not None and proc.poll() is not None:
+        if app is not None and app.proc.poll() is not None:
             report["errors"] += 1
-            report["error_messages"].append(f"app.py exited with {proc.returncode} during the test")
+            report["error_messages"].append(f"app.py exited with {app.proc.returncode} during the test")
     finally:
-        if proc is not None:
-            stop_app(proc)
+        if app is not None:
+            app.stop()
     growth = report["rss_mb"]["growth_after_warmup"]
     report["rss_flat"] = growth is None or growth <= args.max_rss_growth_mb
     report["max_rss_growth_mb"] = args.max_rss_growth_mb

@@ -18,54 +18,22 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import socket
 import statistics
 import subprocess
 import sys
 import time
-import urllib.request
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
+sys.path[:0] = [str(ROOT), str(ROOT / "tests")]
 
-
-def _port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+from helpers.app_server import start_app  # noqa: E402  (the one way tests and scripts start the app)
 
 
 def time_import_gradio() -> float:
     start = time.perf_counter()
     subprocess.run([sys.executable, "-c", "import gradio"], check=True)
     return time.perf_counter() - start
-
-
-def start(models: str | None, port: int) -> tuple[subprocess.Popen, float]:
-    cmd = [sys.executable, str(ROOT / "app.py"), "--port", str(port)] + (["--models", models] if models else [])
-    begin = time.perf_counter()
-    proc = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                            env=dict(os.environ, GRADIO_ANALYTICS_ENABLED="False"))
-    url = f"http://127.0.0.1:{port}/"
-    while True:
-        try:
-            with urllib.request.urlopen(url, timeout=2):
-                return proc, time.perf_counter() - begin
-        except OSError:
-            if proc.poll() is not None:
-                raise SystemExit(f"app.py exited with {proc.returncode}")
-            if time.perf_counter() - begin > 120:
-                proc.kill()
-                raise SystemExit("app.py did not serve within 120 s")
-            time.sleep(0.02)
-
-
-def stop(proc: subprocess.Popen) -> None:
-    proc.terminate()
-    try:
-        proc.wait(10)
-    except subprocess.TimeoutExpired:
-        proc.kill()
 
 
 def measure_compare(client, model: str, runs: int, *, wait: float = 180) -> dict:
@@ -108,12 +76,12 @@ def main(argv: list[str] | None = None) -> int:
     imports, serving = [], []
     for i in range(args.runs):
         imports.append(time_import_gradio())
-        proc, seconds = start(args.models, args.port or _port())
-        serving.append(seconds)
+        app = start_app(args.models, port=args.port, timeout=120)
+        serving.append(app.seconds_to_serving)
         if i < args.runs - 1:
-            stop(proc)
+            app.stop()
     try:
-        client = Client(proc.args[proc.args.index("--port") + 1].join(("http://127.0.0.1:", "/")), verbose=False)
+        client = Client(app.url, verbose=False)
         image = handle_file(args.image)
         api = client.view_api(print_info=False, return_format="dict")["named_endpoints"]["/predict"]
         models = api["parameters"][1]["parameter_default"]  # the models ticked by default
@@ -130,10 +98,10 @@ def main(argv: list[str] | None = None) -> int:
             begin = time.perf_counter()
             client.predict(image, models[0], api_name="/explain")
             explain.append(time.perf_counter() - begin)
-        tensorflow_loaded = "tensorflow" in Path(f"/proc/{proc.pid}/maps").read_text()
+        tensorflow_loaded = "tensorflow" in app.loaded_libraries()
         compare = measure_compare(client, models[0], args.compare) if args.compare else {}
     finally:
-        stop(proc)
+        app.stop()
     top = first[0].get("value", {}).get("label") if isinstance(first[0], dict) else None
     report = {
         "import_gradio_s": round(statistics.median(imports), 2),

@@ -13,9 +13,7 @@ from __future__ import annotations
 import argparse
 import io
 import json
-import os
 import re
-import subprocess
 import sys
 import tempfile
 import time
@@ -26,6 +24,9 @@ from pathlib import Path
 from PIL import Image
 
 ROOT = Path(__file__).resolve().parent.parent
+sys.path[:0] = [str(ROOT), str(ROOT / "tests")]
+
+from helpers.app_server import start_app  # noqa: E402  (the one way tests and scripts start the app)
 IMAGES = [("64 Mpx 8-bit RGB PNG", "RGB", (10, 200, 30)), ("64 Mpx RGBA PNG", "RGBA", (10, 200, 30, 128)),
           ("64 Mpx 16-bit PNG", "I;16", 300)]
 
@@ -77,18 +78,10 @@ def main() -> int:
     model = Path(args.models).name
     base = f"http://127.0.0.1:{args.port}/"
     with tempfile.TemporaryDirectory() as tmp:
-        env = dict(os.environ, GRADIO_TEMP_DIR=tmp, GRADIO_ANALYTICS_ENABLED="False")
-        proc = subprocess.Popen([sys.executable, str(ROOT / "app.py"), "--models", args.models, "--port",
-                                 str(args.port)], cwd=ROOT, env=env, stdout=subprocess.DEVNULL,
-                                stderr=subprocess.DEVNULL)
+        app = start_app(args.models, port=args.port, env={"GRADIO_TEMP_DIR": tmp}, timeout=60)
+        proc = app.proc
         rows = []
         try:
-            for _ in range(600):
-                try:
-                    if http(base)[0] == 200:
-                        break
-                except OSError:
-                    time.sleep(0.1)
             outcome = predict(base, upload(base, _small()), model)
             time.sleep(1)
             rows.append(("warm-up prediction (64x64 photo)", outcome, 0.0, memory(proc.pid)))
@@ -101,8 +94,7 @@ def main() -> int:
                 time.sleep(1)
                 rows.append((f"{label} ({len(content) // 1024} KB)", outcome, seconds, memory(proc.pid)))
         finally:
-            proc.terminate()
-            proc.wait(20)
+            app.stop()
     if args.json:
         print(json.dumps([{"what": w, "outcome": o, "seconds": round(s, 2), **m} for w, o, s, m in rows]))
     else:

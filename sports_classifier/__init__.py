@@ -35,7 +35,7 @@ _LAZY = {
     "Prediction": ("classifier", "Prediction"),
     "TrainConfig": ("config", "TrainConfig"),
     "ModelConfig": ("config", "ModelConfig"),
-    "available_backbones": ("models.registry", "available_backbones"),
+    "available_backbones": ("models.backbones", "available_backbones"),
     "train": ("training.loop", "train"),
 }
 

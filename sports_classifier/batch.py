@@ -6,12 +6,18 @@ rerun skips the shards already there (resumable after a crash or a kill), then t
 joined into ``output``. Unreadable files become rows with an ``error`` and no labels: one bad
 file never ends the run.
 
-Two engines compute the same rows with the same code (``Classifier.predict_files`` and
+Two executors compute the same rows with the same code (``Classifier.predict_files`` and
 ``prediction_rows``):
 
-- ``local``: the ONNX Runtime ``Classifier`` in this process, with a progress bar;
-- ``ray``: Ray Data over a Ray cluster, an actor pool whose actors each load the bundle once
-  (``sports_classifier.distributed.ray_batch``, imported only then: Ray is an optional extra).
+- ``LocalExecutor`` (the default): the ONNX Runtime ``Classifier`` in this process, with a
+  progress bar;
+- ``distributed.ray_batch.RayExecutor``: Ray Data over a Ray cluster, an actor pool whose actors
+  each load the bundle once. The caller (the CLI) builds it and passes it in: this module never
+  imports ``distributed`` (Ray is an optional extra, and the layers run one way).
+
+An executor is any callable ``executor(shards, pending, model, *, top_k, batch_size, runtime,
+progress) -> dict`` (its timings) with a ``name``; it writes each pending shard with
+``shards.write``.
 """
 
 from __future__ import annotations
@@ -32,7 +38,6 @@ from .images import IMAGE_EXTENSIONS
 
 log = logging.getLogger(__name__)
 
-ENGINES = ("local", "ray")
 FORMATS = ("parquet", "csv")
 SHARD_SIZE = 1000
 # Manifest columns taken as the image path, in this order.
@@ -54,7 +59,7 @@ class BatchResult:
     shards: int
     shards_skipped: int  # already written by an earlier run
     seconds: float
-    engine: str
+    executor: str  # its name: "local" or "ray"
     extra: dict = field(default_factory=dict)
 
     @property
@@ -184,7 +189,7 @@ def table_text(text: str | None) -> str | None:
 
 
 def prediction_rows(predictions: Iterable, top_k: int) -> dict[str, list]:
-    """``Prediction`` objects as columns (what both engines write). An unreadable file has
+    """``Prediction`` objects as columns (what both executors write). An unreadable file has
     empty labels and probabilities and its reason in ``error``."""
     cols: dict[str, list] = {name: [] for name in columns(top_k)}
     for p in predictions:
@@ -199,13 +204,13 @@ def prediction_rows(predictions: Iterable, top_k: int) -> dict[str, list]:
 
 
 def predict_chunk(clf, paths: Sequence[str], top_k: int, batch_size: int) -> dict[str, list]:
-    """The rows for ``paths``: the one function both engines run on a piece of the input."""
+    """The rows for ``paths``: the one function both executors run on a piece of the input."""
     return prediction_rows(clf.predict_files(list(paths), top_k=top_k, batch_size=batch_size), top_k)
 
 
 def frame_of(cols, top_k: int):
     """Columns (a dict of lists or a DataFrame) as a DataFrame with fixed dtypes, so every
-    shard has the same schema whichever engine made it."""
+    shard has the same schema whichever executor made it."""
     import pandas as pd
 
     frame = pd.DataFrame(cols, columns=columns(top_k))
@@ -317,36 +322,28 @@ def output_format(output: str | Path, fmt: str | None) -> str:
 
 
 def predict_dataset(model: str | os.PathLike, inputs, output: str | os.PathLike, *, top_k: int = 5,
-                    engine: str = "local", fmt: str | None = None, shard_size: int = SHARD_SIZE,
+                    executor=None, fmt: str | None = None, shard_size: int = SHARD_SIZE,
                     batch_size: int = 32, runtime: str = "auto", progress: bool = True,
-                    ray_address: str | None = None, workers: int | None = None,
-                    cpus_per_worker: float = 0.5, threads: int | None = None,
-                    overwrite: bool = False) -> BatchResult:
+                    threads: int | None = None, overwrite: bool = False) -> BatchResult:
     """Predict every image ``inputs`` names into one table at ``output``; resumable.
 
     Args:
         model: bundle folder or Hub id (every Ray node must reach it).
         inputs: a folder, glob, CSV/Parquet manifest (see ``collect_inputs``) or a list of paths.
         output: ``.parquet`` (default) or ``.csv``; shards go to ``<output>.parts/``.
-        engine: ``local`` or ``ray``.
+        executor: what computes the pending shards; default ``LocalExecutor(threads=threads)``.
+            For a Ray cluster pass ``distributed.ray_batch.RayExecutor(address, workers=...)``.
         shard_size: files per shard (the unit a rerun skips).
-        ray_address: the cluster (``auto``: a running one; None: Ray's own default, which
-            starts a local cluster when none runs).
-        workers: Ray actors in the pool (default: as many as the cluster's CPUs allow).
-        cpus_per_worker: CPUs each actor claims; keep it fractional on small clusters so that
-            Ray Data's own tasks can still run.
-        threads: ONNX Runtime threads per engine (default: all cores locally, 1 per Ray actor).
+        threads: ONNX Runtime threads of the default local executor (default: all cores).
         overwrite: replace an existing ``output`` that no batch run wrote (one that a run wrote,
             its shards beside it, is replaced by the next run there).
 
     Raises:
-        UserInputError: bad input, engine or format. ``ImportError`` names the extra when Ray
-        is asked for but not installed.
+        UserInputError: bad input or format.
     """
-    if engine not in ENGINES:
-        raise UserInputError(f"engine must be one of {ENGINES}, got {engine!r}")
     if not isinstance(top_k, int) or top_k < 1:
         raise UserInputError(f"top_k must be a positive integer, got {top_k!r}")
+    executor = executor if executor is not None else LocalExecutor(threads=threads)
     output = Path(output)
     fmt = output_format(output, fmt)
     if output.is_dir():
@@ -366,21 +363,12 @@ def predict_dataset(model: str | os.PathLike, inputs, output: str | os.PathLike,
     start = time.perf_counter()
     extra: dict = {}
     if pending:
-        if engine == "local":
-            _run_local(shards, pending, model, top_k=top_k, batch_size=batch_size, runtime=runtime,
-                       progress=progress, threads=threads)
-        else:
-            try:
-                from .distributed.ray_batch import run_ray
-            except ImportError as exc:
-                raise ImportError(f"--engine ray needs Ray: pip install 'sports_classifier[ray]' ({exc})") from None
-            extra = run_ray(shards, pending, model, top_k=top_k, batch_size=batch_size, runtime=runtime,
-                            progress=progress, address=ray_address, workers=workers,
-                            cpus_per_worker=cpus_per_worker, threads=threads)
+        extra = executor(shards, pending, model, top_k=top_k, batch_size=batch_size, runtime=runtime,
+                         progress=progress) or {}
     seconds = time.perf_counter() - start
     rows, errors = shards.combine(output, fmt, top_k)
-    return BatchResult(output, rows, errors, shards.count,
-                       shards.count - len(pending), seconds, engine, extra)
+    return BatchResult(output, rows, errors, shards.count, shards.count - len(pending), seconds,
+                       executor.name, extra)
 
 
 def _model_digest(model) -> str | None:
@@ -396,22 +384,30 @@ def _model_digest(model) -> str | None:
     return bundle.sha256_file(config) if config is not None else None
 
 
-def _run_local(shards: Shards, pending: list[int], model, *, top_k: int, batch_size: int, runtime: str,
-               progress: bool, threads: int | None) -> None:
-    from tqdm.auto import tqdm
+class LocalExecutor:
 
-    from .classifier import Classifier
+    name = "local"
 
-    clf = Classifier.from_pretrained(model, runtime=runtime, threads=threads)
-    total = sum(len(shards.rows(i)) for i in pending)
-    step = max(batch_size, 256)  # the bar moves every few batches, not once per shard
-    with tqdm(total=total, desc="predict", unit="img", disable=not progress) as bar:
-        for index in pending:
-            rows = shards.rows(index)
-            parts: dict[str, list] = {}
-            for start in range(0, len(rows), step):
-                chunk = predict_chunk(clf, rows[start : start + step], top_k, batch_size)
-                for name, values in chunk.items():
-                    parts.setdefault(name, []).extend(values)
-                bar.update(len(rows[start : start + step]))
-            shards.write(index, frame_of(parts, top_k))
+    def __init__(self, threads: int | None = None):
+        self.threads = threads  # ONNX Runtime threads (None: all cores)
+
+    def __call__(self, shards: Shards, pending: list[int], model, *, top_k: int, batch_size: int,
+                 runtime: str, progress: bool) -> dict:
+        from tqdm.auto import tqdm
+
+        from .classifier import Classifier
+
+        clf = Classifier.from_pretrained(model, runtime=runtime, threads=self.threads)
+        total = sum(len(shards.rows(i)) for i in pending)
+        step = max(batch_size, 256)  # the bar moves every few batches, not once per shard
+        with tqdm(total=total, desc="predict", unit="img", disable=not progress) as bar:
+            for index in pending:
+                rows = shards.rows(index)
+                parts: dict[str, list] = {}
+                for start in range(0, len(rows), step):
+                    chunk = predict_chunk(clf, rows[start : start + step], top_k, batch_size)
+                    for name, values in chunk.items():
+                        parts.setdefault(name, []).extend(values)
+                    bar.update(len(rows[start : start + step]))
+                shards.write(index, frame_of(parts, top_k))
+        return {}

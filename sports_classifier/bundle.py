@@ -1,8 +1,8 @@
-"""The on-disk model bundle: the only module that knows its file names.
+"""The on-disk model bundle: the module that knows its file names and how they are read and written.
 
 A bundle is a folder (the same locally and on the Hub):
 
-    config.json           ModelConfig: rebuild the network offline; labels; SHA-256 of weights
+    config.json           ModelConfig: rebuild the network offline; labels; SHA-256 of the model files
     model.weights.h5      Keras weights (rebuilt from config, then loaded: no pickles, no code)
     model.onnx            optional ONNX export of the same network (fast serving, no TensorFlow);
                           its weights may be stored as float16 (it still computes in float32)
@@ -275,9 +275,9 @@ def read_config(path: str | Path) -> ModelConfig:
         config = ModelConfig.from_dict(data)
     except ConfigError as exc:
         raise BundleError(f"{cfg}: {exc}") from None
-    from .models.registry import get_backbone  # names only: no Keras import
+    from .models.backbones import get_backbone  # names only: no Keras import
 
-    try:  # the network is rebuilt from the registry by name, never from code in the bundle
+    try:  # the network is rebuilt from the backbone catalogue by name, never from code in the bundle
         for name in config.backbones:
             get_backbone(name)
     except UnknownBackboneError as exc:
@@ -379,11 +379,19 @@ def served_runtimes(path: str | Path, config: ModelConfig) -> list[str]:
             if name == WEIGHTS or (name in config.files_sha256 and member_or_none(path, name) is not None)]
 
 
+def served_model_files(config: ModelConfig, runtime: str = "auto", *, folder: str | Path | None = None,
+                       onnxruntime_ok: bool | None = None) -> list[str]:
+    """The model files serving reads: ``serving_file``, and with an int8 model its companions
+    (``INT8_COMPANIONS``: the self-check reference and the float model of close calls) that the
+    bundle records. Their sizes are the model's size on disk as served."""
+    served = serving_file(config, runtime, folder=folder, onnxruntime_ok=onnxruntime_ok)
+    companions = [n for n in INT8_COMPANIONS if n in config.files_sha256] if served == ONNX_INT8 else []
+    return [served, *companions]
+
+
 def serving_files(config: ModelConfig, runtime: str = "auto", *, onnxruntime_ok: bool | None = None) -> list[str]:
     """Every file serving this bundle with ``runtime`` may read (see ``SERVING_EXTRAS``)."""
-    served = serving_file(config, runtime, onnxruntime_ok=onnxruntime_ok)
-    companions = [n for n in INT8_COMPANIONS if n in config.files_sha256] if served == ONNX_INT8 else []
-    return [CONFIG, served, *companions, *SERVING_EXTRAS[1:]]
+    return [CONFIG, *served_model_files(config, runtime, onnxruntime_ok=onnxruntime_ok), *SERVING_EXTRAS[1:]]
 
 
 def load_keras_model(path: str | Path, config: ModelConfig):

@@ -182,6 +182,28 @@ probabilities = model.predict(pixels)  # shape (1, {num_classes}): one row of cl
 """
 
 
+def _network_and_retraining(config: dict) -> tuple[str, str]:
+    """The card's sentence on the network, and how to retrain it (an ensemble: its members)."""
+    n_labels = len(config["labels"])
+    members = config.get("members") or ()
+    if members:
+        network = (f"An ensemble that averages the class probabilities of {len(members)} networks: "
+                   + "; ".join(f"`{m['backbone']}` at {m['image_size']} px ({m.get('name', 'member')})" for m in members)
+                   + f". Input {config['image_size']}x{config['image_size']} px, resized inside the network "
+                   "to each member's size; each member is global average pooling, dropout and a softmax "
+                   f"over {n_labels} classes on its backbone.")
+        retrain = ("train each member with its own options (above; the bundled models have recipes: "
+                   "`sports-classifier train --data PATH/TO/DATASET --recipe NAME --out DIR`), then "
+                   "`sports-classifier ensemble --models MEMBER... --data PATH/TO/DATASET --out DIR`")
+        return network, retrain
+    network = (f"Backbone: `{config['backbone']}` at {config['image_size']}x{config['image_size']} px"
+               f"{', with horizontal-flip test-time augmentation' if config.get('tta_flip') else ''}; "
+               f"head: global average pooling, dropout {config.get('dropout')}, softmax over {n_labels} classes.")
+    retrain = (f"`sports-classifier train --data PATH/TO/DATASET --backbone {config['backbone']} --out DIR` "
+               "with the same options (or `--recipe` of the bundled model)")
+    return network, retrain
+
+
 def render_model_card(config: dict, metrics: dict, *, files: Sequence[str] = (), repo_id: str | None = None) -> str:
     """The full README.md of a bundle. Pure: data in, text out. ``repo_id``: the Hub repo the
     card is pushed to (its snippets load from there); default a placeholder."""
@@ -196,22 +218,7 @@ def render_model_card(config: dict, metrics: dict, *, files: Sequence[str] = (),
     ]
     has_onnx = bundle.ONNX in files or bundle.ONNX_INT8 in files
     training = config.get("training") or {}
-    members = config.get("members") or ()
-    if members:
-        network = (f"An ensemble that averages the class probabilities of {len(members)} networks: "
-                   + "; ".join(f"`{m['backbone']}` at {m['image_size']} px ({m.get('name', 'member')})" for m in members)
-                   + f". Input {config['image_size']}x{config['image_size']} px, resized inside the network "
-                   "to each member's size; each member is global average pooling, dropout and a softmax "
-                   f"over {len(labels)} classes on its backbone.")
-        retrain = ("train each member with its own options (above; the bundled models have recipes: "
-                   "`sports-classifier train --data PATH/TO/DATASET --recipe NAME --out DIR`), then "
-                   "`sports-classifier ensemble --models MEMBER... --data PATH/TO/DATASET --out DIR`")
-    else:
-        network = (f"Backbone: `{config['backbone']}` at {config['image_size']}x{config['image_size']} px"
-                   f"{', with horizontal-flip test-time augmentation' if config.get('tta_flip') else ''}; "
-                   f"head: global average pooling, dropout {config.get('dropout')}, softmax over {len(labels)} classes.")
-        retrain = (f"`sports-classifier train --data PATH/TO/DATASET --backbone {config['backbone']} --out DIR` "
-                   "with the same options (or `--recipe` of the bundled model)")
+    network, retrain = _network_and_retraining(config)
     return _seal(f"""---
 {front_matter(config, metrics).strip()}
 ---

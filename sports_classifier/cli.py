@@ -1,6 +1,11 @@
 """The ``sports-classifier`` command line: train, ensemble, evaluate, predict, export, bench, data, feedback, push, space.
 
-Flags and environment variables are read here and only here; the library takes arguments.
+The CLI reads its flags and the variables that only it needs (``RAY_ADDRESS``,
+``SPORTS_CLASSIFIER_DEBUG``). A few defaults of the library read their own variable where they
+are resolved, so that the app and Python callers share them: ``SPORTS_CLASSIFIER_MODEL`` and
+``SPORTS_CLASSIFIER_MODELS`` (``hub.default_model``, ``hub.served_models``),
+``SPORTS_CLASSIFIER_CACHE`` (``training.features.cache_root``), the upload rate limit
+(``app.uploads.RateLimiter``), and Hugging Face's ``HF_TOKEN`` (scrubbed from messages).
 Errors the user can fix end with one line on stderr and a non-zero exit code
 (``--debug`` or SPORTS_CLASSIFIER_DEBUG=1 shows the traceback).
 """
@@ -72,10 +77,10 @@ def cmd_train(args) -> int:
         _print_valid(read_metrics(out))
         print(f"time: {time.perf_counter() - start:.1f} s")
         return 0
-    if args.engine == "ray" and getattr(recipe, "mode", None) == "end_to_end":
+    if args.executor == "ray" and getattr(recipe, "mode", None) == "end_to_end":
         return _train_on_ray(recipe, args)
     if args.workers not in (None, 1):
-        raise UserInputError("--workers N trains on a Ray cluster: add --engine ray")
+        raise UserInputError("--workers N trains on a Ray cluster: add --executor ray")
     distributed = None
     if args.strategy == "mirrored":  # every GPU of this machine (one replica on a CPU)
         import tensorflow as tf
@@ -83,9 +88,11 @@ def cmd_train(args) -> int:
         from .training.loop import Distributed
 
         distributed = Distributed(tf.distribute.MirroredStrategy())
+    feature_executor = None
+    if args.executor == "ray":  # the cached mode's feature cache, computed on Ray Data
+        feature_executor = _ray("ray_features").RayFeatureExecutor(_ray_address(args))
     result = train(recipe, args.data, args.out, cache_dir=args.cache_dir, progress=not args.quiet,
-                   resume=args.resume, distributed=distributed, features_on_ray=args.engine == "ray",
-                   ray_address=args.ray_address or os.environ.get("RAY_ADDRESS") or None)
+                   resume=args.resume, distributed=distributed, feature_executor=feature_executor)
     print(f"bundle: {result.bundle}")
     _print_valid(result.metrics)
     print(f"time: {result.seconds:.1f} s (feature cache: {result.cache_hits} hit(s), "
@@ -93,15 +100,28 @@ def cmd_train(args) -> int:
     return 0
 
 
+def _ray(module: str):
+    """``sports_classifier.distributed.<module>``, or a one-line error naming the extra."""
+    import importlib
+
+    try:
+        return importlib.import_module(f".distributed.{module}", __package__)
+    except ImportError as exc:
+        raise UserInputError(f"--executor ray needs Ray: pip install 'sports_classifier[ray]' ({exc})") from None
+
+
+def _ray_address(args) -> str | None:
+    return args.ray_address or os.environ.get("RAY_ADDRESS") or None
+
+
 def _train_on_ray(recipe, args) -> int:
     from .training.recipes import EnsembleRecipe
 
     if isinstance(recipe, EnsembleRecipe) or args.strategy:
-        raise UserInputError("--engine ray trains one end-to-end model (no ensemble recipe, no --strategy)")
-    from .distributed.ray_train import train_on_ray
+        raise UserInputError("--executor ray trains one end-to-end model (no ensemble recipe, no --strategy)")
+    train_on_ray = _ray("ray_train").train_on_ray
 
-    report = train_on_ray(recipe, args.data, args.out, workers=args.workers or 1,
-                          address=args.ray_address or os.environ.get("RAY_ADDRESS") or None,
+    report = train_on_ray(recipe, args.data, args.out, workers=args.workers or 1, address=_ray_address(args),
                           cpus_per_worker=args.cpus_per_worker, use_gpu=args.gpu, cache_dir=args.cache_dir,
                           progress=not args.quiet, resume=args.resume, tf_port=args.tf_port)
     print(f"bundle: {report['bundle']} ({report['workers']} Ray workers)")
@@ -192,13 +212,16 @@ def cmd_predict_batch(args) -> int:
         raise UserInputError("a batch takes --input SRC and --output OUT (and no image arguments)")
     if not args.model:
         raise UserInputError("no --model given and no bundled default model (models/DEFAULT) found")
+    executor = None  # batch's own LocalExecutor
+    if args.executor == "ray":
+        executor = _ray("ray_batch").RayExecutor(_ray_address(args), workers=args.workers,
+                                                 cpus_per_worker=args.cpus_per_worker)
     result = predict_dataset(
-        args.model, args.input, args.output, top_k=args.top_k, engine=args.engine, fmt=args.format,
-        shard_size=args.shard_size, batch_size=args.batch_size, runtime=args.runtime,
-        progress=not args.json, ray_address=args.ray_address or os.environ.get("RAY_ADDRESS") or None,
-        workers=args.workers, cpus_per_worker=args.cpus_per_worker, overwrite=args.overwrite)
+        args.model, args.input, args.output, top_k=args.top_k, executor=executor, fmt=args.format,
+        shard_size=args.shard_size, batch_size=args.batch_size, runtime=args.runtime, progress=not args.json,
+        overwrite=args.overwrite)
     summary = {"output": str(result.output), "rows": result.rows, "errors": result.errors,
-               "shards": result.shards, "shards_reused": result.shards_skipped, "engine": result.engine,
+               "shards": result.shards, "shards_reused": result.shards_skipped, "executor": result.executor,
                "seconds": round(result.seconds, 2), "images_per_second": round(result.images_per_second, 1)}
     print(json.dumps(summary) if args.json else
           f"{result.output}: {result.rows} rows ({result.errors} unreadable), {result.shards} shard(s), "
@@ -314,7 +337,29 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     parser.add_argument("--debug", action="store_true", help="show tracebacks on errors")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    from .models.registry import available_backbones
+    for add in (_add_train, _add_evaluate, _add_predict, _add_threshold, _add_ensemble, _add_export, _add_bench,
+                _add_data, _add_feedback, _add_push, _add_space):
+        add(sub)
+    return parser
+
+
+def _model_args(p) -> None:
+    p.add_argument("--model", default=default_model(),
+                   help="bundle folder or Hub repo id (default: the bundled default model)")
+    p.add_argument("--runtime", choices=RUNTIMES, default="auto",
+                   help="inference engine (auto: ONNX Runtime when the bundle has model.onnx; "
+                        "model.int8.onnx first when the bundle carries one)")
+    p.add_argument("--revision", help="Hub branch, tag or commit (when --model is a repo id)")
+    _token_arg(p, "read")
+
+
+def _token_arg(p, access: str) -> None:
+    p.add_argument("--token", help=f"Hugging Face token with {access} access (default: HF_TOKEN or "
+                   "`hf auth login`; a token on the command line stays in the shell history)")
+
+
+def _add_train(sub) -> None:
+    from .models.backbones import available_backbones
     from .training.recipes import available as available_recipes
 
     p = sub.add_parser("train", help="train a model and write its bundle",
@@ -326,7 +371,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--recipe", "--preset", dest="recipe",
                    help=f"named recipe: {', '.join(available_recipes()) or 'none'}")
     p.add_argument("--config", help="a TrainConfig (or ensemble recipe) JSON file")
-    # Checked by the registry, not by argparse: its error names the choices in one `error:` line.
+    # Checked by the backbone catalogue, not by argparse: its error names the choices in one `error:` line.
     p.add_argument("--backbone", help=f"one of {', '.join(available_backbones())} (default efficientnet_lite0)")
     p.add_argument("--weights", help="imagenet (default), none, or a path to a weights file")
     p.add_argument("--mode", choices=("cached", "end_to_end"), help="cached (default, fast on CPU) or end_to_end")
@@ -357,7 +402,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="continue a run that was interrupted (same options; state in OUT.checkpoint/)")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
     d = p.add_argument_group("data-parallel training, --mode end_to_end (docs/scale.md)")
-    d.add_argument("--engine", choices=("local", "ray"), default="local",
+    # --engine: the old spelling, still accepted; "engine" now means only the ONNX/Keras runtime.
+    d.add_argument("--executor", "--engine", dest="executor", choices=("local", "ray"), default="local",
                    help="ray: end_to_end on Ray Train workers; cached: the feature cache computed on Ray Data")
     d.add_argument("--workers", type=int, help="Ray Train workers; --batch-size is split over them")
     d.add_argument("--ray-address", help="Ray cluster (default $RAY_ADDRESS; auto: the running one)")
@@ -368,21 +414,10 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("--strategy", choices=("mirrored",), help="mirrored: every GPU of this machine, no Ray")
     p.set_defaults(func=cmd_train)
 
-    def model_arg(p):
-        p.add_argument("--model", default=default_model(),
-                       help="bundle folder or Hub repo id (default: the bundled default model)")
-        p.add_argument("--runtime", choices=RUNTIMES, default="auto",
-                       help="inference engine (auto: ONNX Runtime when the bundle has model.onnx; "
-                            "model.int8.onnx first when the bundle carries one)")
-        p.add_argument("--revision", help="Hub branch, tag or commit (when --model is a repo id)")
-        token_arg(p, "read")
 
-    def token_arg(p, access: str):
-        p.add_argument("--token", help=f"Hugging Face token with {access} access (default: HF_TOKEN or "
-                       "`hf auth login`; a token on the command line stays in the shell history)")
-
+def _add_evaluate(sub) -> None:
     p = sub.add_parser("evaluate", help="measure a model on a dataset split")
-    model_arg(p)
+    _model_args(p)
     p.add_argument("--data", required=True)
     p.add_argument("--split", default="valid")
     p.add_argument("--json", action="store_true", help="print one JSON object")
@@ -392,8 +427,10 @@ def build_parser() -> argparse.ArgumentParser:
                         "engine are kept beside them")
     p.set_defaults(func=cmd_evaluate)
 
+
+def _add_predict(sub) -> None:
     p = sub.add_parser("predict", help="predict the sport in photos")
-    model_arg(p)
+    _model_args(p)
     p.add_argument("--top-k", type=int, default=5)
     p.add_argument("--json", action="store_true")
     p.add_argument("images", nargs="*", metavar="IMAGE")
@@ -403,7 +440,8 @@ def build_parser() -> argparse.ArgumentParser:
                    "files get a row with an error (exit status 1 once the table is written)")
     b.add_argument("--format", choices=("parquet", "csv"), help="default: from OUT's suffix, else parquet")
     b.add_argument("--overwrite", action="store_true", help="replace OUT when it exists and no batch run wrote it")
-    b.add_argument("--engine", choices=("local", "ray"), default="local", help="local (default) or a Ray cluster")
+    b.add_argument("--executor", "--engine", dest="executor", choices=("local", "ray"), default="local",
+                   help="local (default) or a Ray cluster (--engine: the old spelling)")
     b.add_argument("--ray-address", help="Ray cluster (default $RAY_ADDRESS; auto: the running one)")
     b.add_argument("--workers", type=int, help="Ray actors (default: the cluster's CPUs)")
     b.add_argument("--cpus-per-worker", type=float, default=0.5, help="CPUs each Ray actor claims (default 0.5)")
@@ -411,11 +449,13 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--batch-size", type=int, default=32)
     p.set_defaults(func=cmd_predict)
 
+
+def _add_threshold(sub) -> None:
     p = sub.add_parser("threshold", help="choose a model's out-of-distribution threshold",
                        description="Choose the top-probability threshold under which a photo is called "
                        "'probably none of the sports', on a split's images against non-sport photos that ship "
                        "with scikit-image and matplotlib, and (with --write) store it in the bundle's config.json.")
-    model_arg(p)
+    _model_args(p)
     p.add_argument("--data", required=True, help="dataset folder holding the split")
     p.add_argument("--split", default="valid")
     p.add_argument("--max-false-flag", type=float, default=0.05,
@@ -424,6 +464,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--quiet", action="store_true", help="no progress bars")
     p.set_defaults(func=cmd_threshold)
 
+
+def _add_ensemble(sub) -> None:
     p = sub.add_parser("ensemble", help="average trained bundles into one ensemble bundle",
                        description="Average the class probabilities of several trained bundles inside "
                        "one network (one ONNX file), measure it on a split and write its bundle.")
@@ -435,6 +477,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--quiet", action="store_true", help="no progress bars")
     p.set_defaults(func=cmd_ensemble)
 
+
+def _add_export(sub) -> None:
     p = sub.add_parser("export", help="add an ONNX (and optional int8) export to a bundle")
     p.add_argument("--model", required=True)
     p.add_argument("--format", nargs="+", choices=("onnx", "onnx-fp16", "onnx-int8", "weights-fp16"),
@@ -452,6 +496,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="onnx-int8: how many calibration images, spread over the folder (default 200)")
     p.set_defaults(func=cmd_export)
 
+
+def _add_bench(sub) -> None:
     p = sub.add_parser("bench", help="Keras vs ONNX Runtime speed on real images; or accuracy against "
                                      "speed of several models (--models)")
     group = p.add_mutually_exclusive_group()
@@ -467,6 +513,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--quiet", action="store_true", help="no progress bar (it goes to stderr)")
     p.set_defaults(func=cmd_bench)
 
+
+def _add_data(sub) -> None:
     p = sub.add_parser("data", help="images per split and class, skipped files, class-distribution chart")
     p.add_argument("--data", required=True, help="dataset folder (<split>/<class>/<image>)")
     p.add_argument("--splits", default="train,valid", help="splits to count (default: train,valid; test is held out)")
@@ -477,6 +525,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="write the class counts into bundles trained on this data (older bundles lack them)")
     p.set_defaults(func=cmd_data)
 
+
+
+def _add_feedback(sub) -> None:
     p = sub.add_parser("feedback", help="the app's \"Was this right?\" records: list them, or export a dataset folder")
     p.add_argument("action", choices=("list", "export"))
     p.add_argument("--dir", help="the feedback folder (default: $SPORTS_CLASSIFIER_FEEDBACK, else feedback/)")
@@ -485,13 +536,15 @@ def build_parser() -> argparse.ArgumentParser:
                    help="export: share of each sport's photos put in valid/ (each keeps one for train)")
     p.set_defaults(func=cmd_feedback)
 
+
+def _add_push(sub) -> None:
     p = sub.add_parser("push", help="upload a bundle to the Hugging Face Hub")
     p.add_argument("--model", required=True)
     p.add_argument("--repo", required=True, help="user/name")
     p.add_argument("--private", action="store_true")
     p.add_argument("--revision", help="branch to push to")
     p.add_argument("--message", help="commit message")
-    token_arg(p, "write")
+    _token_arg(p, "write")
     card = p.add_mutually_exclusive_group()
     card.add_argument("--keep-card", action="store_true",
                       help="the repo's README.md was edited on the Hub: upload the bundle, leave it as it is")
@@ -500,6 +553,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--quiet", action="store_true", help="no progress output")
     p.set_defaults(func=cmd_push)
 
+
+def _add_space(sub) -> None:
     p = sub.add_parser("space", help="prepare (and optionally push) a Hugging Face Space serving Hub models")
     p.add_argument("--models", nargs="+", required=True, metavar="USER/REPO[@REV]", help="model repos the Space serves")
     p.add_argument("--out", default="space", help="Space folder to write (default: space)")
@@ -510,9 +565,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--push", metavar="USER/SPACE", help="upload to this Space (token: --token, HF_TOKEN or `hf auth login`)")
     p.add_argument("--private", action="store_true")
     p.add_argument("--sdk-version", help="the Gradio version the Space runs (default: the installed Gradio)")
-    token_arg(p, "write (read for private models)")
+    _token_arg(p, "write (read for private models)")
     p.set_defaults(func=cmd_space)
-    return parser
 
 
 def main(argv: list[str] | None = None) -> int:

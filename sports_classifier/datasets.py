@@ -1,6 +1,6 @@
 """Datasets in the Kaggle layout: ``<root>/<split>/<class name>/<image>``.
 
-Discovery: splits, labels, one DataFrame per split, the class distribution. No TensorFlow:
+Discovery: splits, labels, one DataFrame per split (images per class: ``data_summary.class_counts``). No TensorFlow:
 evaluation and the app use it too (training's pipelines are in ``training.augmentation``).
 """
 
@@ -17,7 +17,6 @@ from .images import IMAGE_EXTENSIONS
 log = logging.getLogger(__name__)
 
 SPLITS = ("train", "valid", "test")
-CSV_NAME = "sports.csv"
 
 
 @dataclass(frozen=True)
@@ -46,18 +45,6 @@ class Dataset:
                 if path.is_file() and path.suffix.lower() in IMAGE_EXTENSIONS:
                     rows.append((str(path), class_dir.name, index[class_dir.name]))
         return pd.DataFrame(rows, columns=["filepath", "label", "class_index"])
-
-    def distribution(self, split: str):
-        """Images per class in ``split`` (the notebook's class distribution), in label order."""
-        counts = self.frame(split)["label"].value_counts()
-        return counts.reindex(list(self.labels), fill_value=0).rename("images")
-
-    def csv(self):
-        """The optional ``sports.csv`` (class id, filepaths, labels, data set), or None."""
-        import pandas as pd
-
-        path = self.root / CSV_NAME
-        return pd.read_csv(path) if path.is_file() else None
 
 
 def _natural_key(path: Path):

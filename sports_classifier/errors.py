@@ -17,7 +17,7 @@ class ConfigError(SportsClassifierError, ValueError):
 
 
 class UnknownBackboneError(SportsClassifierError, KeyError):
-    """A backbone name is not in the registry."""
+    """A backbone name is not in the backbone catalogue (``models.backbones``)."""
 
     def __str__(self) -> str:  # KeyError would otherwise print the message in quotes
         return str(self.args[0]) if self.args else ""

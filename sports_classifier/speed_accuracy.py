@@ -74,7 +74,7 @@ def run_comparison(models: Sequence[str | Path], data: str | Path, *, repeats: i
                 "predict_paths": throughput_summary(raw[name]["predict_paths"], len(paths)),
                 "latency_predict": latency_summary(raw[name]["latency_predict"]),
                 "peak_rss_mb": summary["peak_rss_mb"],
-                "size_mb": round(_served_size(name) / 2**20, 1),
+                "size_mb": round(_served_size(name) / 2**20, 3),
             }
     finally:
         bar.close()
@@ -104,8 +104,12 @@ def write_chart(result: dict, path: str | Path) -> None:
 
 
 def _served_size(model: str | Path) -> int:
-    """Bytes of the bundle's files (what a download of it costs)."""
-    return sum(f.stat().st_size for f in Path(model).iterdir() if f.is_file())
+    """Bytes of the model files serving reads (``runtime="auto"``: ``bundle.served_model_files``):
+    not the bundle's other files (Keras weights an ONNX model does not use, pictures)."""
+    from . import bundle
+
+    files = (bundle.member(model, name) for name in bundle.served_model_files(bundle.read_config(model), folder=model))
+    return sum(file.stat().st_size for file in files if file is not None)
 
 
 def format_comparison(result: dict) -> str:

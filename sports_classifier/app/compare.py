@@ -152,18 +152,6 @@ SPEED_NOTE = (f"`ms / image`: the median over three rounds of {LATENCY_RUNS} sin
               "`config.json` if any, else counted in `model.weights.h5` (BatchNorm statistics included).")
 
 
-def bundle_pictures(registry: ModelRegistry, filename: str) -> list[tuple[str, str]]:
-    """(path, model name) for one picture file (``curves.png``, ``confusion_matrix.png``,
-    ``samples.png``) of every loaded model that has it."""
-    out = []
-    for name in registry.names:
-        entry = registry.entry(name)
-        file = bundle.member_or_none(entry.classifier.path, filename) if entry.ok else None
-        if file is not None:  # never a link out of the bundle: the app serves this file
-            out.append((str(file), name))
-    return out
-
-
 def disagreement_table(registry: ModelRegistry, split: str = "valid", *, top: int = 15):
     """Per-class accuracy (recall) of each model on ``split``, the classes where the models
     differ most first (``spread``: max - min across the models that know the class). With one

@@ -126,10 +126,6 @@ class ModelRegistry:
         self.source(name)
         return self._loaded.get(name)
 
-    def ready(self) -> list[LoadedModel]:
-        """Every model, loaded (or failed), in the order given."""
-        return [self.entry(name) for name in self.names]
-
     def serving(self) -> dict[str, str]:
         """Which engine serves each loaded model and why (``Classifier.serving_summary``)."""
         return {name: entry.classifier.serving_summary for name, entry in self._loaded.items() if entry.ok}

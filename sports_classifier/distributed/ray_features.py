@@ -1,4 +1,4 @@
-"""The feature cache's expensive step on Ray Data (``train --engine ray`` in cached mode).
+"""The feature cache's expensive step on Ray Data (``train --executor ray`` in cached mode).
 
 ``training.features.FeatureExtractor`` exports the frozen trunk to ONNX once; here an actor pool
 runs that file over the images (each actor loads it once), and the driver puts the rows back
@@ -9,6 +9,9 @@ Every view goes through Ray, augmented ones included: the work is cut into the s
 ``batch_size`` slices of the file list as the local pass, and each slice is transformed by
 ``view_transform`` with its slice number, so an augmented slice gets the same random draws
 on whichever actor it lands (``BatchAugmentation``).
+
+The caller builds a ``RayFeatureExecutor`` and hands it to ``training.loop.train(feature_executor=...)``
+(or ``FeatureExtractor(executor=...)``): ``training`` never imports this module.
 """
 
 from __future__ import annotations
@@ -54,6 +57,22 @@ class TrunkActor:
         shape = shapes.pop() if shapes else (0,)
         values = [v if v is not None else np.zeros((len(r),) + shape, np.float32) for v, r in zip(values, rows)]
         return {"row": np.concatenate(rows), "error": np.concatenate(errors), "features": np.concatenate(values)}
+
+
+class RayFeatureExecutor:
+    """``FeatureExtractor``'s executor on the Ray cluster at ``address`` (``auto``: a running
+    one; None: Ray's default, which starts a local cluster when none runs)."""
+
+    name = "ray"
+
+    def __init__(self, address: str | None = None, *, workers: int | None = None, cpus_per_worker: float = 0.5):
+        self.address, self.workers, self.cpus_per_worker = address, workers, cpus_per_worker
+
+    def __call__(self, paths: list[str], onnx_path: str, *, image_size: int, view: dict, batch_size: int,
+                 progress: bool = False, desc: str = "features (ray)"):
+        return compute_features(paths, onnx_path, image_size=image_size, view=view, batch_size=batch_size,
+                                address=self.address, workers=self.workers, cpus_per_worker=self.cpus_per_worker,
+                                progress=progress, desc=desc)
 
 
 def compute_features(paths: list[str], onnx_path: str, *, image_size: int, view: dict, batch_size: int,

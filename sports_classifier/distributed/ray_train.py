@@ -1,4 +1,4 @@
-"""End-to-end training on N Ray Train workers (``train --mode end_to_end --workers N --engine ray``).
+"""End-to-end training on N Ray Train workers (``train --mode end_to_end --workers N --executor ray``).
 
 Ray Train's ``TensorflowTrainer`` starts the workers and sets ``TF_CONFIG`` for them; each runs
 the project's own ``training.loop.train`` under ``MultiWorkerMirroredStrategy``: the global
@@ -79,7 +79,7 @@ def train_on_ray(config, data_dir, out_dir, *, workers: int, address: str | None
     if config.mode != "end_to_end":
         from ..errors import ConfigError
 
-        raise ConfigError("--engine ray trains with --mode end_to_end (the cached mode is one process)")
+        raise ConfigError("--executor ray trains with --mode end_to_end (the cached mode is one process)")
     out = Path(out_dir).resolve()
     storage = out.parent / f".{out.name}.ray"
     # With progress, the workers' output reaches this terminal: the chief's per-epoch lines

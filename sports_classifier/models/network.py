@@ -1,6 +1,6 @@
 """The classifier network: backbone + global pooling + dropout + softmax (the notebook's
 ``create_model``), ensembles of such networks, and where each backbone's stages end.
-The views of a network that training needs live in ``training.views``.
+The sub-networks training needs (trunk, head, last stages) live in ``training.subnetworks``.
 """
 
 from __future__ import annotations
@@ -8,7 +8,7 @@ from __future__ import annotations
 import keras
 
 from ..errors import ConfigError
-from .registry import build_backbone, get_backbone
+from .backbones import build_backbone, get_backbone
 
 POOL, DROPOUT, PREDICTIONS, BACKBONE = "pool", "dropout", "predictions", "backbone"
 

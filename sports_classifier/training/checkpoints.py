@@ -129,19 +129,10 @@ def _epoch_checkpoint(folder: Path, stage: str, early, plateau, *, write_to: Pat
             if self.model.optimizer is not None and not self.model.optimizer.built:
                 self.model.optimizer.build(self.model.trainable_variables)  # its slots are saved too
             self.model.load_weights(saved / bundle.WEIGHTS)
-            with np.load(saved / "state.npz", allow_pickle=False) as z:
-                early.wait, early.best = int(z["early_wait"]), float(z["early_best"])
-                early.best_epoch = int(z["early_best_epoch"])
-                plateau.wait, plateau.best = int(z["plateau_wait"]), float(z["plateau_best"])
-                plateau.cooldown_counter = int(z["plateau_cooldown"])
-                n = int(z["n_best"])
-                if n:
-                    early.best_weights = [z[f"best_{i}"] for i in range(n)]
-                for i, gen in enumerate(self._seed_generators()):
-                    gen.state.assign(z[f"seed_{i}"])
-                # Continue after the saved epoch (as BackupAndRestore does), or not at all if
-                # EarlyStopping had ended the stage there.
-                self.model._initial_epoch = self.params["epochs"] if int(z["stopped"]) else int(z["epoch"])
+            epoch, stopped = _load_state(saved / "state.npz", early, plateau, self._seed_generators())
+            # Continue after the saved epoch (as BackupAndRestore does), or not at all if
+            # EarlyStopping had ended the stage there.
+            self.model._initial_epoch = self.params["epochs"] if stopped else epoch
             self.rows = pd.read_csv(saved / bundle.HISTORY).to_dict("records")
             self._write_history()
 
@@ -159,15 +150,8 @@ def _epoch_checkpoint(folder: Path, stage: str, early, plateau, *, write_to: Pat
                 shutil.rmtree(path, ignore_errors=True)
             tmp.mkdir(parents=True)
             self.model.save_weights(tmp / bundle.WEIGHTS)
-            best = early.best_weights or []
-            np.savez(
-                tmp / "state.npz", epoch=epoch + 1, stopped=int(bool(self.model.stop_training)),
-                early_wait=early.wait, early_best=early.best,
-                early_best_epoch=early.best_epoch, plateau_wait=plateau.wait, plateau_best=plateau.best,
-                plateau_cooldown=plateau.cooldown_counter, n_best=len(best),
-                **{f"best_{i}": w for i, w in enumerate(best)},
-                **{f"seed_{i}": np.asarray(g.state) for i, g in enumerate(self._seed_generators())},
-            )
+            _save_state(tmp / "state.npz", epoch + 1, bool(self.model.stop_training), early, plateau,
+                        self._seed_generators())
             pd.DataFrame(self.rows).to_csv(tmp / bundle.HISTORY, index=False)
             os.replace(tmp, final)
             atomic.write_text(self.pointer, name)  # the commit point
@@ -181,3 +165,30 @@ def _epoch_checkpoint(folder: Path, stage: str, early, plateau, *, write_to: Pat
                 pd.DataFrame(self.rows).to_csv(tmp, index=False)
 
     return EpochCheckpoint()
+
+
+def _save_state(path: Path, epoch: int, stopped: bool, early, plateau, seed_generators) -> None:
+    """The callbacks' counters, EarlyStopping's best weights and the dropout seeds after ``epoch``."""
+    best = early.best_weights or []
+    np.savez(
+        path, epoch=epoch, stopped=int(stopped), early_wait=early.wait, early_best=early.best,
+        early_best_epoch=early.best_epoch, plateau_wait=plateau.wait, plateau_best=plateau.best,
+        plateau_cooldown=plateau.cooldown_counter, n_best=len(best),
+        **{f"best_{i}": w for i, w in enumerate(best)},
+        **{f"seed_{i}": np.asarray(g.state) for i, g in enumerate(seed_generators)},
+    )
+
+
+def _load_state(path: Path, early, plateau, seed_generators) -> tuple[int, bool]:
+    """Put back what ``_save_state`` wrote; returns (the saved epoch, whether the stage had stopped)."""
+    with np.load(path, allow_pickle=False) as z:
+        early.wait, early.best = int(z["early_wait"]), float(z["early_best"])
+        early.best_epoch = int(z["early_best_epoch"])
+        plateau.wait, plateau.best = int(z["plateau_wait"]), float(z["plateau_best"])
+        plateau.cooldown_counter = int(z["plateau_cooldown"])
+        n = int(z["n_best"])
+        if n:
+            early.best_weights = [z[f"best_{i}"] for i in range(n)]
+        for i, gen in enumerate(seed_generators):
+            gen.state.assign(z[f"seed_{i}"])
+        return int(z["epoch"]), bool(int(z["stopped"]))

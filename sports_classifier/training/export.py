@@ -43,15 +43,16 @@ def export_bundle(path: str | Path, *, formats=("onnx",), calibration: str | Pat
     """Export the bundle's network and rewrite the bundle (atomically) with the new files and
     their checksums. Returns report lines.
 
-    ``onnx`` exports the Keras network to ONNX, verified against Keras (max |diff| < 1e-4).
-    ``onnx-int8`` quantises ``model.onnx`` (exported first if the bundle lacks it) with
+    ``onnx`` exports the Keras network to ONNX, verified against Keras (max |diff| < 1e-4);
+    ``onnx-fp16`` the same with its weights stored in float16.
+    ``onnx-int8`` quantises the float network (``quantize_prepared``'s 7-bit recipe) with
     ``calibration_images`` images spread evenly over ``calibration``: a folder of images,
-    searched recursively, or a dataset folder whose ``train/`` split is then used. Never
-    calibrate on the split you evaluate on.
+    searched recursively, or a dataset folder whose ``train/`` split is then used (never the
+    split you evaluate on); it writes the self-check reference too, and a float ``model.onnx``
+    when the bundle has none (the model of close calls, and where the self-check fails).
     ``weights-fp16`` stores ``model.weights.h5`` with float16 arrays (half the size; Keras loads
     them back into float32 variables), for bundles that ship inside a repository.
-    ``drop_float_onnx`` leaves ``model.onnx`` out once the bundle has ``model.int8.onnx``, which
-    serves by default (the float model can be exported again at any time).
+    ``drop_float_onnx`` leaves ``model.onnx`` out once the bundle has ``model.int8.onnx``.
     """
     formats = tuple(formats)
     unknown = sorted(set(formats) - set(FORMATS))
@@ -59,15 +60,7 @@ def export_bundle(path: str | Path, *, formats=("onnx",), calibration: str | Pat
         raise ExportError(f"unknown export format(s) {unknown}; choose from {list(FORMATS)}")
     path = Path(path)
     config = bundle.read_config(path)
-    calibration_paths = None
-    if "onnx-int8" in formats:
-        if not onnxruntime_available():
-            raise ExportError("onnxruntime is not installed: pip install onnxruntime")
-        if calibration is None:
-            raise ExportError("onnx-int8 needs calibration images (--calibration DIR): a folder of "
-                              "training images, or a dataset folder with train/; not the split you "
-                              "evaluate on")
-        calibration_paths = calibration_files(calibration, calibration_images)
+    calibration_paths = _calibration_for(formats, calibration, calibration_images)
     report = []
     with tempfile.TemporaryDirectory() as tmp:
         present = {name: bundle.member(path, name) for name in bundle.FILES}  # refuses links out
@@ -75,53 +68,11 @@ def export_bundle(path: str | Path, *, formats=("onnx",), calibration: str | Pat
             name: bundle.copy_from(file) for name, file in present.items()
             if name not in (bundle.CONFIG, bundle.CARD) and file is not None
         }
-        # The float32 network, from the Keras weights: the source of every ONNX format (an
-        # existing model.onnx may be stored in float16, which quantisation must not start from).
-        # A bundle without a float ONNX model gets one with its int8 model: the model a failed
-        # self-check serves instead.
-        onnx_path = None
-        keep_float = ("onnx" in formats or "onnx-fp16" in formats
-                      or ("onnx-int8" in formats and not bundle.has_onnx(path, config)))
-        if keep_float or "onnx-int8" in formats:
-            onnx_path = Path(tmp) / "float32.onnx"
-            model = with_class_maps(bundle.load_keras_model(path, config), config)
-            rng = np.random.default_rng(0)
-            sample = rng.uniform(0, 255, (8, config.image_size, config.image_size, 3)).astype(np.float32)
-            diff = export_onnx(model, onnx_path, sample=sample)
-            line = f"max |probability difference| vs Keras {diff:.1e}"
-            if "onnx-fp16" in formats:
-                stored = Path(tmp) / "float16-stored.onnx"
-                n = store_onnx_fp16(onnx_path, stored)
-                diff16 = float(np.max(np.abs(OnnxEngine(stored)(sample) - OnnxEngine(onnx_path)(sample))))
-                writers[bundle.ONNX] = bundle.copy_from(stored)
-                report.append(f"{bundle.ONNX}: {n} weight arrays stored as float16, computed in float32, "
-                              f"{diff16:.1e} from the float32 export ({line}; "
-                              f"{stored.stat().st_size / 2**20:.1f} MB)")
-            elif keep_float:
-                writers[bundle.ONNX] = bundle.copy_from(onnx_path)
-                report.append(f"{bundle.ONNX}: {line} ({onnx_path.stat().st_size / 2**20:.1f} MB)")
+        onnx_path = _float_onnx(path, config, formats, Path(tmp), writers, report)
         if "weights-fp16" in formats:
-            halved = Path(tmp) / bundle.WEIGHTS
-            n = halve_weights(bundle.verified_file(path, config, bundle.WEIGHTS), halved)
-            writers[bundle.WEIGHTS] = bundle.copy_from(halved)
-            report.append(f"{bundle.WEIGHTS}: {n} arrays stored as float16 "
-                          f"({(path / bundle.WEIGHTS).stat().st_size / 2**20:.1f} -> "
-                          f"{halved.stat().st_size / 2**20:.1f} MB); check accuracy with "
-                          "`evaluate --runtime keras`")
+            report.append(_halve_keras_weights(path, config, Path(tmp), writers))
         if "onnx-int8" in formats:
-            int8_path, reference_path = Path(tmp) / bundle.ONNX_INT8, Path(tmp) / bundle.SELFCHECK
-            check = quantize_int8(onnx_path, int8_path, calibration_paths, config.image_size,
-                                  reference=reference_path)
-            writers[bundle.ONNX_INT8] = bundle.copy_from(int8_path)
-            writers[bundle.SELFCHECK] = bundle.copy_from(reference_path)
-            report.append(
-                f"{bundle.ONNX_INT8}: static QDQ, 7-bit per-channel weights (largest u8s8 pair sum "
-                f"{check['max_pair_sum']:,} <= {INT16_MAX:,}: cannot saturate), calibrated on "
-                f"{len(calibration_paths)} images; on them it agrees with the float network on the top "
-                f"class for {check['top1_agreement']:.1%}, max |probability difference| "
-                f"{check['max_abs_diff']:.3f} ({int8_path.stat().st_size / 2**20:.1f} MB). "
-                f"{bundle.SELFCHECK}: {check['reference_images']} reference images for the self-check at load. "
-                "Check accuracy with `evaluate --runtime onnx-int8` on a held-out split.")
+            report.append(_int8(onnx_path, config, calibration_paths, Path(tmp), writers))
         if drop_float_onnx:
             if bundle.ONNX_INT8 not in writers:
                 raise ExportError(f"keeping {bundle.ONNX} is required while the bundle has no "
@@ -131,6 +82,71 @@ def export_bundle(path: str | Path, *, formats=("onnx",), calibration: str | Pat
                           "`export --format onnx` brings it back)")
         bundle.write_bundle(path, config, writers)
     return report
+
+
+def _calibration_for(formats, calibration, calibration_images: int) -> list[str] | None:
+    if "onnx-int8" not in formats:
+        return None
+    if not onnxruntime_available():
+        raise ExportError("onnxruntime is not installed: pip install onnxruntime")
+    if calibration is None:
+        raise ExportError("onnx-int8 needs calibration images (--calibration DIR): a folder of "
+                          "training images, or a dataset folder with train/; not the split you "
+                          "evaluate on")
+    return calibration_files(calibration, calibration_images)
+
+
+def _float_onnx(path: Path, config, formats, tmp: Path, writers: dict, report: list) -> Path | None:
+    """The float32 ONNX network every ONNX format starts from, at a path in ``tmp``; adds
+    ``model.onnx`` to ``writers`` when a format asks for it (stored in float16 for onnx-fp16).
+
+    Exported from the Keras weights (an existing model.onnx may be stored in float16, which
+    quantisation must not start from); a bundle without Keras weights quantises its float32
+    model.onnx as it is."""
+    keep_float = ("onnx" in formats or "onnx-fp16" in formats
+                  or ("onnx-int8" in formats and not bundle.has_onnx(path, config)))
+    if not keep_float and "onnx-int8" not in formats:
+        return None
+    if bundle.member(path, bundle.WEIGHTS) is None and bundle.has_onnx(path, config) and not (
+            {"onnx", "onnx-fp16"} & set(formats)):
+        return bundle.verified_file(path, config, bundle.ONNX)  # an ONNX-only bundle
+    onnx_path = tmp / "float32.onnx"
+    model = with_class_maps(bundle.load_keras_model(path, config), config)
+    sample = np.random.default_rng(0).uniform(0, 255, (8, config.image_size, config.image_size, 3)).astype(np.float32)
+    line = f"max |probability difference| vs Keras {export_onnx(model, onnx_path, sample=sample):.1e}"
+    if "onnx-fp16" in formats:
+        stored = tmp / "float16-stored.onnx"
+        n = store_onnx_fp16(onnx_path, stored)
+        diff16 = float(np.max(np.abs(OnnxEngine(stored)(sample) - OnnxEngine(onnx_path)(sample))))
+        writers[bundle.ONNX] = bundle.copy_from(stored)
+        report.append(f"{bundle.ONNX}: {n} weight arrays stored as float16, computed in float32, "
+                      f"{diff16:.1e} from the float32 export ({line}; {stored.stat().st_size / 2**20:.1f} MB)")
+    elif keep_float:
+        writers[bundle.ONNX] = bundle.copy_from(onnx_path)
+        report.append(f"{bundle.ONNX}: {line} ({onnx_path.stat().st_size / 2**20:.1f} MB)")
+    return onnx_path
+
+
+def _halve_keras_weights(path: Path, config, tmp: Path, writers: dict) -> str:
+    halved = tmp / bundle.WEIGHTS
+    n = halve_weights(bundle.verified_file(path, config, bundle.WEIGHTS), halved)
+    writers[bundle.WEIGHTS] = bundle.copy_from(halved)
+    return (f"{bundle.WEIGHTS}: {n} arrays stored as float16 ({(path / bundle.WEIGHTS).stat().st_size / 2**20:.1f} "
+            f"-> {halved.stat().st_size / 2**20:.1f} MB); check accuracy with `evaluate --runtime keras`")
+
+
+def _int8(onnx_path: Path, config, calibration_paths: list[str], tmp: Path, writers: dict) -> str:
+    int8_path, reference_path = tmp / bundle.ONNX_INT8, tmp / bundle.SELFCHECK
+    check = quantize_int8(onnx_path, int8_path, calibration_paths, config.image_size, reference=reference_path)
+    writers[bundle.ONNX_INT8] = bundle.copy_from(int8_path)
+    writers[bundle.SELFCHECK] = bundle.copy_from(reference_path)
+    return (f"{bundle.ONNX_INT8}: static QDQ, 7-bit per-channel weights (largest u8s8 pair sum "
+            f"{check['max_pair_sum']:,} <= {INT16_MAX:,}: cannot saturate), calibrated on "
+            f"{len(calibration_paths)} images; on them it agrees with the float network on the top class for "
+            f"{check['top1_agreement']:.1%}, max |probability difference| {check['max_abs_diff']:.3f} "
+            f"({int8_path.stat().st_size / 2**20:.1f} MB). {bundle.SELFCHECK}: {check['reference_images']} "
+            "reference images for the self-check at load. Check accuracy with `evaluate --runtime onnx-int8` "
+            "on a held-out split.")
 
 
 def halve_weights(source: str | Path, dest: str | Path) -> int:

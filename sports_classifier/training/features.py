@@ -80,9 +80,12 @@ class FeatureExtractor:
 
     def __init__(self, trunk, *, image_size: int, cache_dir: str | Path | None = None,
                  batch_size: int = 32, progress: bool = True, use_onnx: bool | None = None,
-                 ray_address: str | None = None, use_ray: bool = False):
-        """``use_ray``: compute every view on a Ray cluster at ``ray_address``
-        (``distributed.ray_features``); the cache entries are the same either way."""
+                 executor=None):
+        """``executor``: computes every view elsewhere from the trunk's ONNX export, e.g.
+        ``distributed.ray_features.RayFeatureExecutor`` on a Ray cluster; called as
+        ``executor(paths, onnx_path, image_size=, view=View.key(), batch_size=)`` and returns
+        ``(values, rows, skipped)``. None: in this process. The cache entries are the same
+        either way. The caller passes it in: this layer never imports ``distributed``."""
         self.trunk = trunk
         self.image_size = image_size
         self.batch_size = batch_size
@@ -92,7 +95,7 @@ class FeatureExtractor:
         self._engine = None
         self._use_onnx = use_onnx
         self._onnx_path: Path | None = None
-        self.use_ray, self.ray_address = use_ray, ray_address
+        self.executor = executor
         self.hits = 0
         self.misses = 0
 
@@ -145,13 +148,10 @@ class FeatureExtractor:
 
     def _compute(self, paths: Sequence[str], view: View, desc: str) -> Features:
         engine = self._engine_for_trunk()
-        if self.use_ray and self._onnx_path is not None:
-            from ..distributed.ray_features import compute_features
-
-            values, rows, skipped = compute_features(list(paths), str(self._onnx_path), image_size=self.image_size,
-                                                     view=view.key(), batch_size=self.batch_size,
-                                                     address=self.ray_address, progress=self.progress,
-                                                     desc=f"{desc} (ray)")
+        if self.executor is not None and self._onnx_path is not None:
+            values, rows, skipped = self.executor(list(paths), str(self._onnx_path), image_size=self.image_size,
+                                                  view=view.key(), batch_size=self.batch_size,
+                                                  progress=self.progress, desc=f"{desc} (ray)")
             SkippedImages([tuple(s) for s in skipped]).warn(desc)
             if not len(rows):
                 raise ValueError(f"no readable images among {len(paths)} file(s) for {desc}")

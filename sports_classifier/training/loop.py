@@ -33,7 +33,7 @@ from ..data_summary import class_counts
 from ..datasets import discover
 from ..images import SkippedImages
 from ..metrics import summary
-from ..models.registry import get_backbone
+from ..models.backbones import get_backbone
 from .augmentation import augmentation, make_tf_dataset
 from .checkpoints import Checkpoints
 from .features import FeatureExtractor, View
@@ -45,7 +45,7 @@ log = logging.getLogger(__name__)
 @dataclass
 class Distributed:
     """How this process takes part in data-parallel training (``--strategy mirrored`` or
-    ``--engine ray``): the ``tf.distribute`` strategy whose scope builds the model, this
+    ``--executor ray``): the ``tf.distribute`` strategy whose scope builds the model, this
     worker's rank among ``workers`` processes (each decodes its slice of every global batch),
     and a ``barrier`` that all workers pass together. Only rank 0 (the chief) writes
     checkpoints and the bundle."""
@@ -100,9 +100,6 @@ def _view_batches(views: list[np.ndarray], targets: list[np.ndarray], batch_size
             self.order = rng.permutation(len(y))
             self.choice = rng.integers(0, len(views), len(y))
 
-        def on_epoch_end(self):
-            pass
-
         def __getitem__(self, i):
             idx = self.order[i * batch_size : (i + 1) * batch_size]
             picks = list(zip(self.choice[idx], idx))
@@ -141,21 +138,20 @@ def _history_frame(histories: list[tuple[str, object]]):
 
 def train(config: TrainConfig, data_dir: str | Path, out_dir: str | Path, *,
           cache_dir: str | Path | None = None, progress: bool = True, resume: bool = False,
-          distributed: Distributed | None = None, ray_address: str | None = None,
-          features_on_ray: bool = False) -> TrainResult | None:
+          distributed: Distributed | None = None, feature_executor=None) -> TrainResult | None:
     """Train a classifier on ``data_dir`` and write its bundle to ``out_dir``.
 
     With ``distributed`` (end-to-end mode only) the model trains under its strategy, the
     batch size being the global one; workers other than the chief return None.
-    ``features_on_ray`` (cached mode): the feature cache is computed on the Ray cluster at
-    ``ray_address``.
+    ``feature_executor`` (cached mode): computes the feature cache elsewhere, e.g.
+    ``distributed.ray_features.RayFeatureExecutor`` on a Ray cluster (``FeatureExtractor``).
 
     >>> train(TrainConfig(backbone="efficientnet_lite0"), "../shared/data/sports100", "runs/lite0")
     """
     import keras
 
     from ..models.network import build_classifier, split_layer
-    from .views import trunk
+    from .subnetworks import trunk
 
     bundle.check_destination(out_dir)  # before hours of training, not after
     start = time.perf_counter()
@@ -187,19 +183,14 @@ def train(config: TrainConfig, data_dir: str | Path, out_dir: str | Path, *,
              if config.fine_tune_epochs > 0 else None)
     verbose = 2 if progress else 0
     chief = distributed is None or distributed.chief
-    if chief:
-        ckpt = Checkpoints(Path(out_dir).resolve(), config, resume=resume)
-    if distributed is not None and distributed.barrier is not None:
-        distributed.barrier()  # the chief has set up (or cleared) the checkpoint folder
-    if not chief:
-        ckpt = Checkpoints(Path(out_dir).resolve(), config, resume=resume, writer=False)
+    ckpt = _checkpoints(out_dir, config, resume, distributed)
     histories: list[tuple[str, object]] = []
     hits = misses = 0
 
     if config.mode == "cached":
         extractor = FeatureExtractor(trunk(model, split), image_size=size, cache_dir=cache_dir,
                                      batch_size=config.batch_size, progress=progress,
-                                     use_ray=features_on_ray, ray_address=ray_address)
+                                     executor=feature_executor)
         histories = _train_cached(model, config, extractor, split, train_df, valid_df, labels, verbose, ckpt)
         hits, misses = extractor.hits, extractor.misses
     else:
@@ -216,6 +207,31 @@ def train(config: TrainConfig, data_dir: str | Path, out_dir: str | Path, *,
         model.set_weights(weights)
 
     history = _history_frame(histories)
+    model_config = _model_config(config, size, model, data_dir, train_df, valid_df, labels)
+    out, metrics = write_trained_bundle(model, model_config, history, valid_df, out_dir,
+                                        progress=progress, start=start)
+    ckpt.remove()
+    log.info("valid: %s", summary(metrics.get("valid", {})))
+    return TrainResult(out, metrics, history, time.perf_counter() - start, hits, misses)
+
+
+def _checkpoints(out_dir, config: TrainConfig, resume: bool, distributed: Distributed | None) -> Checkpoints:
+    """This process's checkpoints: the chief sets up (or clears) the folder and writes; the other
+    workers wait for it, then only read."""
+    chief = distributed is None or distributed.chief
+    if chief:
+        ckpt = Checkpoints(Path(out_dir).resolve(), config, resume=resume)
+    if distributed is not None and distributed.barrier is not None:
+        distributed.barrier()  # the chief has set up (or cleared) the checkpoint folder
+    if not chief:
+        ckpt = Checkpoints(Path(out_dir).resolve(), config, resume=resume, writer=False)
+    return ckpt
+
+
+def _model_config(config: TrainConfig, size: int, model, data_dir, train_df, valid_df, labels) -> ModelConfig:
+    """The bundle's config.json: the network, the labels, and the record of how it was trained."""
+    import keras
+
     training = config.to_dict() | {
         "image_size": size,
         "parameters": int(model.count_params()),
@@ -223,21 +239,16 @@ def train(config: TrainConfig, data_dir: str | Path, out_dir: str | Path, *,
             "dataset": Path(data_dir).name,
             "train_images": int(len(train_df)),
             "valid_images": int(len(valid_df)),
-            "description": _describe(train_df, n_classes),
+            "description": _describe(train_df, len(labels)),
             # the app draws the class distribution from this, without the dataset folder
             "class_counts": {"train": class_counts(train_df, labels), "valid": class_counts(valid_df, labels)},
         },
     }
-    model_config = ModelConfig(
+    return ModelConfig(
         backbone=config.backbone, image_size=size, labels=tuple(labels), dropout=config.dropout,
         tta_flip=config.tta_flip, package_version=__version__, keras_version=keras.__version__,
         training=training, created=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
     )
-    out, metrics = write_trained_bundle(model, model_config, history, valid_df, out_dir,
-                                        progress=progress, start=start)
-    ckpt.remove()
-    log.info("valid: %s", summary(metrics.get("valid", {})))
-    return TrainResult(out, metrics, history, time.perf_counter() - start, hits, misses)
 
 
 def _describe(frame, n_classes: int) -> str:
@@ -246,7 +257,7 @@ def _describe(frame, n_classes: int) -> str:
 
 
 def _train_cached(model, config, extractor, split, train_df, valid_df, labels, verbose, ckpt):
-    from .views import compile_model, head_model, set_trainable, upper_features, upper_model
+    from .subnetworks import compile_model, head_model, set_trainable, upper_features, upper_model
 
     n_classes = len(labels)
     train_paths, valid_paths = train_df["filepath"].tolist(), valid_df["filepath"].tolist()
@@ -361,7 +372,7 @@ def _train_end_to_end(model, config, split, train_df, valid_df, size, n_classes,
     import tensorflow as tf
 
     from ..models.network import backbone_of
-    from .views import compile_model, set_trainable
+    from .subnetworks import compile_model, set_trainable
 
     aug = (augmentation(zoom=config.zoom, shift=config.shift, horizontal_flip=config.horizontal_flip,
                         seed=config.seed) if config.augment else None)

@@ -1,5 +1,5 @@
 """Batch prediction on a real (local, two-node) Ray cluster that the tests start themselves:
-the same rows as the local engine on real validation images and broken files, and a job
+the same rows as the local executor on real validation images and broken files, and a job
 killed midway that a rerun finishes without redoing its finished shards.
 
 Every test has a timeout: a Ray job that cannot schedule its actors waits silently forever.
@@ -22,6 +22,7 @@ pytest.importorskip("ray")
 
 from helpers.ray_cluster import LocalRayCluster  # noqa: E402
 from sports_classifier.batch import predict_dataset  # noqa: E402
+from sports_classifier.distributed.ray_batch import RayExecutor  # noqa: E402
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(300)]
 ROOT = Path(__file__).resolve().parents[2]
@@ -67,11 +68,12 @@ def assert_same_rows(got: pd.DataFrame, want: pd.DataFrame) -> None:
                                want[probs].to_numpy(float, na_value=np.nan), atol=1e-5, equal_nan=True)
 
 
-def test_ray_rows_equal_the_local_engine(ray_address, manifest, local_table, tmp_path):
+def test_ray_rows_equal_the_local_executor(ray_address, manifest, local_table, tmp_path):
     assert len(local_table) == 104 and local_table["error"].notna().sum() == 4
-    result = predict_dataset(LITE0, manifest, tmp_path / "ray.parquet", engine="ray", ray_address=ray_address,
-                             workers=2, cpus_per_worker=0.5, shard_size=10, progress=False)
-    assert result.engine == "ray" and result.extra["workers"] == 2 and result.shards_skipped == 0
+    result = predict_dataset(LITE0, manifest, tmp_path / "ray.parquet",
+                             executor=RayExecutor(ray_address, workers=2, cpus_per_worker=0.5), shard_size=10,
+                             progress=False)
+    assert result.executor == "ray" and result.extra["workers"] == 2 and result.shards_skipped == 0
     assert_same_rows(pd.read_parquet(result.output), local_table)
 
 
@@ -79,7 +81,7 @@ def test_killed_ray_job_resumes_without_redoing_finished_shards(ray_address, man
     out = tmp_path / "ray.parquet"
     parts = tmp_path / "ray.parquet.parts"
     command = [sys.executable, "-m", "sports_classifier", "predict", "--model", str(LITE0), "--input",
-               str(manifest), "--output", str(out), "--engine", "ray", "--ray-address", ray_address,
+               str(manifest), "--output", str(out), "--executor", "ray", "--ray-address", ray_address,
                "--workers", "2", "--shard-size", "4", "--batch-size", "4", "--json"]
     proc = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
                             start_new_session=True, env=dict(os.environ))
@@ -94,7 +96,7 @@ def test_killed_ray_job_resumes_without_redoing_finished_shards(ray_address, man
     total = 26  # 104 rows in shards of 4
     assert 3 <= len(finished) < total, f"the job was not caught midway ({len(finished)} of {total} shards)"
     assert not out.exists()
-    result = predict_dataset(LITE0, manifest, out, engine="ray", ray_address=ray_address, workers=2,
+    result = predict_dataset(LITE0, manifest, out, executor=RayExecutor(ray_address, workers=2),
                              shard_size=4, batch_size=4, progress=False)
     assert result.shards == total and result.shards_skipped == len(finished)
     assert all(p.stat().st_mtime_ns == t for p, t in finished.items())  # not rewritten
@@ -159,7 +161,7 @@ def test_two_ray_train_workers_train_like_one(trained, shared_data):
 def test_killed_two_worker_training_resumes_to_the_same_model(trained, ray_address, shared_data, tmp_path):
     out = tmp_path / "run"
     command = [sys.executable, "-m", "sports_classifier", "train", "--data", str(shared_data), "--out", str(out),
-               *TRAIN_ARGS, "--engine", "ray", "--workers", "2", "--ray-address", ray_address,
+               *TRAIN_ARGS, "--executor", "ray", "--workers", "2", "--ray-address", ray_address,
                "--cpus-per-worker", "0.5", "--tf-port", "8072"]
     proc = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
     latest = tmp_path / "run.checkpoint" / "head" / "latest"
@@ -186,16 +188,17 @@ def test_feature_cache_computed_on_ray_is_the_one_the_local_path_reads(ray_addre
     import keras
 
     from sports_classifier.batch import collect_inputs
+    from sports_classifier.distributed.ray_features import RayFeatureExecutor
     from sports_classifier.models.network import build_classifier
     from sports_classifier.training.features import FeatureExtractor, View
-    from sports_classifier.training.views import trunk
+    from sports_classifier.training.subnetworks import trunk
 
     keras.utils.set_random_seed(0)
     net = trunk(build_classifier("tiny_cnn", 3, image_size=32, weights="none"), None)
     paths = [p for p in collect_inputs(manifest) if Path(p).exists()]  # as dataset discovery lists them
     local = FeatureExtractor(net, image_size=32, cache_dir=tmp_path / "local", progress=False)
     on_ray = FeatureExtractor(net, image_size=32, cache_dir=tmp_path / "ray", progress=False,
-                              use_ray=True, ray_address=ray_address)
+                              executor=RayFeatureExecutor(ray_address))
     augmented = View("augment", seed=7, zoom=0.2, shift=0.2, horizontal_flip=True)
     for view in (View("clean"), View("flip"), augmented):
         a, b = local(paths, view), on_ray(paths, view)

@@ -1,4 +1,10 @@
-"""Start ``python app.py`` on 127.0.0.1 for the app and browser tests, and find a real model."""
+"""The one way tests and scripts start the app: ``python app.py`` on 127.0.0.1, waited for until
+its page answers (``start_app``), stopped by ``AppProcess.stop`` or by leaving its ``with`` block.
+Also finds a real model for the tests that want one.
+
+Used by tests/e2e (app, browser, reliability, security) and by scripts/load_test.py,
+scripts/measure_app.py and scripts/measure_upload_memory.py.
+"""
 
 from __future__ import annotations
 
@@ -12,6 +18,10 @@ from dataclasses import dataclass
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[2]
+
+
+class AppStartError(RuntimeError):
+    """app.py exited, or did not serve in time (the message ends with its log)."""
 
 
 def real_bundle() -> Path | None:
@@ -49,7 +59,11 @@ class AppProcess:
     proc: subprocess.Popen
     url: str
     seconds_to_serving: float
-    log: Path
+    log: Path | None
+
+    @property
+    def pid(self) -> int:
+        return self.proc.pid
 
     def loaded_libraries(self) -> str:
         return Path(f"/proc/{self.proc.pid}/maps").read_text()
@@ -63,19 +77,31 @@ class AppProcess:
                 self.proc.kill()
                 self.proc.wait(5)
 
+    def __enter__(self) -> "AppProcess":
+        return self
 
-def start_app(models: str, log: Path, *, timeout: float = 60.0, port: int | None = None,
-              env: dict[str, str] | None = None) -> AppProcess:
-    """Run ``python app.py --models MODELS`` and wait until its page answers; the time from
-    starting the process to the first successful GET / is ``seconds_to_serving``."""
+    def __exit__(self, *exc) -> None:
+        self.stop()
+
+
+def start_app(models: str | None = None, log: Path | None = None, *, timeout: float = 60.0,
+              port: int | None = None, env: dict[str, str] | None = None) -> AppProcess:
+    """Run ``python app.py [--models MODELS] --port PORT`` (a free port by default) and wait until
+    its page answers; ``seconds_to_serving`` is the time from starting the process to the first
+    successful GET /. Output goes to ``log`` (discarded when None). ``env`` adds variables
+    (``GRADIO_TEMP_DIR``, ...). Raises ``AppStartError`` if it exits or does not serve within
+    ``timeout`` seconds (it is killed then)."""
     port = port or free_port()
     url = f"http://127.0.0.1:{port}/"
     env = dict(os.environ, GRADIO_ANALYTICS_ENABLED="False", PYTHONUNBUFFERED="1", **(env or {}))
+    command = [sys.executable, str(ROOT / "app.py"), *(["--models", models] if models else []), "--port", str(port)]
     start = time.perf_counter()
-    out = open(log, "w")
-    proc = subprocess.Popen([sys.executable, str(ROOT / "app.py"), "--models", models, "--port", str(port)],
-                            cwd=ROOT, stdout=out, stderr=subprocess.STDOUT, env=env)
-    out.close()
+    out = open(log, "w") if log is not None else subprocess.DEVNULL
+    try:
+        proc = subprocess.Popen(command, cwd=ROOT, stdout=out, stderr=subprocess.STDOUT, env=env)
+    finally:
+        if log is not None:
+            out.close()
     while True:
         try:
             with urllib.request.urlopen(url, timeout=2) as r:
@@ -84,9 +110,14 @@ def start_app(models: str, log: Path, *, timeout: float = 60.0, port: int | None
         except OSError:
             pass
         if proc.poll() is not None:
-            raise RuntimeError(f"app.py exited with {proc.returncode}:\n{log.read_text()[-3000:]}")
+            raise AppStartError(f"app.py exited with {proc.returncode}:\n{_tail(log)}")
         if time.perf_counter() - start > timeout:
             proc.kill()
-            raise RuntimeError(f"app.py did not serve within {timeout} s:\n{log.read_text()[-3000:]}")
-        time.sleep(0.05)
+            proc.wait(5)
+            raise AppStartError(f"app.py did not serve within {timeout:.0f} s:\n{_tail(log)}")
+        time.sleep(0.02)
     return AppProcess(proc, url, time.perf_counter() - start, log)
+
+
+def _tail(log: Path | None) -> str:
+    return log.read_text()[-3000:] if log is not None else "(no log kept)"

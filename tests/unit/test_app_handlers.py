@@ -24,21 +24,23 @@ from sports_classifier.classifier import Classifier
 from sports_classifier.errors import ModelLoadError, UserInputError
 from sports_classifier.hub import MODELS_ENV, bundled_models, parse_model_sources, served_models
 
+from helpers.tiny_bundle import SPORTS_CONFIG, copy_of_committed
+
 ROOT = Path(__file__).resolve().parents[2]
 EXAMPLES = ROOT / "examples"
-CLASSES = ("archery", "basketball", "bowling")
+CLASSES = SPORTS_CONFIG["classes"]
 
 
 @pytest.fixture(scope="session")
-def sports_tiny(tmp_path_factory, shared_data, cache_dir) -> Path:
-    """A full bundle (weights, ONNX, metrics, pictures, card) of the tiny CNN on 3 real sports."""
-    from sports_classifier.config import TrainConfig
-    from sports_classifier.training.loop import train
+def sports_tiny(tmp_path_factory) -> Path:
+    """The committed ONNX-only bundle of the tiny CNN on 3 real sports (tests/fixtures/tiny3)."""
+    return copy_of_committed("tiny3", tmp_path_factory.mktemp("ui-bundles") / "tiny3")
 
-    out = tmp_path_factory.mktemp("ui-bundles") / "tiny3"
-    train(TrainConfig(backbone="tiny_cnn", weights="none", head_epochs=2, classes=CLASSES),
-          shared_data, out, cache_dir=cache_dir, progress=False)
-    return out
+
+@pytest.fixture(scope="session")
+def trained_sports_tiny(trained_bundle, shared_data) -> Path:
+    """The same recipe trained here, Keras weights included (for the Keras Grad-CAM checks)."""
+    return trained_bundle(SPORTS_CONFIG, shared_data, name="tiny3")
 
 
 def registry_of(text: str) -> ModelRegistry:
@@ -150,13 +152,13 @@ def test_bundled_models_carry_justified_thresholds():
 
 def test_registry_loads_nothing_until_asked_and_each_model_once(sports_tiny, monkeypatch):
     calls = []
-    real = Classifier.from_pretrained.__func__
+    real = Classifier.from_source.__func__  # what the registry loads with
 
     def counting(cls, *a, **k):
         calls.append(a)
         return real(cls, *a, **k)
 
-    monkeypatch.setattr(Classifier, "from_pretrained", classmethod(counting))
+    monkeypatch.setattr(Classifier, "from_source", classmethod(counting))
     reg = registry_of(str(sports_tiny))
     assert calls == [] and reg.status() == {"tiny3": "not loaded yet"}
     results = []
@@ -231,12 +233,12 @@ def test_predict_reports_what_the_user_can_fix(registry):
 # -- Explain ------------------------------------------------------------------------------------
 
 
-def test_gradcam_equals_class_activation_map_for_a_pooled_dense_head(sports_tiny):
+def test_gradcam_equals_class_activation_map_for_a_pooled_dense_head(trained_sports_tiny):
     """For GAP + dense, the channel weights of Grad-CAM are the dense weights / (H*W)."""
     from sports_classifier.models.gradcam import gradcam
     from sports_classifier.images import preprocess
 
-    clf = Classifier.from_pretrained(sports_tiny)
+    clf = Classifier.from_pretrained(trained_sports_tiny)
     heat, index, prob = gradcam(clf, example("basketball"))
     model = clf.keras_model
     fmap = model.get_layer("backbone")(preprocess(example("basketball"), clf.config.image_size)[None]).numpy()[0]
@@ -248,12 +250,12 @@ def test_gradcam_equals_class_activation_map_for_a_pooled_dense_head(sports_tiny
     assert prob == pytest.approx(float(clf.predict_proba(example("basketball"))[0][index]), abs=1e-4)
 
 
-def test_explain_without_tensorflow_matches_keras_gradcam(sports_tiny):
+def test_explain_without_tensorflow_matches_keras_gradcam(trained_sports_tiny):
     """The NumPy map from the ONNX model's class maps is the Keras Grad-CAM (the oracle)."""
     from sports_classifier.models.gradcam import gradcam
 
-    onnx = Classifier.from_pretrained(sports_tiny, runtime="onnx")
-    keras_clf = Classifier.from_pretrained(sports_tiny, runtime="keras")
+    onnx = Classifier.from_pretrained(trained_sports_tiny, runtime="onnx")
+    keras_clf = Classifier.from_pretrained(trained_sports_tiny, runtime="keras")
     for label in CLASSES:
         for path in (example(label, 0), example(label, 1)):
             heat, top, prob = onnx.heat_map(path)
@@ -322,9 +324,16 @@ def test_compare_table_numbers_come_from_the_bundle(registry, sports_tiny):
         assert row[column] == round(valid[key], 4)
     assert row["valid images"] == valid["n"] == 15
     assert row["classes"] == 3 and row["architecture"] == "tiny_cnn"
-    assert row["weights MB"] == round((sports_tiny / bundle.WEIGHTS).stat().st_size / 2**20, 2)
-    assert row["parameters"] == Classifier.from_pretrained(sports_tiny).keras_model.count_params()
+    assert pd.isna(row["weights MB"])  # the committed bundle is ONNX-only
+    assert row["ONNX MB"] == row["size MB"] == round((sports_tiny / bundle.ONNX).stat().st_size / 2**20, 2)
+    assert row["parameters"] == bundle.read_config(sports_tiny).training["parameters"] > 0
     assert row["ms / image"] > 0 and row["engine"] == "onnxruntime"
+
+
+def test_compare_table_counts_parameters_in_the_weights_file(trained_sports_tiny):
+    row = compare.compare_table(registry_of(str(trained_sports_tiny))).iloc[0]
+    assert row["weights MB"] == round((trained_sports_tiny / bundle.WEIGHTS).stat().st_size / 2**20, 2)
+    assert row["parameters"] == Classifier.from_pretrained(trained_sports_tiny).keras_model.count_params()
 
 
 def test_disagreement_table_puts_the_biggest_differences_first(sports_tiny, tmp_path):
@@ -341,8 +350,6 @@ def test_disagreement_table_puts_the_biggest_differences_first(sports_tiny, tmp_
     assert table.iloc[0]["class"] == "bowling"
     assert table.iloc[0]["spread"] == pytest.approx(abs(1 - 2 * recall["bowling"]), abs=1e-4)
     assert (table["spread"].iloc[1:] == 0).all()
-    pictures = compare.bundle_pictures(reg, bundle.CURVES)
-    assert [c for _, c in pictures] == ["tiny3", "other"] and all(Path(p).is_file() for p, _ in pictures)
 
 
 # -- batch -----------------------------------------------------------------------------------------

@@ -45,5 +45,5 @@ def test_serving_imports_no_tensorflow_keras_or_gradio(layer, modules):
 
 
 def test_the_models_layer_imports_keras_only_where_networks_are_built():
-    loaded = loaded_after_import(["sports_classifier.models.registry"])
+    loaded = loaded_after_import(["sports_classifier.models.backbones"])
     assert not any(m.split(".")[0] in HEAVY for m in loaded)  # bundles check backbone names with it

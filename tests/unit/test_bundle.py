@@ -17,20 +17,20 @@ def _copy(src, tmp_path):
     return dst
 
 
-def test_bundle_holds_every_file(tiny_bundle):
-    names = {p.name for p in tiny_bundle.iterdir()}
+def test_bundle_holds_every_file(trained_tiny_bundle):
+    names = {p.name for p in trained_tiny_bundle.iterdir()}
     assert set(bundle.FILES) - {bundle.ONNX_INT8, bundle.SELFCHECK} <= names  # the int8 copy (and its check) is optional
-    config = bundle.read_config(tiny_bundle)
+    config = bundle.read_config(trained_tiny_bundle)
     assert set(config.files_sha256) == {bundle.WEIGHTS, bundle.ONNX}
-    metrics = bundle.read_metrics(tiny_bundle)["valid"]
-    card = (tiny_bundle / bundle.CARD).read_text()
+    metrics = bundle.read_metrics(trained_tiny_bundle)["valid"]
+    card = (trained_tiny_bundle / bundle.CARD).read_text()
     assert f"{metrics['accuracy']:.2%}" in card and "model-index" in card
     assert config.training["backbone"] == "tiny_cnn" and config.training["seconds"] > 0
 
 
-def test_save_pretrained_round_trip_keeps_predictions(tiny_bundle, tmp_path, synthetic_dataset):
+def test_save_pretrained_round_trip_keeps_predictions(trained_tiny_bundle, tmp_path, synthetic_dataset):
     images = sorted((synthetic_dataset / "valid").rglob("*.jpg"))[:4]
-    clf = Classifier.from_pretrained(tiny_bundle, runtime="keras")
+    clf = Classifier.from_pretrained(trained_tiny_bundle, runtime="keras")
     saved = clf.save_pretrained(tmp_path / "saved")
     again = Classifier.from_pretrained(saved, runtime="keras")
     np.testing.assert_array_equal(clf.predict_proba(images), again.predict_proba(images))
@@ -45,8 +45,8 @@ def test_missing_and_not_a_bundle(tmp_path):
         bundle.read_config(tmp_path / "folder")
 
 
-def test_tampered_weights_are_detected(tiny_bundle, tmp_path):
-    b = _copy(tiny_bundle, tmp_path)
+def test_tampered_weights_are_detected(trained_tiny_bundle, tmp_path):
+    b = _copy(trained_tiny_bundle, tmp_path)
     data = bytearray((b / bundle.WEIGHTS).read_bytes())
     data[len(data) // 2] ^= 0xFF  # one flipped byte inside the weights
     (b / bundle.WEIGHTS).write_bytes(bytes(data))
@@ -62,8 +62,8 @@ def test_truncated_onnx_is_detected(tiny_bundle, tmp_path):
         Classifier.from_pretrained(b, runtime="onnx")
 
 
-def test_missing_weights(tiny_bundle, tmp_path):
-    b = _copy(tiny_bundle, tmp_path)
+def test_missing_weights(trained_tiny_bundle, tmp_path):
+    b = _copy(trained_tiny_bundle, tmp_path)
     (b / bundle.WEIGHTS).unlink()
     with pytest.raises(BundleError, match="lacks model.weights.h5"):
         Classifier.from_pretrained(b, runtime="keras")
@@ -77,8 +77,8 @@ def test_missing_weights(tiny_bundle, tmp_path):
         (lambda c: c.update(labels=c["labels"] + ["extra"]), "does not fit|labels"),
     ],
 )
-def test_config_problems(tiny_bundle, tmp_path, change, message):
-    b = _copy(tiny_bundle, tmp_path)
+def test_config_problems(trained_tiny_bundle, tmp_path, change, message):
+    b = _copy(trained_tiny_bundle, tmp_path)
     config = json.loads((b / bundle.CONFIG).read_text())
     change(config)
     (b / bundle.CONFIG).write_text(json.dumps(config))
@@ -93,8 +93,8 @@ def test_corrupt_json(tiny_bundle, tmp_path):
         bundle.read_config(b)
 
 
-def test_failed_write_leaves_the_old_bundle(tiny_bundle, tmp_path):
-    b = _copy(tiny_bundle, tmp_path)
+def test_failed_write_leaves_the_old_bundle(trained_tiny_bundle, tmp_path):
+    b = _copy(trained_tiny_bundle, tmp_path)
     before = sorted((p.name, p.stat().st_size) for p in b.iterdir())
     config = bundle.read_config(b)
 

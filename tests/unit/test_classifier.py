@@ -19,9 +19,9 @@ def images(tmp_path_factory):
     return sorted((root / "valid").rglob("*.jpg"))
 
 
-def test_onnx_and_keras_agree(tiny_bundle, images):
-    fast = Classifier.from_pretrained(tiny_bundle)
-    slow = Classifier.from_pretrained(tiny_bundle, runtime="keras")
+def test_onnx_and_keras_agree(trained_tiny_bundle, images):
+    fast = Classifier.from_pretrained(trained_tiny_bundle)
+    slow = Classifier.from_pretrained(trained_tiny_bundle, runtime="keras")
     assert fast.runtime == "onnxruntime" and slow.runtime == "keras"
     np.testing.assert_allclose(fast.predict_proba(images), slow.predict_proba(images), atol=1e-4)
 
@@ -77,9 +77,9 @@ def test_onnx_bundle_loads_without_tensorflow(tiny_bundle, images):
     assert out.stdout.split() == ["onnxruntime", "False", "False"]
 
 
-def test_without_onnxruntime_falls_back_to_keras(tiny_bundle, images, monkeypatch):
+def test_without_onnxruntime_falls_back_to_keras(trained_tiny_bundle, images, monkeypatch):
     import sports_classifier.runtime as runtime
 
     monkeypatch.setattr(runtime, "onnxruntime_available", lambda: False)
-    clf = Classifier.from_pretrained(tiny_bundle)
+    clf = Classifier.from_pretrained(trained_tiny_bundle)
     assert clf.runtime == "keras" and len(clf.predict(images[0])) == 3

@@ -32,7 +32,7 @@ def test_an_augmented_view_gives_the_same_pixels_on_every_pass(synthetic_dataset
 
 
 def test_distillation_loss_against_numpy():
-    from sports_classifier.training.views import distillation_loss
+    from sports_classifier.training.subnetworks import distillation_loss
 
     rng = np.random.default_rng(0)
     n, t, w = 5, 3.0, 0.6

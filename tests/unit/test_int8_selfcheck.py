@@ -19,14 +19,14 @@ INT16_MAX = 32767
 
 
 @pytest.fixture(scope="module")
-def int8_bundle(tiny_bundle, tmp_path_factory):
+def int8_bundle(trained_tiny_bundle, tmp_path_factory):
     """The tiny bundle exported as the bundled models are (exported once: tests only read it)."""
     from helpers.datasets import make_dataset
 
     from sports_classifier.training.export import export_bundle
 
     dest = tmp_path_factory.mktemp("int8") / "bundle"
-    shutil.copytree(tiny_bundle, dest)
+    shutil.copytree(trained_tiny_bundle, dest)
     calibration = make_dataset(tmp_path_factory.mktemp("calibration"))
     report = export_bundle(dest, formats=["onnx-fp16", "onnx-int8"], calibration=calibration,
                            calibration_images=12)
@@ -99,9 +99,9 @@ def test_the_pair_sum_check_sees_8_bit_weights(tmp_path, int8_bundle):
     assert max_pair_sum(tmp_path / "full-range.onnx") == 2 * 255 * 127 > INT16_MAX
 
 
-def test_float_onnx_stored_in_float16_computes_the_same(int8_bundle, tiny_bundle, jpegs):
+def test_float_onnx_stored_in_float16_computes_the_same(int8_bundle, trained_tiny_bundle, jpegs):
     halved = Classifier.from_pretrained(int8_bundle, runtime="onnx")
-    float32 = Classifier.from_pretrained(tiny_bundle, runtime="onnx")
+    float32 = Classifier.from_pretrained(trained_tiny_bundle, runtime="onnx")
     np.testing.assert_allclose(halved.predict_proba(jpegs), float32.predict_proba(jpegs), atol=2e-3)
     assert bundle.sha256_file(int8_bundle / bundle.ONNX) == bundle.read_config(int8_bundle).files_sha256[bundle.ONNX]
 

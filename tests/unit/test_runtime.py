@@ -17,9 +17,9 @@ from sports_classifier.images import load_rgb, preprocess, preprocess_batch
 
 
 @pytest.fixture
-def bundle_copy(tiny_bundle, tmp_path):
+def bundle_copy(trained_tiny_bundle, tmp_path):
     dest = tmp_path / "bundle"
-    shutil.copytree(tiny_bundle, dest)
+    shutil.copytree(trained_tiny_bundle, dest)
     return dest
 
 
@@ -136,11 +136,11 @@ def test_onnx_engine_gives_the_same_outputs_in_groups(tiny_bundle, threads):
 # -- ONNX export ------------------------------------------------------------------------------------
 
 
-def test_export_rejects_a_mismatch_and_leaves_no_file(tiny_bundle, tmp_path, monkeypatch):
+def test_export_rejects_a_mismatch_and_leaves_no_file(trained_tiny_bundle, tmp_path, monkeypatch):
     import sports_classifier.runtime as runtime
 
-    config = bundle.read_config(tiny_bundle)
-    model = bundle.load_keras_model(tiny_bundle, config)
+    config = bundle.read_config(trained_tiny_bundle)
+    model = bundle.load_keras_model(trained_tiny_bundle, config)
     sample = np.random.default_rng(0).uniform(0, 255, (2, 32, 32, 3)).astype(np.float32)
     real_run = runtime.OnnxEngine.run_all
     monkeypatch.setattr(runtime.OnnxEngine, "run_all",
@@ -152,10 +152,10 @@ def test_export_rejects_a_mismatch_and_leaves_no_file(tiny_bundle, tmp_path, mon
     assert list(out.iterdir()) == []
 
 
-def test_export_bundle_failure_leaves_the_bundle_as_it_was(tmp_path, tiny_bundle, monkeypatch):
+def test_export_bundle_failure_leaves_the_bundle_as_it_was(tmp_path, trained_tiny_bundle, monkeypatch):
     import sports_classifier.runtime as runtime
 
-    src = _without_onnx(tiny_bundle, tmp_path / "b")
+    src = _without_onnx(trained_tiny_bundle, tmp_path / "b")
     before = sorted((p.name, p.read_bytes()) for p in src.iterdir())
     real_run = runtime.OnnxEngine.run_all
     monkeypatch.setattr(runtime.OnnxEngine, "run_all",
@@ -168,10 +168,10 @@ def test_export_bundle_failure_leaves_the_bundle_as_it_was(tmp_path, tiny_bundle
     assert sorted(p.name for p in tmp_path.iterdir()) == ["b"]  # no temporary folders left
 
 
-def test_export_bundle_adds_onnx_and_its_checksum(tmp_path, tiny_bundle, jpegs):
+def test_export_bundle_adds_onnx_and_its_checksum(tmp_path, trained_tiny_bundle, jpegs):
     from sports_classifier.training.export import export_bundle
 
-    path = _without_onnx(tiny_bundle, tmp_path / "b")
+    path = _without_onnx(trained_tiny_bundle, tmp_path / "b")
     assert Classifier.from_pretrained(path).runtime == "keras"
     report = export_bundle(path, formats=["onnx"])
     assert "model.onnx" in report[0]
@@ -223,10 +223,10 @@ def test_int8_export_and_runtime(bundle_copy, synthetic_dataset, jpegs):
         Classifier.from_pretrained(bundle_copy, runtime="onnx-int8")
 
 
-def test_int8_export_without_onnx_exports_float_first(tmp_path, tiny_bundle, synthetic_dataset):
+def test_int8_export_without_onnx_exports_float_first(tmp_path, trained_tiny_bundle, synthetic_dataset):
     from sports_classifier.training.export import export_bundle
 
-    path = _without_onnx(tiny_bundle, tmp_path / "b")
+    path = _without_onnx(trained_tiny_bundle, tmp_path / "b")
     report = export_bundle(path, formats=["onnx-int8"], calibration=synthetic_dataset / "train",
                            calibration_images=6)
     assert [line.split(":")[0] for line in report] == [bundle.ONNX, bundle.ONNX_INT8]
@@ -246,10 +246,10 @@ def test_save_pretrained_keeps_the_int8_model(bundle_copy, synthetic_dataset, tm
 # -- benchmark ------------------------------------------------------------------------------------------
 
 
-def test_bench_runs_and_returns_every_figure(tiny_bundle, synthetic_dataset, capsys):
+def test_bench_runs_and_returns_every_figure(trained_tiny_bundle, synthetic_dataset, capsys):
     from sports_classifier.bench import run_benchmark
 
-    result = run_benchmark(tiny_bundle, synthetic_dataset, images=6, repeats=3, passes=1, as_json=True)
+    result = run_benchmark(trained_tiny_bundle, synthetic_dataset, images=6, repeats=3, passes=1, as_json=True)
     printed = json.loads(capsys.readouterr().out)
     assert printed["images"] == result["images"] == 6
     assert set(result["engines"]) == {"keras", "onnx"}

@@ -47,7 +47,7 @@ def test_tiny_backbone_learns_the_synthetic_classes(synthetic_dataset, tmp_path)
 def test_fine_tune_top_trains_only_the_top_convolution(synthetic_dataset, tmp_path):
     """The default stage 2: EfficientNet's 1x1 top convolution on cached activations."""
     from sports_classifier.models.network import backbone_of, build_classifier, split_layer, stage_outputs
-    from sports_classifier.training.views import set_trainable
+    from sports_classifier.training.subnetworks import set_trainable
 
     model = build_classifier("efficientnet_lite0", 3, image_size=64, weights="none")
     split = split_layer(model, "efficientnet_lite0", 0, top=True)
@@ -68,7 +68,7 @@ def test_fine_tune_top_trains_only_the_top_convolution(synthetic_dataset, tmp_pa
 def test_keras_application_backbones_expose_their_stages_for_fine_tuning():
     """ResNet50 sits flat behind its caffe preprocessing layer, so its stages can be split."""
     from sports_classifier.models.network import build_classifier, split_layer, stage_outputs
-    from sports_classifier.training.views import trunk
+    from sports_classifier.training.subnetworks import trunk
 
     model = build_classifier("resnet50", 3, weights="none")
     assert stage_outputs(model, "resnet50")[-2:] == ["conv4_block6_out", "conv5_block3_out"]

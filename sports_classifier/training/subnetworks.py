@@ -1,7 +1,9 @@
-"""The views of a classifier network that cached training needs (the frozen trunk, the head
+"""The sub-networks of a classifier that cached training needs (the frozen trunk, the head
 alone, the last stages + head), freezing, and compiling.
 
-All views share layer objects with the full model, so training a view trains the model.
+All sub-networks share layer objects with the full model, so training one trains the model.
+("View" means one thing in this package: a way of showing the images to the trunk, clean,
+mirrored or augmented, ``features.View``.)
 """
 
 from __future__ import annotations

@@ -1,4 +1,5 @@
-"""The backbone registry: one small decorated entry per architecture.
+"""The backbone catalogue: one small decorated entry per architecture (the app's model registry is
+``app.registry``; this module is named for what it lists).
 
 Every backbone takes float32 RGB pixels in [0, 255] (NHWC) and returns its last 4-D feature
 map; its own input normalisation is a layer inside it, so preprocessing travels with the model
