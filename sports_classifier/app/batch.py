@@ -64,8 +64,8 @@ def batch_predict(registry: ModelRegistry, files: Sequence[str | Path] | None,
 def page_view(frame):
     """The table as the page shows it: probabilities as percentages (the values, and the CSV,
     keep the numbers), misspelt class names as their display names, and the columns a person
-    reads first on the left."""
-    view = frame.copy()
+    reads first on the left, each photo's rows together."""
+    view = frame.sort_values("#", kind="stable")  # each photo's models together
     view["prediction"] = view["prediction"].map(lambda v: display_name(v) if isinstance(v, str) else v)
     # the page's table fits a screen: the runners-up as the top 3 (the CSV keeps the top 5)
     view["top-5"] = view["top-5"].map(_top3_text)
