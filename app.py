@@ -58,8 +58,11 @@ CHARTS = Path(tempfile.gettempdir()) / "sports-classifier-compare"  # drawn once
 # Feedback ("Was this right?"): a local folder, pushed to a Hub dataset repo when one is configured.
 FEEDBACK = feedback.FeedbackStore(repo_id=os.environ.get(feedback.FEEDBACK_REPO_ENV) or None)
 NOT_RIGHT = "✗ No, it is…"  # the feedback list's first line: picking a sport records it
-LIVE_SECONDS = 300
-LATENCY_ROUNDS_AFTER_LOAD = 2  # with the one at load: three rounds of latency for Compare  # one camera stream runs at most this long; start it again for more
+LIVE_SECONDS = 300  # one camera stream runs at most this long; start it again for more
+# A camera frame every 0.2 s: at most 5 predictions a second per viewer, which leaves the CPU to
+# other users (three models answer a frame in about 25 ms on the 2-core machine).
+LIVE_EVERY = 0.2
+LATENCY_ROUNDS_AFTER_LOAD = 2  # with the one at load: three rounds of latency for Compare
 CSS = verdict.CSS + """
 #page-title h2 {margin: 0}
 #page-title p {margin: 2px 0 0}
@@ -363,7 +366,7 @@ def build_live_tab(registry: ModelRegistry, chosen: gr.CheckboxGroup) -> None:
         return verdict.verdict_html(results), verdict.panels_html(results), live.FrameRate.text(meter.tick()), meter
 
     # Frames are not files (no upload cache); the stream is bounded in time and concurrency.
-    camera.stream(on_frame, [camera, chosen, meter], [live_verdict, live_panels, rate, meter], stream_every=0.2,
+    camera.stream(on_frame, [camera, chosen, meter], [live_verdict, live_panels, rate, meter], stream_every=LIVE_EVERY,
                   time_limit=LIVE_SECONDS, concurrency_limit=CONCURRENCY, concurrency_id="live",
                   api_visibility="private", show_progress="hidden")
 
@@ -474,7 +477,8 @@ def _mistakes_section(names: list[str]) -> tuple[list, list]:
             gr.Markdown("**Most-confused pairs** on the validation split: true → predicted, how many. With "
                         "5 validation photos per sport most pairs are a single photo (click one for its caption)")
             pairs_gallery = gr.Gallery(label="Most-confused pairs", show_label=False, columns=3,
-                                       height=330, allow_preview=True, elem_id="compare-pairs", elem_classes="captioned")
+                                       height=330, allow_preview=True, elem_id="compare-pairs",
+                                       elem_classes="captioned")
             pairs_table = gr.Dataframe(label="Most-confused pairs (validation split)",
                                        interactive=False, max_height=220)
             confusion_files = gr.File(label="Full confusion matrix (PNG, CSV)", file_count="multiple",
@@ -483,7 +487,8 @@ def _mistakes_section(names: list[str]) -> tuple[list, list]:
             gr.Markdown("**Mistakes browser**: the example images this model gets wrong, "
                         "with the true class and its top-3 (table below)")
             mistakes_gallery = gr.Gallery(label="Mistakes browser", show_label=False, columns=4,
-                                          height=400, allow_preview=True, elem_id="compare-mistakes", elem_classes="captioned")
+                                          height=400, allow_preview=True, elem_id="compare-mistakes",
+                                          elem_classes="captioned")
             mistakes_table = gr.Dataframe(label="The same mistakes, in order: true class and top-3",
                                           interactive=False, max_height=300, wrap=True,
                                           elem_id="compare-mistakes-table")
@@ -511,7 +516,8 @@ def _data_section() -> list:
                                 type="filepath", interactive=False, scale=3,
                                 buttons=["fullscreen", "download"], elem_id="compare-distribution")
         samples = gr.Gallery(label="Sample photos (the app's examples, from the validation split)",
-                             columns=4, height=420, scale=2, allow_preview=True, elem_id="compare-samples", elem_classes="captioned")
+                             columns=4, height=420, scale=2, allow_preview=True, elem_id="compare-samples",
+                             elem_classes="captioned")
     return [data_md, distribution, samples]
 
 

@@ -115,8 +115,10 @@ class MistakesCache:
             result = ExampleResults(name, error=f"failed to load: {entry.error}")
         else:
             try:
-                result = evaluate_examples(entry.classifier, self.examples_dir, name,
-                                           on_progress=lambda done, total: self._progress.__setitem__(name, (done, total)))
+                def report(done: int, total: int) -> None:
+                    self._progress[name] = (done, total)
+
+                result = evaluate_examples(entry.classifier, self.examples_dir, name, on_progress=report)
             except Exception as exc:  # shown in the page; the other models still get theirs
                 log.warning("examples of %s could not be predicted: %s", name, exc)
                 result = ExampleResults(name, error=f"{type(exc).__name__}: {exc}")

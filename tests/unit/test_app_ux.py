@@ -142,6 +142,7 @@ def test_batch_page_view_in_percentages_with_numbered_photos():
     assert "89.6%" in page and "0.8961" not in page and "barrel racing" in page and "luge" not in page
     assert "top-3" in page and "not a sport?" in page
     assert frame["probability"].iloc[0] == 0.8961  # the values themselves are unchanged
+    assert batch.page_view(frame).data["prediction"].iloc[0] == "barell racing"  # API clients get the label
     assert batch.photo_captions(["/u/1.jpg", "/v/1.jpg"], frame) == [("/u/1.jpg", "#1 barrel racing 90%"),
                                                                    ("/v/1.jpg", "#2")]
 
