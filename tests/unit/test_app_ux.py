@@ -170,3 +170,25 @@ def test_latency_is_measured_in_rounds_and_shown_with_its_range(monkeypatch):
     entry = registry.loaded("m")
     assert entry.latency_rounds == [30.0, 77.5, 29.8] and entry.latency_ms == 30.0
     assert compare.latency_text(entry) == "30 (30–78)"
+
+
+def test_feedback_is_pushed_to_the_configured_hub_dataset_repo(tmp_path, photo, monkeypatch):
+    """The wiring only (the test Hub serves no dataset repos): one CommitScheduler for the
+    folder, started at the first record, none without a repo."""
+    import huggingface_hub
+
+    started = []
+
+    class Scheduler:
+        def __init__(self, **kwargs):
+            started.append(kwargs)
+
+    monkeypatch.setattr(huggingface_hub, "CommitScheduler", Scheduler)
+    store = feedback.FeedbackStore(tmp_path / "fb", repo_id="someone/sports-feedback")
+    for _ in range(2):
+        store.record(photo, "golf", [], {}, known_labels=["golf"])
+    assert len(started) == 1
+    assert started[0]["repo_id"] == "someone/sports-feedback" and started[0]["repo_type"] == "dataset"
+    assert started[0]["folder_path"] == tmp_path / "fb"
+    feedback.FeedbackStore(tmp_path / "local").record(photo, "golf", [], {}, known_labels=["golf"])
+    assert len(started) == 1
