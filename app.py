@@ -162,10 +162,6 @@ def _message_html(text: str) -> str:
     return f'<div class="message" role="alert">{html.escape(text)}</div>' if text else ""
 
 
-def _client(request: gr.Request | None) -> str | None:
-    return getattr(getattr(request, "client", None), "host", None)
-
-
 def build_predict_tab(registry: ModelRegistry, status: gr.Markdown) -> gr.CheckboxGroup:
     """Photo in; one verdict right under it (so that it is on screen on a phone), each model's
     panel and Explain's heat map beside it. Returns the model ticks (Examples and Live use them)."""
@@ -212,7 +208,7 @@ def build_predict_tab(registry: ModelRegistry, status: gr.Markdown) -> gr.Checkb
                 explain_ui.choices(results, explain_with), results, status_now]
 
     outputs = [image, message, verdict_box, panels, explain_ui.label, feedback_ui.results, status]
-    gr.on([predict_btn.click, image.change], on_predict, [image, chosen, explain_ui.model], outputs,
+    gr.on([predict_btn.click, image.change, chosen.input], on_predict, [image, chosen, explain_ui.model], outputs,
           api_visibility="private", trigger_mode="always_last", preprocess=False, show_progress="minimal")
     # The API keeps its contract (gr.Label values per model; errors as exceptions), on a trigger
     # the page never fires.
@@ -425,7 +421,7 @@ def build_examples_tab(registry: ModelRegistry, chosen: gr.CheckboxGroup) -> Non
     search.submit(on_search, [search, sport], sport, api_visibility="private", show_progress="hidden")
     sport.change(on_filter, sport, [gallery, grid_btn], api_visibility="private")
     gallery.select(on_example, [sport, chosen], [chosen_example, true_label, example_verdict, example_panels],
-                   api_visibility="private")
+                   api_visibility="private", scroll_to_output=True)  # on a phone the answer is below the gallery
     grid_btn.click(on_grid, [grid_model, sport, grid_seed], [grid, grid_summary, grid_seed], api_name="grid")
 
 
