@@ -192,3 +192,19 @@ def test_feedback_is_pushed_to_the_configured_hub_dataset_repo(tmp_path, photo, 
     assert started[0]["folder_path"] == tmp_path / "fb"
     feedback.FeedbackStore(tmp_path / "local").record(photo, "golf", [], {}, known_labels=["golf"])
     assert len(started) == 1
+
+
+def test_feedback_command_lists_and_exports(tmp_path, photo, capsys):
+    from sports_classifier.cli import main
+
+    store = feedback.FeedbackStore(tmp_path / "fb")
+    for label in ("golf", "golf", "polo"):
+        store.record(photo, label, [], {}, known_labels=["golf", "polo"])
+    assert main(["feedback", "list", "--dir", str(tmp_path / "fb")]) == 0
+    assert "3 record(s), 2 sport(s): golf 2, polo 1" in capsys.readouterr().out
+    assert main(["feedback", "export", "--dir", str(tmp_path / "fb")]) == 1
+    assert capsys.readouterr().err.strip() == "error: feedback export needs --out FOLDER (a new dataset folder)"
+    assert main(["feedback", "export", "--dir", str(tmp_path / "fb"), "--out", str(tmp_path / "ds")]) == 0
+    out = capsys.readouterr().out
+    assert "train: 2 photo(s) in 2 class folder(s)" in out and "valid: 1 photo(s) in 1 class folder(s)" in out
+    assert main(["feedback", "list", "--dir", str(tmp_path / "none")]) == 0  # nothing yet: no error
