@@ -208,3 +208,27 @@ def test_feedback_command_lists_and_exports(tmp_path, photo, capsys):
     out = capsys.readouterr().out
     assert "train: 2 photo(s) in 2 class folder(s)" in out and "valid: 1 photo(s) in 1 class folder(s)" in out
     assert main(["feedback", "list", "--dir", str(tmp_path / "none")]) == 0  # nothing yet: no error
+
+
+def test_the_mistakes_browser_reports_its_progress(tmp_path):
+    from sports_classifier.app import mistakes
+
+    for sport in ("golf", "polo"):
+        (tmp_path / sport).mkdir()
+        for i in range(30):
+            Image.new("RGB", (8, 8)).save(tmp_path / sport / f"{i}.png")
+
+    class Answer:
+        ok, label, top = True, "golf", (("golf", 0.9),)
+
+    class Model:
+        labels = ("golf", "polo")
+
+        def predict_files(self, paths, top_k):
+            return [Answer() for _ in paths]
+
+    seen = []
+    results = mistakes.evaluate_examples(Model(), tmp_path, "m", on_progress=lambda d, t: seen.append((d, t)))
+    assert seen == [(25, 60), (50, 60), (60, 60)] and results.n == 60 and results.correct == 30
+    assert "25 of 60" in mistakes.mistakes_summary(None, "m", (25, 60))
+    assert "background" in mistakes.mistakes_summary(None, "m")
