@@ -23,6 +23,7 @@ import numpy as np
 from .. import bundle
 from .examples import ALL_SPORTS, list_examples
 from .registry import ModelRegistry
+from .sport_names import display_name
 
 log = logging.getLogger(__name__)
 
@@ -169,7 +170,7 @@ def pair_examples(pairs: Sequence[dict], results: ExampleResults | None,
         by_pair.setdefault((m.true, m.predicted), m.path)
     items = []
     for p in pairs:
-        caption = f"{p['true']} → {p['predicted']}: {p['count']} of {p['of']}"
+        caption = f"{display_name(p['true'])} → {display_name(p['predicted'])}: {p['count']} of {p['of']}"
         path = by_pair.get((p["true"], p["predicted"]))
         if path is None:
             found = list_examples(examples_dir, p["true"])
@@ -208,8 +209,8 @@ def mistakes_gallery(results: ExampleResults | None, sport: str | None = None) -
     items = []
     for m in results.mistakes:
         if sport in (None, "", ALL_SPORTS) or m.true == sport:
-            top = ", ".join(f"{label} {p:.0%}" for label, p in m.top)
-            items.append((m.path, f"true: {m.true} | top-3: {top}"))
+            top = ", ".join(f"{display_name(label)} {p:.0%}" for label, p in m.top)
+            items.append((m.path, f"true: {display_name(m.true)} | top-3: {top}"))
     return items
 
 
