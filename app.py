@@ -69,8 +69,11 @@ CHARTS = PRIVATE / "compare"  # drawn once per server, reused
 # Feedback ("Was this right?"): a local folder, pushed to a Hub dataset repo when one is configured.
 FEEDBACK = feedback.FeedbackStore(repo_id=os.environ.get(feedback.FEEDBACK_REPO_ENV) or None)
 NOT_RIGHT = "✗ No, it is…"  # the feedback list's first line: picking a sport records it
-LIVE_SECONDS = 300
-LATENCY_ROUNDS_AFTER_LOAD = 2  # with the one at load: three rounds of latency for Compare  # one camera stream runs at most this long; start it again for more
+LIVE_SECONDS = 300  # one camera stream runs at most this long; start it again for more
+# A camera frame every 0.2 s: at most 5 predictions a second per viewer, which leaves the CPU to
+# other users (three models answer a frame in about 25 ms on the 2-core machine).
+LIVE_EVERY = 0.2
+LATENCY_ROUNDS_AFTER_LOAD = 2  # with the one at load: three rounds of latency for Compare
 CSS = verdict.CSS + """
 #page-title h2 {margin: 0}
 #page-title p {margin: 2px 0 0}
@@ -171,10 +174,6 @@ def _message_html(text: str) -> str:
     return f'<div class="message" role="alert">{html.escape(text)}</div>' if text else ""
 
 
-def _client(request: gr.Request | None) -> str | None:
-    return getattr(getattr(request, "client", None), "host", None)
-
-
 def build_predict_tab(registry: ModelRegistry, status: gr.Markdown) -> gr.CheckboxGroup:
     """Photo in; one verdict right under it (so that it is on screen on a phone), each model's
     panel and Explain's heat map beside it. Returns the model ticks (Examples and Live use them)."""
@@ -221,7 +220,7 @@ def build_predict_tab(registry: ModelRegistry, status: gr.Markdown) -> gr.Checkb
                 explain_ui.choices(results, explain_with), results, status_now]
 
     outputs = [image, message, verdict_box, panels, explain_ui.label, feedback_ui.results, status]
-    gr.on([predict_btn.click, image.change], on_predict, [image, chosen, explain_ui.model], outputs,
+    gr.on([predict_btn.click, image.change, chosen.input], on_predict, [image, chosen, explain_ui.model], outputs,
           api_visibility="private", trigger_mode="always_last", preprocess=False, show_progress="minimal")
     # The API keeps its contract (gr.Label values per model; errors as exceptions), on a trigger
     # the page never fires.
@@ -375,7 +374,7 @@ def build_live_tab(registry: ModelRegistry, chosen: gr.CheckboxGroup) -> None:
         return verdict.verdict_html(results), verdict.panels_html(results), live.FrameRate.text(meter.tick()), meter
 
     # Frames are not files (no upload cache); the stream is bounded in time and concurrency.
-    camera.stream(on_frame, [camera, chosen, meter], [live_verdict, live_panels, rate, meter], stream_every=0.2,
+    camera.stream(on_frame, [camera, chosen, meter], [live_verdict, live_panels, rate, meter], stream_every=LIVE_EVERY,
                   time_limit=LIVE_SECONDS, concurrency_limit=CONCURRENCY, concurrency_id="live",
                   api_visibility="private", show_progress="hidden")
 
@@ -435,7 +434,7 @@ def build_examples_tab(registry: ModelRegistry, chosen: gr.CheckboxGroup) -> Non
     search.submit(on_search, [search, sport], sport, api_visibility="private", show_progress="hidden")
     sport.change(on_filter, sport, [gallery, grid_btn], api_visibility="private")
     gallery.select(on_example, [sport, chosen], [chosen_example, true_label, example_verdict, example_panels],
-                   api_visibility="private")
+                   api_visibility="private", scroll_to_output=True)  # on a phone the answer is below the gallery
     grid_btn.click(on_grid, [grid_model, sport, grid_seed], [grid, grid_summary, grid_seed], api_name="grid")
 
 
@@ -488,7 +487,8 @@ def _mistakes_section(names: list[str]) -> tuple[list, list]:
             gr.Markdown("**Most-confused pairs** on the validation split: true → predicted, how many. With "
                         "5 validation photos per sport most pairs are a single photo (click one for its caption)")
             pairs_gallery = gr.Gallery(label="Most-confused pairs", show_label=False, columns=3,
-                                       height=330, allow_preview=True, elem_id="compare-pairs", elem_classes="captioned")
+                                       height=330, allow_preview=True, elem_id="compare-pairs",
+                                       elem_classes="captioned")
             pairs_table = gr.Dataframe(label="Most-confused pairs (validation split)",
                                        interactive=False, max_height=220)
             confusion_files = gr.File(label="Full confusion matrix (PNG, CSV)", file_count="multiple",
@@ -497,7 +497,8 @@ def _mistakes_section(names: list[str]) -> tuple[list, list]:
             gr.Markdown("**Mistakes browser**: the example images this model gets wrong, "
                         "with the true class and its top-3 (table below)")
             mistakes_gallery = gr.Gallery(label="Mistakes browser", show_label=False, columns=4,
-                                          height=400, allow_preview=True, elem_id="compare-mistakes", elem_classes="captioned")
+                                          height=400, allow_preview=True, elem_id="compare-mistakes",
+                                          elem_classes="captioned")
             mistakes_table = gr.Dataframe(label="The same mistakes, in order: true class and top-3",
                                           interactive=False, max_height=300, wrap=True,
                                           elem_id="compare-mistakes-table")
@@ -525,7 +526,8 @@ def _data_section() -> list:
                                 type="filepath", interactive=False, scale=3,
                                 buttons=["fullscreen", "download"], elem_id="compare-distribution")
         samples = gr.Gallery(label="Sample photos (the app's examples, from the validation split)",
-                             columns=4, height=420, scale=2, allow_preview=True, elem_id="compare-samples", elem_classes="captioned")
+                             columns=4, height=420, scale=2, allow_preview=True, elem_id="compare-samples",
+                             elem_classes="captioned")
     return [data_md, distribution, samples]
 
 
