@@ -86,7 +86,8 @@ def _int8_note(files: Sequence[str]) -> str:
     return (" This model's int8 weights are 7-bit where ONNX Runtime's u8s8 kernels multiply them, so "
             "they cannot saturate on x86 CPUs without VNNI; at load the model checks itself against "
             f"float references stored in the bundle (`{SELFCHECK}`) and serves its float ONNX model "
-            "where the check fails.")
+            "where the check fails; as served, images whose two best classes are within 0.25 of "
+            "each other are re-run through the float model.")
 
 
 def _cell(text: str) -> str:
@@ -234,9 +235,9 @@ Trained with the `sports_classifier` package (Keras 3). {'An ONNX export serves 
 {_metrics_table(metrics)}
 
 Measured with the engine and on the CPU in the last columns (`sports-classifier evaluate` gives
-the same figures with them). A row named `valid (onnxruntime)` keeps the float network's figures
-from training, before an int8 copy was added; `valid` is then the model as served (`evaluate
---write` measured it). int8 results depend on the CPU's int8 kernels.{_int8_note(files)} The `valid`
+the same figures with them). `valid` is the model as served (`evaluate --write`); a row named
+`valid (onnxruntime)` keeps the float network's figures beside it. int8 results depend on the
+CPU's int8 kernels.{_int8_note(files)} The `valid`
 split has only 5 images per class, so one image is 0.2 points of accuracy.
 
 {_usage(repo_id or REPO_PLACEHOLDER, config['image_size'], len(labels))}
