@@ -53,7 +53,10 @@ def start_app(models: str, *, log: Path, timeout: float = 120.0) -> tuple[subpro
     """``python app.py --models MODELS --port <free>``; returns once GET / answers."""
     port = free_port()
     url = f"http://127.0.0.1:{port}/"
+    # Every client here shares 127.0.0.1, which the app's rate limit counts like any address:
+    # off for a throughput test (unless the caller set it).
     env = dict(os.environ, GRADIO_ANALYTICS_ENABLED="False", PYTHONUNBUFFERED="1")
+    env.setdefault("SPORTS_CLASSIFIER_RATE_LIMIT", "0")
     with open(log, "w") as out:
         proc = subprocess.Popen([sys.executable, str(ROOT / "app.py"), "--models", models, "--port", str(port)],
                                 cwd=ROOT, stdout=out, stderr=subprocess.STDOUT, env=env)
@@ -155,14 +158,16 @@ class Outcome:
 def top_label(result) -> str | None:
     """The first model's top label in a /predict answer (one gr.Label update per model first)."""
     first = result[0] if isinstance(result, (list, tuple)) and result else None
-    value = first.get("value") if isinstance(first, dict) else None
+    # a gr.Label update ({"value": {...}}) or, since the app returns plain values, the value itself
+    value = first.get("value", first) if isinstance(first, dict) else None
     return value.get("label") if isinstance(value, dict) else None
 
 
 def note(result, n_models: int) -> str:
     """The first model's note (the Markdown under its label: time taken, or the error)."""
     try:
-        return str(result[n_models].get("value"))
+        value = result[n_models]
+        return str(value.get("value") if isinstance(value, dict) else value)
     except (IndexError, TypeError, AttributeError):
         return repr(result)[:200]
 

@@ -70,7 +70,9 @@ def start_app(models: str, log: Path, *, timeout: float = 60.0, port: int | None
     starting the process to the first successful GET / is ``seconds_to_serving``."""
     port = port or free_port()
     url = f"http://127.0.0.1:{port}/"
-    env = dict(os.environ, GRADIO_ANALYTICS_ENABLED="False", PYTHONUNBUFFERED="1", **(env or {}))
+    # loopback is rate-limited like any client (issue 23): off unless a test sets it
+    env = dict(os.environ, GRADIO_ANALYTICS_ENABLED="False", PYTHONUNBUFFERED="1",
+               **{"SPORTS_CLASSIFIER_RATE_LIMIT": "0", **(env or {})})
     start = time.perf_counter()
     out = open(log, "w")
     proc = subprocess.Popen([sys.executable, str(ROOT / "app.py"), "--models", models, "--port", str(port)],

@@ -150,13 +150,13 @@ def test_bundled_models_carry_justified_thresholds():
 
 def test_registry_loads_nothing_until_asked_and_each_model_once(sports_tiny, monkeypatch):
     calls = []
-    real = Classifier.from_pretrained.__func__
+    real = Classifier.from_source.__func__  # what the registry loads with
 
     def counting(cls, *a, **k):
         calls.append(a)
         return real(cls, *a, **k)
 
-    monkeypatch.setattr(Classifier, "from_pretrained", classmethod(counting))
+    monkeypatch.setattr(Classifier, "from_source", classmethod(counting))
     reg = registry_of(str(sports_tiny))
     assert calls == [] and reg.status() == {"tiny3": "not loaded yet"}
     results = []

@@ -99,7 +99,7 @@ def test_table_leads_with_what_people_compare(three):
     rows = frame.set_index("model")
     assert rows.loc["ensemble-finetuned", "architecture"] == "lite0+lite2"
     assert rows.loc["lite0", "architecture"] == "lite0"
-    served = MODELS / "lite0" / compare.SERVED_FILE[three.get("lite0").runtime]
+    served = MODELS / "lite0" / three.get("lite0").model_file
     assert rows.loc["lite0", "size MB"] == round(served.stat().st_size / 2**20, 2)
     assert rows.loc["broken", "status"].startswith("failed to load")
     assert pd.isna(rows.loc["broken", "accuracy"])
