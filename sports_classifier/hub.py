@@ -293,6 +293,7 @@ def _snapshot(repo_id: str, revision: str | None, allow: list[str], *, cache_dir
     check_revision(revision)
     shown = revision if shown_revision is None else shown_revision
     with hub_errors(repo_id, revision=shown, token=token, cache_dir=cache_dir, local_files_only=local_files_only):
+        _guard_session()
         api = HfApi(token=token, library_name="sports_classifier", library_version=__version__)
         resolved = api.resolve_revision(repo_id, revision=revision, cache_dir=cache_dir, token=token,
                                         local_files_only=local_files_only)
@@ -303,6 +304,36 @@ def _snapshot(repo_id: str, revision: str | None, allow: list[str], *, cache_dir
             library_name="sports_classifier", library_version=__version__,
         )
     return Path(folder)
+
+
+_FILE_TOKEN = re.compile(r"[A-Za-z0-9_-]{1,128}")
+
+
+def _check_file_headers(response) -> None:
+    """huggingface_hub names cache files after what a file's answer says: the blob after its
+    ``ETag`` / ``X-Linked-Etag``, the snapshot after its ``X-Repo-Commit``. A server answering
+    ``ETag: "../../../../x"`` had it write ``x`` outside the cache; such an answer is refused
+    before anything is written (``HubError``)."""
+    if "/resolve/" not in response.request.url.path:
+        return
+    commit = response.headers.get("X-Repo-Commit")
+    if commit is not None:
+        check_commit(commit, response.request.url.path.split("/resolve/")[0].strip("/"))
+    for name in ("ETag", "X-Linked-Etag"):
+        value = response.headers.get(name)
+        if value is not None and not _FILE_TOKEN.fullmatch(value.removeprefix("W/").strip('"')):
+            raise HubError(f"the Hub answered with {value[:60]!r} as the {name} of {response.request.url.path}, "
+                           "which is not a plain identifier: refusing to use it as a file name; check HF_ENDPOINT")
+
+
+def _guard_session() -> None:
+    """Add ``_check_file_headers`` to huggingface_hub's shared HTTP session (once per session;
+    the session, and any client factory the user set, stay as they are)."""
+    from huggingface_hub.utils import get_session
+
+    hooks = get_session().event_hooks
+    if _check_file_headers not in hooks.setdefault("response", []):
+        hooks["response"].append(_check_file_headers)
 
 
 def check_commit(commit, repo_id: str, revision: str | None = None) -> str:

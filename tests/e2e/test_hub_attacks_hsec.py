@@ -117,6 +117,18 @@ def test_a_commit_that_is_not_a_hash_is_refused_before_anything_is_written(world
     assert written_outside_cache(world) == []
 
 
+@pytest.mark.parametrize("headers", [{"ETag": '"../../../../../../etag-pwn"'},
+                                     {"X-Repo-Commit": "../../../../commit-pwn"}], ids=["etag", "x-repo-commit"])
+def test_a_file_answer_naming_a_path_is_refused_before_anything_is_written(world, headers):
+    """Item 5's family: huggingface_hub also names the blob after a file's ETag and the snapshot
+    after its X-Repo-Commit header (six levels up from the blobs folder is the test's folder)."""
+    world["hub"].forge_headers("/resolve/", headers)
+    code, out, err = cli(world, "predict", "--model", f"hf:{REPO}", world["photo"])
+    assert code == 1 and "refusing to use it" in one_error_line(err)
+    assert not any("pwn" in p.name for p in world["root"].rglob("*"))
+    assert written_outside_cache(world) == []
+
+
 @pytest.mark.parametrize("path_part, body", [
     ("/tree/", {"not": "a list"}),                   # a file listing that is not a list
     ("/tree/", [{"type": "file"}]),                  # entries without their fields
