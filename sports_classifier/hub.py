@@ -295,7 +295,8 @@ def _snapshot(repo_id: str, revision: str | None, allow: list[str], *, cache_dir
     with hub_errors(repo_id, revision=shown, token=token, cache_dir=cache_dir, local_files_only=local_files_only):
         _guard_session()
         api = HfApi(token=token, library_name="sports_classifier", library_version=__version__)
-        resolved = api.resolve_revision(repo_id, revision=revision, cache_dir=cache_dir, token=token,
+        # "main" named, as snapshot_download does: /api/models/<repo>/revision/main (mirrors serve that)
+        resolved = api.resolve_revision(repo_id, revision=revision or "main", cache_dir=cache_dir, token=token,
                                         local_files_only=local_files_only)
         check_commit(getattr(resolved, "resolved", None), repo_id, shown)
         folder = snapshot_download(
