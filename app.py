@@ -679,6 +679,11 @@ def build_demo(registry: ModelRegistry, cache: mistakes.MistakesCache | None = N
             return predict_tab.status_markdown(registry), about.engine_markdown(registry), gr.Timer(active=pending)
 
         timer.tick(on_status, None, [status, engines, timer], api_visibility="private", show_progress="hidden")
+        default_models = list(chosen.value or [])
+        # each page opened leaves out of the default selection the models that failed (e.g. never
+        # answered their warm-up): no request from it waits on them
+        demo.load(lambda: gr.CheckboxGroup(value=registry.answering(default_models)), None, chosen,
+                  api_visibility="private", show_progress="hidden")
         about_tab.select(lambda: about.engine_markdown(registry), None, engines, api_visibility="private")
     demo.queue(default_concurrency_limit=CONCURRENCY, max_size=QUEUE_SIZE)
     demo.mistakes_cache = cache

@@ -146,3 +146,20 @@ def test_a_missing_local_folder_is_reported_as_missing(world):
     code, out, err = cli(world, "predict", "--model", "runs/lite0", world["photo"])
     line = one_error_line(err)
     assert code == 1 and "there is no folder runs/lite0" in line and "could not reach" not in line.split(";")[0]
+
+
+@pytest.mark.parametrize("revision", ["..", "a/../b", "../x", ".hidden", "a b", "x.lock", "a\\b", "a@{1}", "",
+                                      "/abs", "a//b", "a\x00", "a~1", "a:b"])
+def test_revisions_that_git_would_refuse_are_refused(revision):
+    from sports_classifier.errors import UserInputError
+    from sports_classifier.hub import check_revision
+
+    with pytest.raises(UserInputError, match="bad revision"):
+        check_revision(revision)
+
+
+@pytest.mark.parametrize("revision", ["main", "v1.0", "refs/pr/1", "feature/x-2", "0" * 40])
+def test_ordinary_revisions_are_kept(revision):
+    from sports_classifier.hub import check_revision
+
+    assert check_revision(revision) == revision
