@@ -67,9 +67,12 @@ UPLOAD_BUDGET = uploads.UploadBudget(UPLOAD_FOLDER)
 CHARTS = PRIVATE / "compare"  # drawn once per server, reused
 # Feedback ("Was this right?"): a local folder, pushed to a Hub dataset repo when one is configured.
 FEEDBACK = feedback.FeedbackStore(repo_id=os.environ.get(feedback.FEEDBACK_REPO_ENV) or None)
-NOT_RIGHT = "✗ Wrong? Pick the sport…"  # the feedback list's first line: picking a sport records it
-LIVE_SECONDS = 300
-LATENCY_ROUNDS_AFTER_LOAD = 2  # with the one at load: three rounds of latency for Compare  # one camera stream runs at most this long; start it again for more
+NOT_RIGHT = "✗ No, it is…"  # the feedback list's first line: picking a sport records it
+LIVE_SECONDS = 300  # one camera stream runs at most this long; start it again for more
+# A camera frame every 0.2 s: at most 5 predictions a second per viewer, which leaves the CPU to
+# other users (three models answer a frame in about 25 ms on the 2-core machine).
+LIVE_EVERY = 0.2
+LATENCY_ROUNDS_AFTER_LOAD = 2  # with the one at load: three rounds of latency for Compare
 CSS = verdict.CSS + """
 #page-title h2 {margin: 0}
 #page-title p {margin: 2px 0 0}
@@ -80,6 +83,7 @@ CSS = verdict.CSS + """
 #predict-message:not(:has(.message)), #verdict:not(:has(.verdict)) {display: none}
 #feedback-row {align-items: center}
 .controls-row {align-items: flex-end}
+.thumbnails .grid-container {grid-template-columns: repeat(auto-fill, minmax(110px, 120px)) !important}
 #model-status {text-align: right; align-self: center}
 @media (max-width: 640px) {#model-status {text-align: left}}
 #verdict:not(:has(.verdict)) ~ #feedback-row, #verdict:not(:has(.verdict)) ~ #feedback-thanks {display: none}
@@ -158,19 +162,15 @@ class ApiResults:
         return self.labels + self.notes
 
     def values(self, results: list[predict_tab.ModelResult]) -> list:
-        by_name = {r.name: r for r in results}
-        labels = [(by_name[n].confidences or None) if n in by_name else None for n in self.names]
-        return labels + [by_name[n].note if n in by_name else "" for n in self.names]
+        by_name = {r.name: r for r in results}  # updates, as before: clients read each one's "value"
+        labels = [gr.Label(value=(by_name[n].confidences or None) if n in by_name else None) for n in self.names]
+        return labels + [gr.Markdown(value=by_name[n].note if n in by_name else "") for n in self.names]
 
 
 def _message_html(text: str) -> str:
     """One error message, shown by the upload (the page's events show errors this way; API
     clients get them as exceptions)."""
     return f'<div class="message" role="alert">{html.escape(text)}</div>' if text else ""
-
-
-def _client(request: gr.Request | None) -> str | None:
-    return getattr(getattr(request, "client", None), "host", None)
 
 
 def build_predict_tab(registry: ModelRegistry, status: gr.Markdown) -> gr.CheckboxGroup:
@@ -219,7 +219,7 @@ def build_predict_tab(registry: ModelRegistry, status: gr.Markdown) -> gr.Checkb
                 explain_ui.choices(results, explain_with), results, status_now]
 
     outputs = [image, message, verdict_box, panels, explain_ui.label, feedback_ui.results, status]
-    gr.on([predict_btn.click, image.change], on_predict, [image, chosen, explain_ui.model], outputs,
+    gr.on([predict_btn.click, image.change, chosen.input], on_predict, [image, chosen, explain_ui.model], outputs,
           api_visibility="private", trigger_mode="always_last", preprocess=False, show_progress="minimal")
     # The API keeps its contract (gr.Label values per model; errors as exceptions), on a trigger
     # the page never fires.
@@ -373,7 +373,7 @@ def build_live_tab(registry: ModelRegistry, chosen: gr.CheckboxGroup) -> None:
         return verdict.verdict_html(results), verdict.panels_html(results), live.FrameRate.text(meter.tick()), meter
 
     # Frames are not files (no upload cache); the stream is bounded in time and concurrency.
-    camera.stream(on_frame, [camera, chosen, meter], [live_verdict, live_panels, rate, meter], stream_every=0.2,
+    camera.stream(on_frame, [camera, chosen, meter], [live_verdict, live_panels, rate, meter], stream_every=LIVE_EVERY,
                   time_limit=LIVE_SECONDS, concurrency_limit=CONCURRENCY, concurrency_id="live",
                   api_visibility="private", show_progress="hidden")
 
@@ -433,7 +433,7 @@ def build_examples_tab(registry: ModelRegistry, chosen: gr.CheckboxGroup) -> Non
     search.submit(on_search, [search, sport], sport, api_visibility="private", show_progress="hidden")
     sport.change(on_filter, sport, [gallery, grid_btn], api_visibility="private")
     gallery.select(on_example, [sport, chosen], [chosen_example, true_label, example_verdict, example_panels],
-                   api_visibility="private")
+                   api_visibility="private", scroll_to_output=True)  # on a phone the answer is below the gallery
     grid_btn.click(on_grid, [grid_model, sport, grid_seed], [grid, grid_summary, grid_seed], api_name="grid")
 
 
@@ -459,9 +459,10 @@ def _compare_overview() -> list:
     refresh_btn = gr.Button("Refresh", size="sm")
     with gr.Row(equal_height=False):
         speed = gr.Image(label="Validation accuracy vs speed on this server", type="filepath",
-                         show_label=False, interactive=False, height=380, scale=3, elem_id="compare-speed",
-                         buttons=["fullscreen", "download"])
-        gr.Markdown(compare.CHART_NOTE, elem_id="compare-chart-note")
+                         show_label=False, interactive=False, height=380, scale=3, min_width=360,
+                         elem_id="compare-speed", buttons=["fullscreen", "download"])
+        with gr.Column(scale=1, min_width=280):  # beside the chart, or below it on a phone
+            gr.Markdown(compare.CHART_NOTE, elem_id="compare-chart-note")
     metrics = gr.Dataframe(label="Measured metrics (validation split)", interactive=False,
                            elem_id="compare-table", max_height=260)
     gr.Markdown(compare.SPEED_NOTE)
@@ -482,10 +483,11 @@ def _mistakes_section(names: list[str]) -> tuple[list, list]:
     timer = gr.Timer(2.0, active=False)  # while the example images are being predicted
     with gr.Row(equal_height=False):
         with gr.Column(scale=2):
-            gr.Markdown("**Most-confused pairs** on the validation split: true → predicted, "
-                        "how many (click an image for its caption)")
+            gr.Markdown("**Most-confused pairs** on the validation split: true → predicted, how many. With "
+                        "5 validation photos per sport most pairs are a single photo (click one for its caption)")
             pairs_gallery = gr.Gallery(label="Most-confused pairs", show_label=False, columns=3,
-                                       height=330, allow_preview=True, elem_id="compare-pairs")
+                                       height=330, allow_preview=True, elem_id="compare-pairs",
+                                       elem_classes="captioned")
             pairs_table = gr.Dataframe(label="Most-confused pairs (validation split)",
                                        interactive=False, max_height=220)
             confusion_files = gr.File(label="Full confusion matrix (PNG, CSV)", file_count="multiple",
@@ -494,7 +496,8 @@ def _mistakes_section(names: list[str]) -> tuple[list, list]:
             gr.Markdown("**Mistakes browser**: the example images this model gets wrong, "
                         "with the true class and its top-3 (table below)")
             mistakes_gallery = gr.Gallery(label="Mistakes browser", show_label=False, columns=4,
-                                          height=400, allow_preview=True, elem_id="compare-mistakes")
+                                          height=400, allow_preview=True, elem_id="compare-mistakes",
+                                          elem_classes="captioned")
             mistakes_table = gr.Dataframe(label="The same mistakes, in order: true class and top-3",
                                           interactive=False, max_height=300, wrap=True,
                                           elem_id="compare-mistakes-table")
@@ -522,7 +525,8 @@ def _data_section() -> list:
                                 type="filepath", interactive=False, scale=3,
                                 buttons=["fullscreen", "download"], elem_id="compare-distribution")
         samples = gr.Gallery(label="Sample photos (the app's examples, from the validation split)",
-                             columns=4, height=420, scale=2, allow_preview=True, elem_id="compare-samples")
+                             columns=4, height=420, scale=2, allow_preview=True, elem_id="compare-samples",
+                             elem_classes="captioned")
     return [data_md, distribution, samples]
 
 
@@ -605,8 +609,8 @@ def build_batch_tab(registry: ModelRegistry, default_models: list[str]) -> None:
     with gr.Row(equal_height=True):
         models = gr.CheckboxGroup(registry.names, value=default_models, label="Models", scale=3)
         batch_btn = gr.Button("Predict all", variant="primary", scale=1, min_width=120)
-    photos = gr.Gallery(label="Photos (numbered as in the table)", columns=8, height=170, allow_preview=True,
-                        elem_id="batch-photos", elem_classes="captioned")
+    photos = gr.Gallery(label="Photos (numbered as in the table)", columns=8, height=200, object_fit="cover",
+                        allow_preview=True, elem_id="batch-photos", elem_classes=["captioned", "thumbnails"])
     table = gr.Dataframe(label="Predictions", interactive=False, wrap=False, elem_id="batch-table")
     download = gr.DownloadButton("Download CSV", visible=False)
 
@@ -654,10 +658,12 @@ def build_demo(registry: ModelRegistry, cache: mistakes.MistakesCache | None = N
     cache = cache or mistakes.MistakesCache(registry, EXAMPLES)
     # Uploads and returned files pile up in Gradio's cache: every hour, drop those over an hour old.
     with gr.Blocks(title=TITLE, analytics_enabled=False, fill_width=True, delete_cache=CACHE_CLEANUP) as demo:
-        with gr.Row(equal_height=False):
-            gr.Markdown(f"## {TITLE}\nWhich of 100 sports does a photo show? Upload, paste or take a photo.",
-                        elem_id="page-title")
-            status = gr.Markdown(predict_tab.status_markdown(registry), elem_id="model-status")
+        with gr.Row(equal_height=False):  # on a phone the status goes below the title
+            with gr.Column(scale=3, min_width=340):
+                gr.Markdown(f"## {TITLE}\nWhich of 100 sports does a photo show? Upload, paste or take a photo.",
+                            elem_id="page-title")
+            with gr.Column(scale=2, min_width=300):
+                status = gr.Markdown(predict_tab.status_markdown(registry), elem_id="model-status")
         timer = gr.Timer(2.0, active=bool(registry.names))
         # "wrap": on a phone every tab stays in sight (the default hides some behind a menu)
         with gr.Tabs(overflow_behavior="wrap"):
@@ -682,8 +688,11 @@ def build_demo(registry: ModelRegistry, cache: mistakes.MistakesCache | None = N
         default_models = list(chosen.value or [])
         # each page opened leaves out of the default selection the models that failed (e.g. never
         # answered their warm-up): no request from it waits on them
-        demo.load(lambda: gr.CheckboxGroup(value=registry.answering(default_models)), None, chosen,
-                  api_visibility="private", show_progress="hidden")
+        def leave_out_failed():  # unchanged: no update (a change of the ticks predicts again)
+            answering = registry.answering(default_models)
+            return gr.skip() if answering == default_models else gr.CheckboxGroup(value=answering)
+
+        demo.load(leave_out_failed, None, chosen, api_visibility="private", show_progress="hidden")
         about_tab.select(lambda: about.engine_markdown(registry), None, engines, api_visibility="private")
     demo.queue(default_concurrency_limit=CONCURRENCY, max_size=QUEUE_SIZE)
     demo.mistakes_cache = cache

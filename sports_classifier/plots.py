@@ -130,23 +130,33 @@ def speed_accuracy_png(points: Sequence[tuple[str, float, float]], references: S
 
 
 def class_distribution_png(counts: dict[str, int], *, title: str = "Images per class") -> bytes:
-    """One bar per class, fewest first, the median as a line, every class named (small type
-    with 100 classes): the class distribution the notebook opened with."""
+    """One bar per class, fewest first, the median as a line, every class named: the class
+    distribution the notebook opened with. Many classes (over 40) lie as horizontal bars in a
+    tall picture, so that each name is printed level and at a readable size."""
     items = sorted(counts.items(), key=lambda kv: (kv[1], kv[0]))
     n = len(items)
-    fig = _figure(max(6.0, 0.11 * n + 2), 4.2)
-    ax = fig.subplots()
     values = [v for _, v in items]
-    ax.bar(range(n), values, color="C0", width=0.8)
+    horizontal = n > 40
+    fig = _figure(7.5, 0.15 * n + 1.4) if horizontal else _figure(max(6.0, 0.11 * n + 2), 4.2)
+    ax = fig.subplots()
+    if horizontal:
+        ax.barh(range(n), values, color="C0", height=0.75)
+        ax.set_yticks(range(n), [k for k, _ in items], fontsize=7)
+        ax.set_ylim(n - 0.4, -0.6)  # fewest at the top
+        ax.set_xlabel("images")
+        ax.grid(axis="x", alpha=0.3)
+    else:
+        ax.bar(range(n), values, color="C0", width=0.8)
+        ax.set_xticks(range(n), [k for k, _ in items], rotation=90, fontsize=8)
+        ax.set_xlim(-0.6, n - 0.4)
+        ax.set_ylabel("images")
+        ax.grid(axis="y", alpha=0.3)
     if values:
         median = float(np.median(values))
-        ax.axhline(median, color="C3", ls="--", lw=1, label=f"median {median:g}")
-        ax.legend(loc="upper left", fontsize=8)
-    ax.set_xticks(range(n), [k for k, _ in items], rotation=90, fontsize=5 if n > 40 else 8)
-    ax.set_xlim(-0.6, n - 0.4)
-    ax.set_ylabel("images")
-    ax.set_title(title)
-    ax.grid(axis="y", alpha=0.3)
+        line = ax.axvline if horizontal else ax.axhline
+        line(median, color="C3", ls="--", lw=1, label=f"median {median:g}")
+        ax.legend(loc="upper right" if horizontal else "upper left", fontsize=8)
+    ax.set_title(title, fontsize=9 if horizontal else None)
     return _png(fig)
 
 

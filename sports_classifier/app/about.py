@@ -77,16 +77,19 @@ def picture_files(registry: ModelRegistry) -> list[str]:
 
 
 def engine_markdown(registry: ModelRegistry) -> str:
-    """The technical status the page header leaves out: each model's state, the engine that
-    serves it, its load time and its single-photo latency measured at load."""
+    """The technical status the page header leaves out, one line per model (a list reads on a
+    phone; a table does not): its state, the engine that serves it, its load time and its
+    single-photo latency (median of the rounds measured)."""
     if not len(registry):
         return "_No models configured._"
-    rows = ["| model | state | engine | loaded in | ms / photo |", "|---|---|---|---|---|"]
+    lines = []
     for name, state in registry.status().items():
         entry = registry.loaded(name)
         if entry is not None and entry.ok:
-            latency = "" if entry.latency_ms is None else f"{entry.latency_ms:.1f}"
-            rows.append(f"| {name} | ready | {entry.classifier.runtime} | {entry.load_seconds:.1f} s | {latency} |")
+            parts = ["ready", f"`{entry.classifier.runtime}`", f"loaded in {entry.load_seconds:.1f} s"]
+            if entry.latency_ms is not None:
+                parts.append(f"{entry.latency_ms:.1f} ms per photo")
+            lines.append(f"- **{name}**: " + " · ".join(parts))
         else:
-            rows.append(f"| {name} | {state.replace('|', '/')} | | | |")
-    return "\n".join(rows)
+            lines.append(f"- **{name}**: {state}")
+    return "\n".join(lines)

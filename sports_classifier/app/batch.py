@@ -16,8 +16,8 @@ MAX_BATCH_FILES = 64
 
 
 # "#" numbers the photos in upload order (the page's thumbnails carry the same number): several
-# uploads may share a file name ("1.jpg").
-BATCH_COLUMNS = ["#", "file", "model", "prediction", "probability", "top-5", "out of distribution", "error"]
+# uploads may share a file name ("1.jpg"). "file" stays the first column for API clients and CSVs.
+BATCH_COLUMNS = ["file", "#", "model", "prediction", "probability", "top-5", "out of distribution", "error"]
 
 
 def batch_predict(registry: ModelRegistry, files: Sequence[str | Path] | None,
@@ -64,11 +64,26 @@ def batch_predict(registry: ModelRegistry, files: Sequence[str | Path] | None,
 def page_view(frame):
     """The table as the page shows it: probabilities as percentages (the values, and the CSV,
     keep the numbers), misspelt class names as their display names, and the columns a person
-    reads first on the left."""
-    view = frame.copy()
-    view["prediction"] = view["prediction"].map(lambda v: display_name(v) if isinstance(v, str) else v)
-    view = view.rename(columns={"out of distribution": "not a sport?"})
-    return view.style.format({"probability": lambda v: "" if v != v else f"{v:.1%}"}, na_rep="").hide(axis="index")
+    reads first on the left, each photo's rows together. API clients get this table too: its
+    columns stay in ``BATCH_COLUMNS`` order."""
+    view = frame.sort_values("#", kind="stable")
+    # the page's table fits a screen: the runners-up as the top 3 (the CSV keeps the top 5)
+    view["top-5"] = view["top-5"].map(_top3_text)
+    view = view.rename(columns={"out of distribution": "not a sport?", "top-5": "top-3"})
+    # display only: the values keep the models' labels and the numbers
+    return view.style.hide(axis="index").format({
+        "probability": lambda v: "" if v != v else f"{v:.1%}",
+        "prediction": lambda v: display_name(v) if isinstance(v, str) else "",
+        "not a sport?": lambda v: "yes" if v is True else "",
+    }, na_rep="")
+
+
+def _top3_text(text):
+    """"golf 99%; archery 0%; ..." -> "golf 99%": the top 3, without those under 1% (as on Predict)."""
+    if not isinstance(text, str):
+        return text
+    parts = text.split("; ")[:3]
+    return "; ".join(p for i, p in enumerate(parts) if i == 0 or not p.endswith(" 0%"))
 
 
 def photo_captions(files: Sequence[str | Path], frame) -> list[tuple[str, str]]:

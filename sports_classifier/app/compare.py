@@ -124,7 +124,8 @@ def compare_table(registry: ModelRegistry, split: str = "valid", *, digits: int 
 SPEED_NOTE = (f"`ms / image`: the median over three rounds of {LATENCY_RUNS} single-image predictions each "
               "(a 224x224 photo in, preprocessing included, after one warm-up), measured on this server "
               "when each model loaded and twice more once all were loaded; in brackets the fastest and "
-              "slowest round (a busy machine moves one round by 2x). The engine is shown; `size MB`: the model file that engine serves. Accuracy, top-5, macro F1 and loss are read from "
+              "slowest round (a busy machine moves one round by 2x). The engine is shown; `size MB`: the "
+              "model file that engine serves. Accuracy, top-5, macro F1 and loss are read from "
               "each bundle's `metrics.json` (validation split); parameters are the count recorded in "
               "`config.json` if any, else counted in `model.weights.h5` (BatchNorm statistics included).")
 
@@ -297,7 +298,8 @@ def architectures_markdown(registry: ModelRegistry) -> str:
 
 
 CHART_NOTE = ("**Reading the chart.** One point per model served here: validation accuracy (from its "
-              "bundle) against milliseconds per image measured on this server (the median of three rounds; the table gives their range). Red: the "
+              "bundle) against milliseconds per image measured on this server (the median of three "
+              "rounds; the table gives their range). Red: the "
               "Pareto front, the models no other model beats on both speed and accuracy. Grey lines: "
               "the original notebook's published **test** accuracies (EfficientNetB0 97%, ResNet50 88.7%), "
               "reported elsewhere and not measured here, on another split: a landmark, not a result.")

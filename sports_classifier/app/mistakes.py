@@ -24,6 +24,7 @@ from .. import bundle
 from ..atomic import atomic_path
 from .examples import ALL_SPORTS, list_examples
 from .registry import ModelRegistry
+from .sport_names import display_name
 
 log = logging.getLogger(__name__)
 
@@ -116,8 +117,10 @@ class MistakesCache:
             result = ExampleResults(name, error=f"failed to load: {entry.error}")
         else:
             try:
-                result = evaluate_examples(entry.classifier, self.examples_dir, name,
-                                           on_progress=lambda done, total: self._progress.__setitem__(name, (done, total)))
+                def report(done: int, total: int) -> None:
+                    self._progress[name] = (done, total)
+
+                result = evaluate_examples(entry.classifier, self.examples_dir, name, on_progress=report)
             except Exception as exc:  # shown in the page; the other models still get theirs
                 log.warning("examples of %s could not be predicted: %s", name, exc)
                 result = ExampleResults(name, error=f"{type(exc).__name__}: {exc}")
@@ -168,7 +171,7 @@ def pair_examples(pairs: Sequence[dict], results: ExampleResults | None,
         by_pair.setdefault((m.true, m.predicted), m.path)
     items = []
     for p in pairs:
-        caption = f"{p['true']} → {p['predicted']}: {p['count']} of {p['of']}"
+        caption = f"{display_name(p['true'])} → {display_name(p['predicted'])}: {p['count']} of {p['of']}"
         path = by_pair.get((p["true"], p["predicted"]))
         if path is None:
             found = list_examples(examples_dir, p["true"])
@@ -207,8 +210,8 @@ def mistakes_gallery(results: ExampleResults | None, sport: str | None = None) -
     items = []
     for m in results.mistakes:
         if sport in (None, "", ALL_SPORTS) or m.true == sport:
-            top = ", ".join(f"{label} {p:.0%}" for label, p in m.top)
-            items.append((m.path, f"true: {m.true} | top-3: {top}"))
+            top = ", ".join(f"{display_name(label)} {p:.0%}" for label, p in m.top)
+            items.append((m.path, f"true: {display_name(m.true)} | top-3: {top}"))
     return items
 
 

@@ -165,7 +165,8 @@ def explain(registry: ModelRegistry, image, model_name: str | None = None, label
             "pip install 'sports_classifier[train]' and restart the app"
         ) from None
     which = "the class" if label else "its top class"
-    caption = (f"Class activation map of **{name}** for {which} **{display_name(label_shown)}** ({prob:.0%}): "
+    shown = f"{prob:.0%}" if prob >= 0.005 else "under 1%"
+    caption = (f"Class activation map of **{name}** for {which} **{display_name(label_shown)}** ({shown}): "
                "warm colours mark the regions that raised that class's score most.")
     return overlay, caption
 

@@ -124,3 +124,111 @@ def test_feedback_records_with_unsafe_labels_are_not_exported(tmp_path, photo):
     planted.with_suffix(".jpg").write_bytes((tmp_path / "fb").glob("*.jpg").__next__().read_bytes())
     planted.with_suffix(".json").write_text(json.dumps({"id": planted.name, "label": "../escape", "time": "t"}))
     assert [r.label for r in store.records()] == ["golf"]
+
+
+# -- tables as the page shows them ------------------------------------------------------------------
+
+
+def test_batch_page_view_in_percentages_with_numbered_photos():
+    import pandas as pd
+
+    from sports_classifier.app import batch
+
+    frame = pd.DataFrame([{"#": 1, "file": "1.jpg", "model": "m", "prediction": "barell racing",
+                           "probability": 0.8961, "top-5": "barell racing 90%; polo 5%; golf 3%; luge 1%; judo 1%",
+                           "out of distribution": False, "error": None},
+                          {"#": 2, "file": "1.jpg", "model": "m", "error": "cannot read"}], columns=batch.BATCH_COLUMNS)
+    page = batch.page_view(frame).to_html()
+    assert "89.6%" in page and "0.8961" not in page and "barrel racing" in page and "luge" not in page
+    assert "top-3" in page and "not a sport?" in page
+    assert frame["probability"].iloc[0] == 0.8961  # the values themselves are unchanged
+    assert batch.page_view(frame).data["prediction"].iloc[0] == "barell racing"  # API clients get the label
+    assert batch.photo_captions(["/u/1.jpg", "/v/1.jpg"], frame) == [("/u/1.jpg", "#1 barrel racing 90%"),
+                                                                   ("/v/1.jpg", "#2")]
+
+
+class _StandIn:
+    """A loaded model's classifier; the test replaces the latency measurement itself."""
+
+    def predict_proba(self, image):
+        return None
+
+
+def test_latency_is_measured_in_rounds_and_shown_with_its_range(monkeypatch):
+    from sports_classifier.app import compare, registry as registry_module
+    from sports_classifier.app.registry import LoadedModel, ModelRegistry
+    from sports_classifier.hub import ModelSource
+
+    rounds = iter([30.0, 77.5, 29.8])
+    monkeypatch.setattr(registry_module, "_measure_latency", lambda clf, runs=5: next(rounds))
+    source = ModelSource(name="m", location="models/m", hub=False)
+    registry = ModelRegistry([source])
+    registry._loaded["m"] = LoadedModel(source, _StandIn(), load_seconds=0.1, latency_ms=30.0, latency_rounds=[30.0])
+    assert compare.latency_text(registry.loaded("m")) == "30"
+    registry._loaded["m"].latency_rounds = []
+    registry.measure_again(rounds=3, pause=0)
+    entry = registry.loaded("m")
+    assert entry.latency_rounds == [30.0, 77.5, 29.8] and entry.latency_ms == 30.0
+    assert compare.latency_text(entry) == "30 (30–78)"
+
+
+def test_feedback_is_pushed_to_the_configured_hub_dataset_repo(tmp_path, photo, monkeypatch):
+    """The wiring only (the test Hub serves no dataset repos): one CommitScheduler for the
+    folder, started at the first record, none without a repo."""
+    import huggingface_hub
+
+    started = []
+
+    class Scheduler:
+        def __init__(self, **kwargs):
+            started.append(kwargs)
+
+    monkeypatch.setattr(huggingface_hub, "CommitScheduler", Scheduler)
+    store = feedback.FeedbackStore(tmp_path / "fb", repo_id="someone/sports-feedback")
+    for _ in range(2):
+        store.record(photo, "golf", [], {}, known_labels=["golf"])
+    assert len(started) == 1
+    assert started[0]["repo_id"] == "someone/sports-feedback" and started[0]["repo_type"] == "dataset"
+    assert started[0]["folder_path"] == tmp_path / "fb"
+    feedback.FeedbackStore(tmp_path / "local").record(photo, "golf", [], {}, known_labels=["golf"])
+    assert len(started) == 1
+
+
+def test_feedback_command_lists_and_exports(tmp_path, photo, capsys):
+    from sports_classifier.cli import main
+
+    store = feedback.FeedbackStore(tmp_path / "fb")
+    for label in ("golf", "golf", "polo"):
+        store.record(photo, label, [], {}, known_labels=["golf", "polo"])
+    assert main(["feedback", "list", "--dir", str(tmp_path / "fb")]) == 0
+    assert "3 record(s), 2 sport(s): golf 2, polo 1" in capsys.readouterr().out
+    assert main(["feedback", "export", "--dir", str(tmp_path / "fb")]) == 1
+    assert capsys.readouterr().err.strip() == "error: feedback export needs --out FOLDER (a new dataset folder)"
+    assert main(["feedback", "export", "--dir", str(tmp_path / "fb"), "--out", str(tmp_path / "ds")]) == 0
+    out = capsys.readouterr().out
+    assert "train: 2 photo(s) in 2 class folder(s)" in out and "valid: 1 photo(s) in 1 class folder(s)" in out
+    assert main(["feedback", "list", "--dir", str(tmp_path / "none")]) == 0  # nothing yet: no error
+
+
+def test_the_mistakes_browser_reports_its_progress(tmp_path):
+    from sports_classifier.app import mistakes
+
+    for sport in ("golf", "polo"):
+        (tmp_path / sport).mkdir()
+        for i in range(30):
+            Image.new("RGB", (8, 8)).save(tmp_path / sport / f"{i}.png")
+
+    class Answer:
+        ok, label, top = True, "golf", (("golf", 0.9),)
+
+    class Model:
+        labels = ("golf", "polo")
+
+        def predict_files(self, paths, top_k):
+            return [Answer() for _ in paths]
+
+    seen = []
+    results = mistakes.evaluate_examples(Model(), tmp_path, "m", on_progress=lambda d, t: seen.append((d, t)))
+    assert seen == [(25, 60), (50, 60), (60, 60)] and results.n == 60 and results.correct == 30
+    assert "25 of 60" in mistakes.mistakes_summary(None, "m", (25, 60))
+    assert "background" in mistakes.mistakes_summary(None, "m")
