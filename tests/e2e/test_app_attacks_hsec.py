@@ -15,7 +15,6 @@ import hashlib
 import io
 import json
 import os
-import shutil
 import threading
 import time
 import urllib.error
