@@ -299,6 +299,8 @@ def _snapshot(repo_id: str, revision: str | None, allow: list[str], *, cache_dir
         resolved = api.resolve_revision(repo_id, revision=revision or "main", cache_dir=cache_dir, token=token,
                                         local_files_only=local_files_only)
         check_commit(getattr(resolved, "resolved", None), repo_id, shown)
+        if not local_files_only and not _offline():
+            _check_sizes(api, repo_id, resolved.resolved, allow, shown)
         folder = snapshot_download(
             repo_id, repo_type="model", revision=resolved, cache_dir=cache_dir, token=token,
             local_files_only=local_files_only, allow_patterns=allow,
@@ -335,6 +337,32 @@ def _guard_session() -> None:
     hooks = get_session().event_hooks
     if _check_file_headers not in hooks.setdefault("response", []):
         hooks["response"].append(_check_file_headers)
+
+
+def _offline() -> bool:
+    from huggingface_hub import constants
+
+    return constants.is_offline_mode()
+
+
+def _check_sizes(api, repo_id: str, commit: str, allow: list[str], revision: str | None) -> None:
+    """Refuse, before downloading it, a bundle file of the repo over its size cap
+    (``bundle.MAX_BYTES``: a 28 MB config.json would fill the cache, then be refused when read).
+    The sizes come from the repo's file listing at ``commit`` (one request)."""
+    capped = {name: bundle.MAX_BYTES[name] for name in allow if name in bundle.MAX_BYTES}
+    if not capped:
+        return
+    try:
+        listing = list(api.list_repo_tree(repo_id, revision=commit))
+    except _network_errors():  # unreachable: snapshot_download serves the cached copy or says why
+        return
+    for entry in listing:
+        cap = capped.get(getattr(entry, "path", None))
+        lfs = getattr(entry, "lfs", None)
+        size = getattr(lfs, "size", None) or getattr(entry, "size", None)
+        if cap is not None and isinstance(size, int) and size > cap:
+            raise BundleError(f"{entry.path} of Hub repo {_where(repo_id, revision)} is {size / 2**20:.1f} MB; a "
+                              f"bundle's {entry.path} is at most {cap / 2**20:.0f} MB: refusing to download it")
 
 
 def check_commit(commit, repo_id: str, revision: str | None = None) -> str:

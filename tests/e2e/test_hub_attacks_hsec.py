@@ -162,3 +162,21 @@ def test_ordinary_revisions_are_kept(revision):
     from sports_classifier.hub import check_revision
 
     assert check_revision(revision) == revision
+
+
+def test_a_bundle_file_over_its_cap_is_not_even_downloaded(world, tmp_path):
+    """Item 7 for a Hub repo: a 9 MB metrics.json (cap 8 MB) is refused from the repo's file
+    listing, before a byte of it is fetched."""
+    import json as json_
+
+    from sports_classifier import bundle
+
+    big = tmp_path / "big"
+    big.mkdir()
+    for f in (world["root"] / "bundle").iterdir():
+        (big / f.name).write_bytes(f.read_bytes())
+    (big / bundle.METRICS).write_text(json_.dumps({"valid": {"padding": "x" * (9 * 2**20)}}))
+    world["hub"].add_commit("alice/big", big)
+    code, out, err = cli(world, "predict", "--model", "hf:alice/big", world["photo"])
+    assert code == 1 and "refusing to download it" in one_error_line(err)
+    assert not any(p.is_file() and p.stat().st_size > 2**20 for p in (world["home"] / "hub").rglob("*"))
