@@ -686,6 +686,14 @@ def build_demo(registry: ModelRegistry, cache: mistakes.MistakesCache | None = N
             return predict_tab.status_markdown(registry), about.engine_markdown(registry), gr.Timer(active=pending)
 
         timer.tick(on_status, None, [status, engines, timer], api_visibility="private", show_progress="hidden")
+        default_models = list(chosen.value or [])
+        # each page opened leaves out of the default selection the models that failed (e.g. never
+        # answered their warm-up): no request from it waits on them
+        def leave_out_failed():  # unchanged: no update (a change of the ticks predicts again)
+            answering = registry.answering(default_models)
+            return gr.skip() if answering == default_models else gr.CheckboxGroup(value=answering)
+
+        demo.load(leave_out_failed, None, chosen, api_visibility="private", show_progress="hidden")
         about_tab.select(lambda: about.engine_markdown(registry), None, engines, api_visibility="private")
     demo.queue(default_concurrency_limit=CONCURRENCY, max_size=QUEUE_SIZE)
     demo.mistakes_cache = cache

@@ -23,6 +23,7 @@ Exit status: 0 when there were no errors and memory stayed flat, 1 otherwise.
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 import os
 import statistics
@@ -115,14 +116,16 @@ class Outcome:
 def top_label(result) -> str | None:
     """The first model's top label in a /predict answer (one gr.Label update per model first)."""
     first = result[0] if isinstance(result, (list, tuple)) and result else None
-    value = first.get("value") if isinstance(first, dict) else None
+    # a gr.Label update ({"value": {...}}) or, since the app returns plain values, the value itself
+    value = first.get("value", first) if isinstance(first, dict) else None
     return value.get("label") if isinstance(value, dict) else None
 
 
 def note(result, n_models: int) -> str:
     """The first model's note (the Markdown under its label: time taken, or the error)."""
     try:
-        return str(result[n_models].get("value"))
+        value = result[n_models]
+        return str(value.get("value") if isinstance(value, dict) else value)
     except (IndexError, TypeError, AttributeError):
         return repr(result)[:200]
 
@@ -150,8 +153,9 @@ def predict_once(client, photo: Path, sport: str, models: list[str], outcome: Ou
 
 
 def run_load(url: str, *, clients: int, requests: int, warmup: int, max_seconds: float,
-             photos: list[tuple[Path, str]], models: list[str] | None, pid: int | None) -> dict:
-    from gradio_client import Client
+             photos: list[tuple[Path, str]], models: list[str] | None, pid: int | None,
+             duration: float | None = None) -> dict:
+    from gradio_client import Client, handle_file
 
     sampler = RssSampler(pid)
     rss_start = sampler.now()
@@ -174,16 +178,21 @@ def run_load(url: str, *, clients: int, requests: int, warmup: int, max_seconds:
                       range(clients)))
     rss_warm = sampler.now()
 
-    # Measured phase: ``requests`` predictions handed out in turn to whichever client is free.
+    # Measured phase: ``requests`` predictions handed out in turn to whichever client is free;
+    # with ``duration``, as many as the clients send in that time (each one sent finishes, within
+    # ``max_seconds`` more).
     outcome = Outcome()
-    counter = iter(range(requests))
+    counter = iter(range(requests) if duration is None else itertools.count())
     counter_lock = threading.Lock()
-    deadline = time.monotonic() + max_seconds
+    issuing = time.monotonic() + (max_seconds if duration is None else duration)
+    deadline = issuing if duration is None else issuing + max_seconds
+    sent = [0]
 
     def worker(client) -> None:
-        while time.monotonic() < deadline:
+        while time.monotonic() < issuing:
             with counter_lock:
                 k = next(counter, None)
+                sent[0] += k is not None
             if k is None:
                 return
             one(client, k, outcome, deadline)
@@ -201,6 +210,8 @@ def run_load(url: str, *, clients: int, requests: int, warmup: int, max_seconds:
     _close_all(connections)
 
     done = len(outcome.latencies)
+    if duration is not None:
+        requests = sent[0]
     unfinished = requests - done - len(outcome.errors)
     errors = outcome.errors + [f"{unfinished} request(s) not finished within {max_seconds:.0f} s"] * (unfinished > 0)
     return {
@@ -274,6 +285,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--requests", type=int, default=200, help="measured predictions in all")
     parser.add_argument("--warmup", type=int, default=2, help="untimed predictions per client first")
     parser.add_argument("--max-seconds", type=float, default=120.0, help="time bound of the measured phase")
+    parser.add_argument("--duration", type=float, help="instead of --requests: every client sends predictions "
+                        "for this many seconds (each one sent must then finish within --max-seconds)")
     parser.add_argument("--max-rss-growth-mb", type=float, default=50.0,
                         help="fail when RSS at the end exceeds RSS after warm-up by more than this")
     parser.add_argument("--examples", type=Path, default=EXAMPLES, help="folder of <sport>/<photo>.jpg")
@@ -297,7 +310,8 @@ def main(argv: list[str] | None = None) -> int:
         url, pid = app.url, app.pid
     try:
         report = run_load(url, clients=args.clients, requests=args.requests, warmup=args.warmup,
-                          max_seconds=args.max_seconds, photos=photos, models=None, pid=pid)
+                          max_seconds=args.max_seconds, photos=photos, models=None, pid=pid,
+                          duration=args.duration)
         if app is not None and app.proc.poll() is not None:
             report["errors"] += 1
             report["error_messages"].append(f"app.py exited with {app.proc.returncode} during the test")

@@ -122,7 +122,7 @@ class Classifier:
                 raise
             # `runs/lite0` was read as a Hub id because no such folder exists: a missing folder
             # is the likelier mistake, so it comes first (not "could not reach the Hub")
-            raise BundleError(f"model bundle not found: there is no folder {source.name} in {Path.cwd()}; "
+            raise type(exc)(f"model bundle not found: there is no folder {source.name} in {Path.cwd()}; "
                               f"read as the Hub repo {source.location!r}, it could not be loaded either "
                               f"({exc}). For a Hub model write hf:{source.name}") from None
 

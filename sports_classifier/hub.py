@@ -331,16 +331,76 @@ def _snapshot(repo_id: str, revision: str | None, allow: list[str], *, cache_dir
     check_revision(revision)
     shown = revision if shown_revision is None else shown_revision
     with hub_errors(repo_id, revision=shown, token=token, cache_dir=cache_dir, local_files_only=local_files_only):
+        _guard_session()
         api = HfApi(token=token, library_name="sports_classifier", library_version=__version__)
-        resolved = api.resolve_revision(repo_id, revision=revision, cache_dir=cache_dir, token=token,
+        # "main" named, as snapshot_download does: /api/models/<repo>/revision/main (mirrors serve that)
+        resolved = api.resolve_revision(repo_id, revision=revision or "main", cache_dir=cache_dir, token=token,
                                         local_files_only=local_files_only)
         check_commit(getattr(resolved, "resolved", None), repo_id, shown)
+        if not local_files_only and not _offline():
+            _check_sizes(api, repo_id, resolved.resolved, allow, shown)
         folder = snapshot_download(
             repo_id, repo_type="model", revision=resolved, cache_dir=cache_dir, token=token,
             local_files_only=local_files_only, allow_patterns=allow,
             library_name="sports_classifier", library_version=__version__,
         )
     return Path(folder)
+
+
+_FILE_TOKEN = re.compile(r"[A-Za-z0-9_-]{1,128}")
+
+
+def _check_file_headers(response) -> None:
+    """huggingface_hub names cache files after what a file's answer says: the blob after its
+    ``ETag`` / ``X-Linked-Etag``, the snapshot after its ``X-Repo-Commit``. A server answering
+    ``ETag: "../../../../x"`` had it write ``x`` outside the cache; such an answer is refused
+    before anything is written (``HubError``)."""
+    if "/resolve/" not in response.request.url.path:
+        return
+    commit = response.headers.get("X-Repo-Commit")
+    if commit is not None:
+        check_commit(commit, response.request.url.path.split("/resolve/")[0].strip("/"))
+    for name in ("ETag", "X-Linked-Etag"):
+        value = response.headers.get(name)
+        if value is not None and not _FILE_TOKEN.fullmatch(value.removeprefix("W/").strip('"')):
+            raise HubError(f"the Hub answered with {value[:60]!r} as the {name} of {response.request.url.path}, "
+                           "which is not a plain identifier: refusing to use it as a file name; check HF_ENDPOINT")
+
+
+def _guard_session() -> None:
+    """Add ``_check_file_headers`` to huggingface_hub's shared HTTP session (once per session;
+    the session, and any client factory the user set, stay as they are)."""
+    from huggingface_hub.utils import get_session
+
+    hooks = get_session().event_hooks
+    if _check_file_headers not in hooks.setdefault("response", []):
+        hooks["response"].append(_check_file_headers)
+
+
+def _offline() -> bool:
+    from huggingface_hub import constants
+
+    return constants.is_offline_mode()
+
+
+def _check_sizes(api, repo_id: str, commit: str, allow: list[str], revision: str | None) -> None:
+    """Refuse, before downloading it, a bundle file of the repo over its size cap
+    (``bundle.MAX_BYTES``: a 28 MB config.json would fill the cache, then be refused when read).
+    The sizes come from the repo's file listing at ``commit`` (one request)."""
+    capped = {name: bundle.MAX_BYTES[name] for name in allow if name in bundle.MAX_BYTES}
+    if not capped:
+        return
+    try:
+        listing = list(api.list_repo_tree(repo_id, revision=commit))
+    except _network_errors():  # unreachable: snapshot_download serves the cached copy or says why
+        return
+    for entry in listing:
+        cap = capped.get(getattr(entry, "path", None))
+        lfs = getattr(entry, "lfs", None)
+        size = getattr(lfs, "size", None) or getattr(entry, "size", None)
+        if cap is not None and isinstance(size, int) and size > cap:
+            raise BundleError(f"{entry.path} of Hub repo {_where(repo_id, revision)} is {size / 2**20:.1f} MB; a "
+                              f"bundle's {entry.path} is at most {cap / 2**20:.0f} MB: refusing to download it")
 
 
 def check_commit(commit, repo_id: str, revision: str | None = None) -> str:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import importlib.util
 import os
 import threading
+import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Protocol
@@ -48,6 +49,41 @@ def physical_cores() -> int:
         except OSError:
             cores.add(str(cpu))
     return max(1, len(cores))
+
+
+class _Watchdog:
+    """One daemon thread for every time-limited run: it sets ``terminate`` on the options of a
+    run past its deadline (checked every ``TICK`` s), so a limited run costs no thread of its own."""
+
+    TICK = 0.25
+
+    def __init__(self):
+        self._deadlines: dict[int, tuple[object, float]] = {}
+        self._lock = threading.Lock()
+        self._thread: threading.Thread | None = None
+
+    def watch(self, options, seconds: float) -> None:
+        with self._lock:
+            self._deadlines[id(options)] = (options, time.monotonic() + seconds)
+            if self._thread is None or not self._thread.is_alive():
+                self._thread = threading.Thread(target=self._run, name="onnxruntime-watchdog", daemon=True)
+                self._thread.start()
+
+    def forget(self, options) -> None:
+        with self._lock:
+            self._deadlines.pop(id(options), None)
+
+    def _run(self) -> None:
+        while True:
+            time.sleep(self.TICK)
+            now = time.monotonic()
+            with self._lock:
+                for options, deadline in self._deadlines.values():
+                    if now >= deadline:
+                        options.terminate = True
+
+
+_WATCHDOG = _Watchdog()
 
 
 class OnnxEngine:
@@ -118,17 +154,15 @@ class OnnxEngine:
             return self._pool
 
     def _timed(self, session, names: list[str], pixels: np.ndarray) -> list[np.ndarray]:
-        """``session.run``, stopped by ONNX Runtime itself (``RunOptions.terminate``) once it has
-        run ``time_limit`` seconds: a graph can loop for ever (a ``Loop`` of 10^12 steps), and
-        a thread cannot be killed. ``ModelTimeoutError`` then."""
+        """``session.run``, stopped by ONNX Runtime itself (``RunOptions.terminate``, set by the
+        ``_WATCHDOG``) once it has run ``time_limit`` seconds: a graph can loop for ever (a
+        ``Loop`` of 10^12 steps), and a thread cannot be killed. ``ModelTimeoutError`` then."""
         if not self.time_limit:
             return session.run(names, {self.input_name: pixels})
         import onnxruntime as ort
 
         options = ort.RunOptions()
-        timer = threading.Timer(self.time_limit, setattr, (options, "terminate", True))
-        timer.daemon = True
-        timer.start()
+        _WATCHDOG.watch(options, self.time_limit)
         try:
             return session.run(names, {self.input_name: pixels}, options)
         except Exception:
@@ -139,7 +173,7 @@ class OnnxEngine:
                                         "and was stopped") from None
             raise
         finally:
-            timer.cancel()
+            _WATCHDOG.forget(options)
 
     def _run(self, pixels: np.ndarray) -> np.ndarray:
         return self._timed(self.session, self.output_names, pixels)[0]

@@ -121,6 +121,11 @@ class ModelRegistry:
                                              load_seconds=entry.load_seconds)
         return self._loaded[name].error
 
+    def answering(self, names: Iterable[str]) -> list[str]:
+        """``names`` less the models known to have failed (to load, or to answer in time): what
+        a page ticks by default, so that no request waits on a model that does not answer."""
+        return [n for n in names if (entry := self._loaded.get(n)) is None or entry.ok]
+
     def loaded(self, name: str) -> LoadedModel | None:
         """The load record if the model was already asked for, without loading it."""
         self.source(name)

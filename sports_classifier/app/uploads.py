@@ -1,4 +1,5 @@
-"""Which files an app request may name, and how much the upload cache may hold.
+"""Which files an app request may name, how much the upload cache may hold, and how much a
+client may ask for (``RateLimiter``; ``UploadGuard`` in front of Gradio's upload route).
 
 The Predict and Explain events take the photo without Gradio's preprocessing (so the package's
 own decoder sees it), and Gradio checks a file only when the payload marks it as one: a request

@@ -15,7 +15,6 @@ import hashlib
 import io
 import json
 import os
-import shutil
 import threading
 import time
 import urllib.error
@@ -265,6 +264,22 @@ def test_a_model_that_never_answers_does_not_take_the_app_down(tmp_path):
         assert event == "complete" and time.perf_counter() - t0 < 5  # out of service now: not waited for
     finally:
         server.stop()
+
+
+def test_a_model_that_never_answered_is_left_out_of_the_default_selection(tmp_path, monkeypatch):
+    from sports_classifier.app.registry import ModelRegistry
+    from sports_classifier.hub import served_models
+
+    monkeypatch.setenv("SPORTS_CLASSIFIER_MODEL_TIMEOUT", "2")
+    hang = make_onnx_bundle(tmp_path / "hang", labels=LABELS, hang=True)
+    good = make_onnx_bundle(tmp_path / "good", labels=LABELS)
+    registry = ModelRegistry(served_models(f"{hang},{good}"), measure_latency=False)
+    assert registry.answering(["hang", "good"]) == ["hang", "good"]  # not known yet: kept
+    start = time.perf_counter()
+    registry.warm_up(background=False)
+    assert time.perf_counter() - start < 20
+    assert "did not answer within 2 s" in registry.status()["hang"]
+    assert registry.answering(["hang", "good"]) == ["good"]
 
 
 # -- items 9 and 10: rate limits and the upload budget --------------------------------------------

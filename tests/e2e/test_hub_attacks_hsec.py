@@ -9,7 +9,6 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -117,6 +116,18 @@ def test_a_commit_that_is_not_a_hash_is_refused_before_anything_is_written(world
     assert written_outside_cache(world) == []
 
 
+@pytest.mark.parametrize("headers", [{"ETag": '"../../../../../../etag-pwn"'},
+                                     {"X-Repo-Commit": "../../../../commit-pwn"}], ids=["etag", "x-repo-commit"])
+def test_a_file_answer_naming_a_path_is_refused_before_anything_is_written(world, headers):
+    """Item 5's family: huggingface_hub also names the blob after a file's ETag and the snapshot
+    after its X-Repo-Commit header (six levels up from the blobs folder is the test's folder)."""
+    world["hub"].forge_headers("/resolve/", headers)
+    code, out, err = cli(world, "predict", "--model", f"hf:{REPO}", world["photo"])
+    assert code == 1 and "refusing to use it" in one_error_line(err)
+    assert not any("pwn" in p.name for p in world["root"].rglob("*"))
+    assert written_outside_cache(world) == []
+
+
 @pytest.mark.parametrize("path_part, body", [
     ("/tree/", {"not": "a list"}),                   # a file listing that is not a list
     ("/tree/", [{"type": "file"}]),                  # entries without their fields
@@ -134,3 +145,38 @@ def test_a_missing_local_folder_is_reported_as_missing(world):
     code, out, err = cli(world, "predict", "--model", "runs/lite0", world["photo"])
     line = one_error_line(err)
     assert code == 1 and "there is no folder runs/lite0" in line and "could not reach" not in line.split(";")[0]
+
+
+@pytest.mark.parametrize("revision", ["..", "a/../b", "../x", ".hidden", "a b", "x.lock", "a\\b", "a@{1}", "",
+                                      "/abs", "a//b", "a\x00", "a~1", "a:b"])
+def test_revisions_that_git_would_refuse_are_refused(revision):
+    from sports_classifier.errors import UserInputError
+    from sports_classifier.hub import check_revision
+
+    with pytest.raises(UserInputError, match="bad revision"):
+        check_revision(revision)
+
+
+@pytest.mark.parametrize("revision", ["main", "v1.0", "refs/pr/1", "feature/x-2", "0" * 40])
+def test_ordinary_revisions_are_kept(revision):
+    from sports_classifier.hub import check_revision
+
+    assert check_revision(revision) == revision
+
+
+def test_a_bundle_file_over_its_cap_is_not_even_downloaded(world, tmp_path):
+    """Item 7 for a Hub repo: a 9 MB metrics.json (cap 8 MB) is refused from the repo's file
+    listing, before a byte of it is fetched."""
+    import json as json_
+
+    from sports_classifier import bundle
+
+    big = tmp_path / "big"
+    big.mkdir()
+    for f in (world["root"] / "bundle").iterdir():
+        (big / f.name).write_bytes(f.read_bytes())
+    (big / bundle.METRICS).write_text(json_.dumps({"valid": {"padding": "x" * (9 * 2**20)}}))
+    world["hub"].add_commit("alice/big", big)
+    code, out, err = cli(world, "predict", "--model", "hf:alice/big", world["photo"])
+    assert code == 1 and "refusing to download it" in one_error_line(err)
+    assert not any(p.is_file() and p.stat().st_size > 2**20 for p in (world["home"] / "hub").rglob("*"))

@@ -93,7 +93,9 @@ def start_app(models: str | None = None, log: Path | None = None, *, timeout: fl
     ``timeout`` seconds (it is killed then)."""
     port = port or free_port()
     url = f"http://127.0.0.1:{port}/"
-    env = dict(os.environ, GRADIO_ANALYTICS_ENABLED="False", PYTHONUNBUFFERED="1", **(env or {}))
+    # loopback is rate-limited like any client (issue 23): off unless a test sets it
+    env = dict(os.environ, GRADIO_ANALYTICS_ENABLED="False", PYTHONUNBUFFERED="1",
+               **{"SPORTS_CLASSIFIER_RATE_LIMIT": "0", **(env or {})})
     command = [sys.executable, str(ROOT / "app.py"), *(["--models", models] if models else []), "--port", str(port)]
     start = time.perf_counter()
     out = open(log, "w") if log is not None else subprocess.DEVNULL

@@ -97,6 +97,7 @@ class FakeHub:
         self.tokens: dict[str, bool] = {}  # token -> may write
         self.failures: list[tuple[str, str, int, dict]] = []  # (method, path part, status, headers)
         self.forged: list[tuple[str, str, object]] = []  # (method, path part, JSON body): hostile answers
+        self.forged_headers: list[tuple[str, dict]] = []  # (path part, headers): hostile headers
         self._lock = threading.Lock()
         self._servers: list[ThreadingHTTPServer] = []
         self.url = self.cdn_url = ""
@@ -160,6 +161,11 @@ class FakeHub:
         """Answer every request whose path contains ``path_part`` with ``body`` as JSON (200), as
         a hostile or broken server would (a listing that is not a list, a commit ``../../x``)."""
         self.forged.append((method, path_part, body))
+
+    def forge_headers(self, path_part: str, headers: dict) -> None:
+        """Send ``headers`` (replacing the real ones) in every answer to a path containing
+        ``path_part``: e.g. an ``ETag`` of ``../../x``."""
+        self.forged_headers.append((path_part, headers))
 
     def set_private(self, repo_id: str, token: str) -> None:
         self.repos[repo_id].token = token
@@ -293,6 +299,9 @@ class _Handler(BaseHTTPRequestHandler):
             pass
 
     def _send(self, status: int, headers: dict[str, str], body: bytes = b"", *, head: bool = False) -> None:
+        for part, forged in self.fake.forged_headers:
+            if part in self.path:
+                headers = {**headers, **forged}
         self.send_response(status)
         for key, value in headers.items():
             self.send_header(key, value)
