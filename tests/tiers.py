@@ -42,12 +42,7 @@ FILES = {
     "test_cli.py": "unit",
     "test_datasets.py": "unit",
     "test_runtime.py": "unit",
-    # training, export, Keras
-    "test_distill.py": "training",
-    "test_efficientnet_lite.py": "training",
-    "test_ensemble.py": "training",
-    "test_strategy.py": "training",
-    "test_train.py": "training",
+    # training, export, Keras: tests/training/ (their folder is their tier)
     # end to end
     "test_app.py": "e2e",
     "test_browser.py": "e2e",

@@ -173,7 +173,7 @@ def view_pixels(paths: Sequence[str], view: View, image_size: int, batch_size: i
     """Yield ``(pixels, rows)`` batches of ``view`` of the images: the one pipeline behind the
     trunk's cached activations and the teacher's cached probabilities. Deterministic: the
     augmentation is rebuilt from the view's seed on every call, so two passes over the same
-    files give the same pixels (tests/unit/test_distill.py)."""
+    files give the same pixels (tests/training/test_distill.py)."""
     from tqdm.auto import tqdm
 
     transform = view_transform(view)

@@ -26,7 +26,7 @@ def test_every_test_file_has_a_tier():
 def test_a_tier_comes_from_the_list_then_the_folder_then_the_fixtures():
     unit = ROOT / "tests" / "unit"
     assert tier_of(unit / "test_bundle.py", "test_x") == "unit"
-    assert tier_of(unit / "test_train.py", "test_x") == "training"  # listed; not yet moved
+    assert tier_of(unit / "test_cli.py", "test_x") == "unit"
     assert tier_of(ROOT / "tests" / "training" / "test_train.py", "test_x") == "training"  # moved
     assert tier_of(ROOT / "tests" / "e2e" / "test_app.py", "test_x") == "e2e"
     assert tier_of(unit / "test_cli.py", "test_train_cli_tiny") == "training"  # a listed test
