@@ -30,3 +30,21 @@ def test_a_figure_from_another_kind_of_cpu_is_labelled():
     assert measured_on_cell(None) == "not recorded"
     assert hardware.same_int8_kind(other) is False and hardware.same_int8_kind(here) is True
     assert hardware.same_int8_kind({"cpu": "x"}) is None
+
+
+def test_about_and_the_status_say_which_engine_serves_and_why():
+    """The bundled Lite0 (int8 with its self-check): About names this server's CPU and the
+    check's outcome; the status keeps the engine and why."""
+    from pathlib import Path
+
+    from sports_classifier.app.about import engine_markdown
+    from sports_classifier.app.registry import ModelRegistry
+    from sports_classifier.hub import parse_model_sources
+
+    lite0 = Path(__file__).resolve().parents[2] / "models" / "lite0"
+    registry = ModelRegistry(parse_model_sources(str(lite0)), measure_latency=False)
+    registry.get("lite0")
+    text = engine_markdown(registry)
+    assert f"This server: {hardware.describe(hardware.measured_on())}" in text
+    assert "self-check passed" in text and "close calls" in text and "onnxruntime-int8" in text
+    assert registry.status()["lite0"].startswith("ready (onnxruntime-int8, int8, self-check passed")
