@@ -32,6 +32,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from helpers.source import parse
 from helpers.app_server import ROOT, start_app
 from helpers.datasets import make_dataset
 from sports_classifier import bundle
@@ -495,7 +496,7 @@ def unsafe_uses(source: str) -> list[str]:
     """Imports and calls that can execute code from a file, found in the syntax tree (not in
     comments or docstrings)."""
     found = []
-    for node in ast.walk(ast.parse(source)):
+    for node in ast.walk(parse(source)):
         if isinstance(node, ast.Import):
             found += [f"import {a.name}" for a in node.names if a.name.split(".")[0] in UNSAFE_MODULES]
         elif isinstance(node, ast.ImportFrom) and (node.module or "").split(".")[0] in UNSAFE_MODULES:

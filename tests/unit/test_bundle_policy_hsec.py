@@ -17,6 +17,7 @@ from pathlib import Path
 
 import pytest
 
+from helpers.source import parse
 from helpers.onnx_bundle import make_onnx_bundle
 from sports_classifier import atomic, bundle
 from sports_classifier.errors import BundleError
@@ -37,7 +38,7 @@ def _docstrings(tree: ast.AST) -> set[int]:
 
 def bundle_names_in(source: str) -> list[str]:
     """String literals (docstrings aside) that are a bundle file's name or end in ``/<name>``."""
-    tree = ast.parse(source)
+    tree = parse(source)
     skip = _docstrings(tree)
     found = []
     for node in ast.walk(tree):
@@ -186,7 +187,7 @@ def test_no_module_replaces_files_by_hand():
         rel = str(path.relative_to(ROOT / "sports_classifier"))
         if rel in allowed:
             continue
-        tree = ast.parse(path.read_text())
+        tree = parse(path.read_text())
         for node in ast.walk(tree):
             if (isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute) and node.func.attr == "replace"
                     and isinstance(node.func.value, ast.Name) and node.func.value.id == "os"):
