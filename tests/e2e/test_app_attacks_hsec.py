@@ -17,15 +17,13 @@ import json
 import os
 import threading
 import time
-import urllib.error
-import urllib.request
 from pathlib import Path
 
 import numpy as np
 import pytest
 from PIL import Image, PngImagePlugin
 
-from helpers.app_server import free_port, start_app
+from helpers.app_server import free_port, http, start_app
 from helpers.onnx_bundle import make_onnx_bundle
 from sports_classifier import bundle
 
@@ -36,15 +34,6 @@ LABELS = ("archery", "bowling", "curling")  # sports the app's examples have
 def port() -> int:
     os.environ.setdefault("SPORTS_CLASSIFIER_TEST_PORTS", "7900-7999")
     return free_port()
-
-
-def http(url: str, data: bytes | None = None, headers: dict | None = None, timeout: float = 60):
-    req = urllib.request.Request(url, data=data, headers=headers or {})
-    try:
-        with urllib.request.urlopen(req, timeout=timeout) as r:
-            return r.status, r.read()
-    except urllib.error.HTTPError as exc:
-        return exc.code, exc.read()
 
 
 def call(base: str, api: str, data: list, timeout: float = 120) -> tuple[str, object]:

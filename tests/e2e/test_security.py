@@ -13,8 +13,6 @@ import math
 import os
 import shutil
 import time
-import urllib.error
-import urllib.request
 from pathlib import Path
 from urllib.parse import quote
 
@@ -22,7 +20,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from helpers.app_server import free_port, start_app
+from helpers.app_server import free_port, http, start_app
 from sports_classifier import bundle
 from sports_classifier.app.uploads import NOT_AN_UPLOAD
 
@@ -36,15 +34,6 @@ def port_in_range() -> int:
 
 
 # -- HTTP, as a script would send it ---------------------------------------------------------
-
-def http(url: str, data: bytes | None = None, headers: dict | None = None, timeout: float = 60):
-    req = urllib.request.Request(url, data=data, headers=headers or {})
-    try:
-        with urllib.request.urlopen(req, timeout=timeout) as r:
-            return r.status, r.read()
-    except urllib.error.HTTPError as exc:
-        return exc.code, exc.read()
-
 
 def call(base: str, api: str, data: list) -> tuple[str, str]:
     """POST /gradio_api/call/<api>, then read its event stream: ("complete" | "error", data)."""

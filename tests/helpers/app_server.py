@@ -123,3 +123,15 @@ def start_app(models: str | None = None, log: Path | None = None, *, timeout: fl
 
 def _tail(log: Path | None) -> str:
     return log.read_text()[-3000:] if log is not None else "(no log kept)"
+
+
+def http(url: str, data: bytes | None = None, headers: dict | None = None, timeout: float = 60):
+    """(status, body) of one request as a script would send it: an HTTP error is an answer too."""
+    import urllib.error
+
+    req = urllib.request.Request(url, data=data, headers=headers or {})
+    try:
+        with urllib.request.urlopen(req, timeout=timeout) as r:
+            return r.status, r.read()
+    except urllib.error.HTTPError as exc:
+        return exc.code, exc.read()
