@@ -188,12 +188,10 @@ class Classifier:
         if not bundle.has_float_companion(self.config):
             raise BundleError(problem + f". The bundle has no float {bundle.ONNX} to serve instead: "
                               "`sports-classifier export --format onnx-fp16` adds one")
-        if self._fetch is not None and not (self.path / bundle.ONNX).is_file():
-            self._fetch([bundle.ONNX])
         warnings.warn(problem + f"; serving the float {bundle.ONNX} instead", stacklevel=3)
         self.serving_note = "float ONNX model: the int8 model failed its self-check on this CPU"
         self.model_file = bundle.ONNX
-        return self._onnx_engine(bundle.ONNX)
+        return self._float_companion()
 
     def _with_close_calls(self, int8_engine):
         """int8 with its close calls settled by the float ONNX model, when the bundle has one
@@ -203,13 +201,14 @@ class Classifier:
         if not bundle.has_float_companion(self.config):
             return int8_engine
 
-        def float_engine():
-            if self._fetch is not None and not (self.path / bundle.ONNX).is_file():
-                self._fetch([bundle.ONNX])
-            return self._onnx_engine(bundle.ONNX)
-
         self.serving_note += f"; close calls (top-2 margin < {CLOSE_CALL_MARGIN:g}) re-run in float"
-        return CloseCallEngine(int8_engine, float_engine, margin=CLOSE_CALL_MARGIN)
+        return CloseCallEngine(int8_engine, self._float_companion, margin=CLOSE_CALL_MARGIN)
+
+    def _float_companion(self):
+        """The float ONNX engine beside an int8 model (fetched first for a Hub model that lacks it)."""
+        if self._fetch is not None and not (self.path / bundle.ONNX).is_file():
+            self._fetch([bundle.ONNX])
+        return self._onnx_engine(bundle.ONNX)
 
     def _onnx_engine(self, name: str):
         from .runtime import OnnxEngine

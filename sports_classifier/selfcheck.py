@@ -21,6 +21,7 @@ from __future__ import annotations
 import io
 import json
 import time
+import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -30,7 +31,8 @@ REFERENCE_IMAGES = 8
 # Quantisation moves the probabilities a little on every CPU; saturation and tampering move them
 # far more (a 2-point accuracy loss comes with a mean L1 several times this).
 L1_SLACK = 0.05
-MAX_REFERENCE_BYTES = 16 * 2**20  # 8 images at 260 px are ~1.6 MB uncompressed
+MAX_REFERENCE_BYTES = 16 * 2**20  # the file; 8 images at 260 px are ~1.6 MB uncompressed
+MAX_INFLATED_BYTES = 64 * 2**20  # its arrays, uncompressed
 
 
 @dataclass(frozen=True)
@@ -104,16 +106,23 @@ def read(file: str | Path) -> Reference:
     if file.stat().st_size > MAX_REFERENCE_BYTES:
         raise BundleError(f"{file} is {file.stat().st_size} bytes, over the {MAX_REFERENCE_BYTES} "
                           "a self-check reference may be")
+    raw = file.read_bytes()
+    try:  # a small .npz can inflate to gigabytes: its members' sizes are checked before any is read
+        inflated = sum(info.file_size for info in zipfile.ZipFile(io.BytesIO(raw)).infolist())
+    except zipfile.BadZipFile as exc:
+        raise BundleError(f"{file} is not a self-check reference ({exc})") from None
+    if inflated > MAX_INFLATED_BYTES:
+        raise BundleError(f"{file} inflates to {inflated} bytes, over the {MAX_INFLATED_BYTES} a self-check "
+                          "reference may hold")
     try:
-        with np.load(io.BytesIO(file.read_bytes()), allow_pickle=False) as data:
+        with np.load(io.BytesIO(raw), allow_pickle=False) as data:
             pixels, float_probs, int8_probs = data["pixels"], data["float_probs"], data["int8_probs"]
             where = json.loads(bytes(data["measured_on"]).decode())
     except Exception as exc:  # zip, npy and JSON errors alike: the file is not what export wrote
         raise BundleError(f"{file} is not a self-check reference ({type(exc).__name__}: {exc})") from None
     n = len(pixels)
     if (pixels.dtype != np.uint8 or pixels.ndim != 4 or pixels.shape[-1] != 3 or not 0 < n <= 64
-            or float_probs.shape != int8_probs.shape or float_probs.shape[0] != n
-            or pixels.size * 4 > 4 * MAX_REFERENCE_BYTES):
+            or float_probs.shape != int8_probs.shape or float_probs.shape[0] != n):
         raise BundleError(f"{file} holds arrays of unexpected shapes {pixels.shape}, {float_probs.shape}, "
                           f"{int8_probs.shape}")
     return Reference(pixels, float_probs.astype(np.float32), int8_probs.astype(np.float32),

@@ -234,3 +234,15 @@ def test_the_cli_says_when_the_float_model_serves(int8_bundle, tmp_path, jpegs, 
     assert main(["evaluate", "--model", str(bad), "--data", str(_dataset_of(jpegs)), "--json"]) == 0
     out = capsys.readouterr().out
     assert '"selfcheck": {"passed": false' in out and '"int8_kind"' in out
+
+
+def test_a_reference_that_inflates_past_its_cap_is_refused_before_it_is_read(int8_bundle, tmp_path):
+    """A checksummed selfcheck.npz of a few hundred KB that would inflate to 100 MB."""
+    def write(dest):
+        np.savez_compressed(dest, pixels=np.zeros((64, 1024, 512, 3), np.uint8), float_probs=np.zeros((64, 3)),
+                            int8_probs=np.zeros((64, 3)), measured_on=np.frombuffer(b"{}", np.uint8))
+
+    bad = _rewritten(int8_bundle, tmp_path / "bad", **{bundle.SELFCHECK: write})
+    assert (bad / bundle.SELFCHECK).stat().st_size < selfcheck.MAX_REFERENCE_BYTES
+    with pytest.raises(BundleError, match="inflates to"):
+        Classifier.from_pretrained(bad)
