@@ -26,6 +26,10 @@ import threading
 from pathlib import Path
 from types import SimpleNamespace
 
+from sports_classifier.app.gradio_import import skip_stub_rewrite
+
+skip_stub_rewrite()  # before the first `import gradio`: it then takes half the time (see that module)
+
 import gradio as gr
 from gradio.utils import get_upload_folder
 from starlette.middleware import Middleware

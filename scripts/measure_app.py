@@ -2,8 +2,8 @@
 
 Prints, as JSON, medians over ``--runs`` starts: the seconds from starting ``python app.py``
 to the first answered ``GET /``, beside the seconds a bare ``python -c "import gradio"``
-takes in the same run (the floor no app code can go under, and a gauge of how busy the
-machine is); then the first prediction after the page serves and the median of
+takes in the same run (a gauge of how busy the machine is; the app imports Gradio in about half
+that time, without rewriting Gradio's type stubs: sports_classifier/app/gradio_import.py); then the first prediction after the page serves and the median of
 ``--predictions`` warm predictions, each a full round trip through gradio_client (upload,
 queue, preprocessing, ONNX Runtime, answer); then as many Explain clicks (the heat map from the
 ONNX model's class maps), and whether the app process ever mapped TensorFlow's libraries; with ``--compare N``, the median of N openings of

@@ -300,12 +300,17 @@ def cmd_data(args) -> int:
 
 
 def cmd_feedback(args) -> int:
-    from .feedback import FeedbackStore, summary_lines
+    from .feedback import FEEDBACK_REPO_ENV, FeedbackStore, summary_lines
 
     store = FeedbackStore(args.dir)
     if args.action == "list":
         for line in summary_lines(store.records()):
             print(printable(line))
+        return 0
+    if args.action == "push":
+        store.repo_id = args.repo or os.environ.get(FEEDBACK_REPO_ENV) or None
+        count = store.push(token=args.token)
+        print(f"pushed {count} record(s) from {store.folder} to the Hub dataset repo {store.repo_id}")
         return 0
     if not args.out:
         raise UserInputError("feedback export needs --out FOLDER (a new dataset folder)")
@@ -528,12 +533,16 @@ def _add_data(sub) -> None:
 
 
 def _add_feedback(sub) -> None:
-    p = sub.add_parser("feedback", help="the app's \"Was this right?\" records: list them, or export a dataset folder")
-    p.add_argument("action", choices=("list", "export"))
+    p = sub.add_parser("feedback", help="the app's \"Was this right?\" records: list them, export a dataset "
+                       "folder, or push them to a Hub dataset repo")
+    p.add_argument("action", choices=("list", "export", "push"))
     p.add_argument("--dir", help="the feedback folder (default: $SPORTS_CLASSIFIER_FEEDBACK, else feedback/)")
     p.add_argument("--out", help="export: the dataset folder to write (<split>/<sport>/<photo>), new or empty")
     p.add_argument("--valid-fraction", type=float, default=0.2,
                    help="export: share of each sport's photos put in valid/ (each keeps one for train)")
+    p.add_argument("--repo", metavar="USER/NAME",
+                   help="push: the Hub dataset repo, created private if new (default: $SPORTS_CLASSIFIER_FEEDBACK_REPO)")
+    _token_arg(p, "write")
     p.set_defaults(func=cmd_feedback)
 
 

@@ -144,19 +144,47 @@ class FeedbackStore:
                 counts[split][label] = counts[split].get(label, 0) + 1
         return counts
 
+    def push(self, *, token: str | None = None, timeout: float = 600) -> int:
+        """Push the folder to the Hub dataset repo now, and wait (``feedback push``; the app's
+        own pushes run by themselves every few minutes). Returns the number of records. Hub
+        failures leave as this package's ``HubError``s, with the token scrubbed."""
+        from .hub import hub_errors
+
+        if not self.repo_id:
+            raise UserInputError(f"no Hub dataset repo to push to: give --repo USER/NAME or set ${FEEDBACK_REPO_ENV}")
+        records = self.records()
+        if not records:
+            raise UserInputError(f"no feedback in {self.folder}")
+        with hub_errors(self.repo_id, token=token, action="upload", kind="dataset repo"):
+            scheduler = self._start_scheduler(token)
+            try:
+                scheduler.trigger().result(timeout=timeout)
+            finally:
+                scheduler.stop()
+        return len(records)
+
     def _push(self) -> None:
         """Start pushing the folder to the Hub dataset repo (once; huggingface_hub commits the
         changes every few minutes in its own thread)."""
         if not self.repo_id or self._scheduler is not None:
             return
         try:
-            from huggingface_hub import CommitScheduler
-
-            self._scheduler = CommitScheduler(repo_id=self.repo_id, repo_type="dataset", folder_path=self.folder,
-                                              every=PUSH_EVERY_MINUTES, private=True)
+            self._start_scheduler()
         except Exception as exc:  # the local copy is kept; the page must not fail for this
             log.warning("feedback is kept locally only: cannot push to %s: %s", self.repo_id, exc)
             self._scheduler = False
+
+    def _start_scheduler(self, token: str | None = None):
+        """huggingface_hub's CommitScheduler for this folder: it creates the (private) dataset
+        repo if needed, pushes at once, then every PUSH_EVERY_MINUTES, and once more at exit.
+        Only the records' own files are pushed: whatever else lands in the folder stays local."""
+        from huggingface_hub import CommitScheduler
+
+        if not self._scheduler:
+            self._scheduler = CommitScheduler(repo_id=self.repo_id, repo_type="dataset", folder_path=self.folder,
+                                              every=PUSH_EVERY_MINUTES, private=True, token=token,
+                                              allow_patterns=["*.jpg", "*.json"])
+        return self._scheduler
 
 
 def bundle_checksums(classifiers: dict[str, object]) -> dict[str, dict]:

@@ -70,7 +70,7 @@ def test_importing_app_loads_no_model(tiny_bundle):
 
 
 def test_time_to_serving(app):
-    # The target is 5 s on an idle machine; this only catches gross regressions (e.g. loading
+    # The target is 3 s on a quiet machine (README); this only catches gross regressions (e.g. loading
     # TensorFlow or the models before serving). The figure is printed by the fixture.
     assert app.seconds_to_serving < 30
 

@@ -15,20 +15,22 @@ code runs against it unchanged:
 Uploads, as ``HfApi`` sends them with ``HF_HUB_DISABLE_XET=1`` (the plain HTTP protocol):
 
     POST /api/repos/create                      {name, organization, type, visibility, sdk}: 409 if it exists
-    POST /api/{models|spaces}/{repo}/branch/{b} a branch from main (or ``startingPoint``): 409 if it exists
-    POST /api/{models|spaces}/{repo}/tag/{rev}  {tag, message}: a tag on that revision (``hf repos tag
+    POST /api/{kind}/{repo}/branch/{b}          a branch from main (or ``startingPoint``): 409 if it exists
+    POST /api/{kind}/{repo}/tag/{rev}  {tag, message}: a tag on that revision (``hf repos tag
                                                 create``): 409 if the tag exists
-    POST /api/{models|spaces}/{repo}/preupload/{rev}  every file answered ``uploadMode: regular`` with the
+    POST /api/{kind}/{repo}/preupload/{rev}     every file answered ``uploadMode: regular`` with the
                                                 ``oid`` (git blob sha1) of the file already at that path,
                                                 so the client drops unchanged files and skips a commit
                                                 that would change nothing (as with the Hub)
-    POST /api/{models|spaces}/{repo}/commit/{rev}     ndjson: header, ``file`` (base64 content),
+    POST /api/{kind}/{repo}/commit/{rev}        ndjson: header, ``file`` (base64 content),
                                                 ``deletedFile``; a new commit on that branch
     POST /api/spaces/{repo}/variables           a Space variable
     POST /api/validate-yaml                     a README.md's front matter, checked as the Hub does
 
 Writes need a token registered with ``add_token(token, write=True)``; a read-only token gets the
-Hub's 403. Spaces are stored under ``spaces/user/name`` and read like model repos.
+Hub's 403. ``{kind}`` is ``models``, ``spaces`` or ``datasets``: Spaces are stored under
+``spaces/user/name`` and dataset repos (where the app pushes feedback) under ``datasets/user/name``;
+both are read like model repos.
 
 Errors carry ``X-Error-Code`` (``RepoNotFound``, ``RevisionNotFound``, ``EntryNotFound``,
 ``GatedRepo``) or the Hub's 401 message for a bad token, which the library maps to its
@@ -52,6 +54,7 @@ from urllib.parse import unquote, urlsplit
 
 LFS_SUFFIXES = (".h5", ".onnx", ".png", ".bin", ".safetensors")
 INVALID_TOKEN = "Invalid credentials in Authorization header"
+REPO_KINDS = ("models", "spaces", "datasets")  # the /api/{kind}/ of each repo type
 
 
 def git_blob_sha1(data: bytes) -> str:
@@ -91,7 +94,7 @@ class FakeHub:
     """
 
     def __init__(self) -> None:
-        self.repos: dict[str, Repo] = {}  # "user/name" (models) or "spaces/user/name"
+        self.repos: dict[str, Repo] = {}  # "user/name" (models), "spaces/user/name", "datasets/user/name"
         self.blobs: dict[str, bytes] = {}  # sha256 -> bytes, for the CDN
         self.requests: list[Request] = []
         self.tokens: dict[str, bool] = {}  # token -> may write
@@ -236,7 +239,7 @@ class _Handler(BaseHTTPRequestHandler):
                 return self._validate_yaml(json.loads(body or b"{}"))
             if parts == ["api", "repos", "create"]:
                 return self._create_repo(json.loads(body or b"{}"))
-            if len(parts) >= 6 and parts[0] == "api" and parts[1] in ("models", "spaces"):
+            if len(parts) >= 6 and parts[0] == "api" and parts[1] in REPO_KINDS:
                 key = _repo_key(parts[1], "/".join(parts[2:4]))
                 action, arg = parts[4], "/".join(parts[5:])
                 if action == "preupload":
@@ -278,12 +281,12 @@ class _Handler(BaseHTTPRequestHandler):
             if method == self.command and part in path:
                 return self._json(body)
         parts = [unquote(p) for p in path.strip("/").split("/")]
-        if role == "hub" and parts and parts[0] == "spaces" and len(parts) >= 6 and parts[3] == "resolve":
-            parts = ["spaces/" + parts[1]] + parts[2:]  # spaces/user/name/resolve/...: one repo key
+        if role == "hub" and parts and parts[0] in ("spaces", "datasets") and len(parts) >= 6 and parts[3] == "resolve":
+            parts = [f"{parts[0]}/{parts[1]}"] + parts[2:]  # spaces/user/name/resolve/...: one repo key
         try:
             if role == "cdn":
                 return self._cdn(parts, head)
-            if parts[:1] == ["api"] and len(parts) >= 4 and parts[1] in ("models", "spaces"):
+            if parts[:1] == ["api"] and len(parts) >= 4 and parts[1] in REPO_KINDS:
                 repo_id = _repo_key(parts[1], "/".join(parts[2:4]))
                 rest = parts[4:]
                 if not rest:
@@ -375,16 +378,15 @@ class _Handler(BaseHTTPRequestHandler):
             return
         name = f"{payload.get('organization') or 'user'}/{payload['name']}"
         key = _repo_key(payload.get("type") or "model", name)
-        prefix = "spaces/" if key.startswith("spaces/") else ""
         if key in self.fake.repos:  # the Hub's 409 names the repo's URL too (create_repo(exist_ok=True) reads it)
             self._send(409, {"Content-Type": "application/json", "X-Error-Message": "You already created this repo"},
                        json.dumps({"error": "You already created this repo",
-                                   "url": f"{self.fake.url}/{prefix}{name}"}).encode())
+                                   "url": f"{self.fake.url}/{key}"}).encode())
             return
         self.fake.repos[key] = Repo(token=token if payload.get("visibility") == "private" else None,
                                     sdk=payload.get("sdk"))
         self.fake.commit_files(key, {".gitattributes": b"*.onnx filter=lfs diff=lfs merge=lfs -text\n"})
-        self._json({"url": f"{self.fake.url}/{prefix}{name}", "name": name})
+        self._json({"url": f"{self.fake.url}/{key}", "name": name})
 
     def _validate_yaml(self, payload: dict) -> None:
         """What the client asks before committing a README.md: its front matter must be a YAML mapping."""
@@ -470,9 +472,7 @@ class _Handler(BaseHTTPRequestHandler):
                 return
         sha = self.fake.commit_files(key, files, branch=branch, deleted=tuple(deleted))
         repo.messages = getattr(repo, "messages", {}) | {sha: summary}
-        prefix = "spaces/" if key.startswith("spaces/") else ""
-        name = key.removeprefix("spaces/")
-        self._json({"commitUrl": f"{self.fake.url}/{prefix}{name}/commit/{sha}", "commitOid": sha,
+        self._json({"commitUrl": f"{self.fake.url}/{key}/commit/{sha}", "commitOid": sha,
                     "pullRequestUrl": None})
 
     def _variable(self, key: str, payload: dict) -> None:
@@ -573,8 +573,10 @@ def _bind(handler) -> ThreadingHTTPServer:
 
 
 def _repo_key(kind: str, repo_id: str) -> str:
-    """Where a repo is kept: ``user/name`` for models, ``spaces/user/name`` for Spaces."""
-    return f"spaces/{repo_id}" if kind in ("space", "spaces") else repo_id
+    """Where a repo is kept, which is also its URL path on the Hub: ``user/name`` for models,
+    ``spaces/user/name`` for Spaces, ``datasets/user/name`` for datasets."""
+    plural = kind if kind.endswith("s") else kind + "s"
+    return repo_id if plural == "models" else f"{plural}/{repo_id}"
 
 
 def use_hub(monkeypatch, url: str, home: Path) -> Path:
