@@ -338,7 +338,7 @@ def _snapshot(repo_id: str, revision: str | None, allow: list[str], *, cache_dir
                                         local_files_only=local_files_only)
         check_commit(getattr(resolved, "resolved", None), repo_id, shown)
         if not local_files_only and not _offline():
-            _check_sizes(api, repo_id, resolved.resolved, allow, shown)
+            _check_sizes(api, repo_id, resolved.resolved, allow, shown, token=token)
         folder = snapshot_download(
             repo_id, repo_type="model", revision=resolved, cache_dir=cache_dir, token=token,
             local_files_only=local_files_only, allow_patterns=allow,
@@ -383,24 +383,36 @@ def _offline() -> bool:
     return constants.is_offline_mode()
 
 
-def _check_sizes(api, repo_id: str, commit: str, allow: list[str], revision: str | None) -> None:
+def _check_sizes(api, repo_id: str, commit: str, allow: list[str], revision: str | None, *,
+                 token: str | bool | None = None) -> None:
     """Refuse, before downloading it, a bundle file of the repo over its size cap
     (``bundle.MAX_BYTES``: a 28 MB config.json would fill the cache, then be refused when read).
-    The sizes come from the repo's file listing at ``commit`` (one request)."""
+    The sizes come from the repo's top-level file listing at ``commit``: one request, not retried.
+    (``HfApi.list_repo_tree`` retries a refused connection for 23 s; an unreachable Hub here only
+    means that the cached copy serves, which snapshot_download then finds, or says is missing.)"""
+    from urllib.parse import quote
+
+    from huggingface_hub.utils import build_hf_headers, get_session, hf_raise_for_status
+
     capped = {name: bundle.MAX_BYTES[name] for name in allow if name in bundle.MAX_BYTES}
     if not capped:
         return
+    headers = build_hf_headers(token=token, library_name="sports_classifier", library_version=__version__)
     try:
-        listing = list(api.list_repo_tree(repo_id, revision=commit))
-    except _network_errors():  # unreachable: snapshot_download serves the cached copy or says why
+        response = get_session().get(f"{api.endpoint}/api/models/{repo_id}/tree/{quote(commit, safe='')}",
+                                     headers=headers)
+    except _network_errors():
         return
+    hf_raise_for_status(response)
+    listing = response.json()
+    if not isinstance(listing, list) or not all(isinstance(entry, dict) for entry in listing):
+        raise TypeError(f"a file listing that is not a list of entries: {str(listing)[:80]}")  # -> "cannot be read"
     for entry in listing:
-        cap = capped.get(getattr(entry, "path", None))
-        lfs = getattr(entry, "lfs", None)
-        size = getattr(lfs, "size", None) or getattr(entry, "size", None)
+        cap = capped.get(entry.get("path"))
+        size = (entry.get("lfs") or {}).get("size") or entry.get("size")
         if cap is not None and isinstance(size, int) and size > cap:
-            raise BundleError(f"{entry.path} of Hub repo {_where(repo_id, revision)} is {size / 2**20:.1f} MB; a "
-                              f"bundle's {entry.path} is at most {cap / 2**20:.0f} MB: refusing to download it")
+            raise BundleError(f"{entry['path']} of Hub repo {_where(repo_id, revision)} is {size / 2**20:.1f} MB; a "
+                              f"bundle's {entry['path']} is at most {cap / 2**20:.0f} MB: refusing to download it")
 
 
 def check_commit(commit, repo_id: str, revision: str | None = None) -> str:
