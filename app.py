@@ -490,9 +490,7 @@ def _mistakes_section(names: list[str]) -> tuple[list, list]:
         with gr.Column(scale=2):
             gr.Markdown("**Most-confused pairs** on the validation split: true → predicted, how many. With "
                         "5 validation photos per sport most pairs are a single photo (click one for its caption)")
-            pairs_gallery = gr.Gallery(label="Most-confused pairs", show_label=False, columns=3,
-                                       height=330, allow_preview=True, elem_id="compare-pairs",
-                                       elem_classes="captioned")
+            pairs_gallery = _captioned_gallery("Most-confused pairs", columns=3, height=330, elem_id="compare-pairs")
             pairs_table = gr.Dataframe(label="Most-confused pairs (validation split)",
                                        interactive=False, max_height=220)
             confusion_files = gr.File(label="Full confusion matrix (PNG, CSV)", file_count="multiple",
@@ -500,14 +498,19 @@ def _mistakes_section(names: list[str]) -> tuple[list, list]:
         with gr.Column(scale=3):
             gr.Markdown("**Mistakes browser**: the example images this model gets wrong, "
                         "with the true class and its top-3 (table below)")
-            mistakes_gallery = gr.Gallery(label="Mistakes browser", show_label=False, columns=4,
-                                          height=400, allow_preview=True, elem_id="compare-mistakes",
-                                          elem_classes="captioned")
+            mistakes_gallery = _captioned_gallery("Mistakes browser", columns=4, height=400,
+                                                  elem_id="compare-mistakes")
             mistakes_table = gr.Dataframe(label="The same mistakes, in order: true class and top-3",
                                           interactive=False, max_height=300, wrap=True,
                                           elem_id="compare-mistakes-table")
     outputs = [pairs_gallery, pairs_table, mistakes_gallery, mistakes_table, note, sport, confusion_files, timer]
     return [model, sport], outputs
+
+
+def _captioned_gallery(label: str, *, columns: int, height: int, elem_id: str) -> gr.Gallery:
+    """A gallery whose captions carry the answer: CSS ``.captioned`` wraps them instead of cutting them off."""
+    return gr.Gallery(label=label, show_label=False, columns=columns, height=height, allow_preview=True,
+                      elem_id=elem_id, elem_classes="captioned")
 
 
 def _curves_section(names: list[str]) -> list:

@@ -160,6 +160,8 @@ def test_batch_tab(page, shots):
     open_tab(page, "Batch")
     files = [str(EXAMPLES / s / "1.jpg") for s in ("golf", "rowing", "judo")]
     page.locator("#batch-files input[type=file]").set_input_files(files)
+    # the upload runs on after set_input_files returns: click once the files are in (numbered)
+    sync_api.expect(page.locator("#batch-photos").get_by_text("#3")).to_be_visible()
     page.get_by_role("button", name="Predict all").click()
     sync_api.expect(page.get_by_role("button", name="Download CSV")).to_be_visible()
     page.screenshot(path=str(shots / "5-batch.png"), full_page=True)

@@ -21,6 +21,7 @@ import pandas as pd
 import pytest
 from PIL import Image
 
+from helpers.bundles import copy_bundle
 from helpers.onnx_bundle import make_onnx_bundle
 
 PEAK_WRAPPER = (
@@ -109,11 +110,9 @@ def test_the_largest_accepted_image_peaks_under_700_mb(model, tmp_path):
 # -- item 7: JSON bombs -----------------------------------------------------------------------------
 
 def test_a_28_mb_config_is_refused_before_it_is_parsed(model, tmp_path):
-    import shutil
-
     from sports_classifier import bundle
 
-    bomb = Path(shutil.copytree(model, tmp_path / "bomb"))
+    bomb = copy_bundle(model, tmp_path / "bomb")
     config = json.loads((bomb / bundle.CONFIG).read_text())
     config["training"] = {"padding": [[0.5] * 50] * 112_000}  # valid JSON, valid config: 28 MB
     (bomb / bundle.CONFIG).write_text(json.dumps(config))

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import subprocess
 import sys
 import time
@@ -22,6 +21,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from helpers.bundles import copy_bundle
 from helpers.hub_server import FakeHub, use_hub
 from sports_classifier import bundle
 from sports_classifier.classifier import Classifier
@@ -96,7 +96,7 @@ def hub(tiny_bundle, bundle_v2, tmp_path_factory):
     (other / "README.md").write_text("# a transformers model\n")
     fake.add_commit("alice/bert", other)
     incomplete = root / "incomplete"
-    shutil.copytree(tiny_bundle, incomplete)
+    copy_bundle(tiny_bundle, incomplete)
     (incomplete / bundle.ONNX).unlink()
     fake.add_commit("alice/incomplete", incomplete)
     fake.add_commit("alice/private", tiny_bundle)
@@ -366,7 +366,7 @@ def test_push_to_hub_uploads_the_bundle_and_its_card_in_one_commit(api, tiny_bun
 
 def test_upload_sends_exactly_the_bundle_files(api, tiny_bundle, tmp_path):
     folder = tmp_path / "bundle"
-    shutil.copytree(tiny_bundle, folder)
+    copy_bundle(tiny_bundle, folder)
     (folder / bundle.SAMPLES).unlink()
     for junk in ("notes.txt", "sub/README.md", ".ipynb_checkpoints/config.json", ".cache/huggingface/x"):
         (folder / junk).parent.mkdir(parents=True, exist_ok=True)
@@ -388,14 +388,14 @@ def test_upload_sends_exactly_the_bundle_files(api, tiny_bundle, tmp_path):
 
 def test_upload_refuses_a_broken_bundle_before_any_network_call(api, tiny_bundle, tmp_path):
     corrupt = tmp_path / "corrupt"
-    shutil.copytree(tiny_bundle, corrupt)
+    copy_bundle(tiny_bundle, corrupt)
     data = bytearray((corrupt / bundle.WEIGHTS).read_bytes())
     data[-1] ^= 0xFF
     (corrupt / bundle.WEIGHTS).write_bytes(bytes(data))
     with pytest.raises(BundleError, match="corrupt"):
         upload_bundle(corrupt, REPO, token=TOKEN)
     no_card = tmp_path / "no-card"
-    shutil.copytree(tiny_bundle, no_card)
+    copy_bundle(tiny_bundle, no_card)
     (no_card / bundle.CARD).unlink()
     with pytest.raises(BundleError, match="no model card"):
         upload_bundle(no_card, REPO, token=TOKEN)

@@ -19,6 +19,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from helpers.bundles import copy_bundle
 from helpers.app_server import free_port
 from helpers.hub_server import use_hub
 from sports_classifier import bundle
@@ -45,7 +46,7 @@ def olah(tiny_bundle, tmp_path):
     if cli is None or shutil.which("git") is None:
         pytest.skip("olah-cli or git not installed (pip install 'sports_classifier[dev]')")
     repo = tmp_path / "mirrors" / "models" / "alice" / "tiny"
-    shutil.copytree(tiny_bundle, repo)
+    copy_bundle(tiny_bundle, repo)
     _git(repo, "init", "-q", "-b", "main")
     _git(repo, "add", "-A")
     _git(repo, "commit", "-q", "-m", "bundle")

@@ -12,7 +12,6 @@ import contextlib
 import io
 import json
 import os
-import shutil
 import subprocess
 import sys
 import tomllib
@@ -21,6 +20,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from helpers.bundles import copy_bundle, rewrite_bundle
 from helpers.hub_server import FakeHub, use_hub
 from sports_classifier import bundle, cli
 from sports_classifier.classifier import Classifier
@@ -45,11 +45,8 @@ def images() -> list[np.ndarray]:
 def int8_bundle(tiny_bundle, tmp_path_factory) -> Path:
     """The tiny bundle with a model.int8.onnx (a copy of the float model: what is served, not
     how it was quantised, matters here)."""
-    config = bundle.read_config(tiny_bundle)
-    writers = {name: bundle.copy_from(tiny_bundle / name) for name in bundle.FILES
-               if name not in (bundle.CONFIG, bundle.CARD) and (tiny_bundle / name).is_file()}
-    writers[bundle.ONNX_INT8] = bundle.copy_from(tiny_bundle / bundle.ONNX)
-    return bundle.write_bundle(tmp_path_factory.mktemp("int8") / "bundle", config, writers)
+    return rewrite_bundle(tiny_bundle, tmp_path_factory.mktemp("int8") / "bundle",
+                          replace={bundle.ONNX_INT8: bundle.copy_from(tiny_bundle / bundle.ONNX)})
 
 
 @pytest.fixture
@@ -104,7 +101,7 @@ def test_push_to_hub_over_http_and_read_back(hub, tiny_bundle, images):
 
     # A second push to a branch with a smaller bundle: stale bundle files go in the same commit.
     smaller = hub_cache_other(folder).parent / "smaller"
-    shutil.copytree(tiny_bundle, smaller)
+    copy_bundle(tiny_bundle, smaller)
     (smaller / bundle.SAMPLES).unlink()
     upload_bundle(smaller, "alice/pushed", token=TOKEN, revision="dev")
     assert bundle.SAMPLES not in hub.files("alice/pushed", "dev")
@@ -143,7 +140,7 @@ def test_push_keeps_a_hand_edited_card_unless_asked(hub, tiny_bundle, tmp_path):
     assert hub.repos["alice/card"].refs["main"] == before  # nothing was committed
 
     newer = tmp_path / "newer"
-    shutil.copytree(tiny_bundle, newer)
+    copy_bundle(tiny_bundle, newer)
     (newer / bundle.SAMPLES).unlink()
     code, _, err = run_cli("push", "--model", newer, "--repo", "alice/card", "--token", TOKEN, "--keep-card")
     assert code == 0, err

@@ -32,6 +32,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from helpers.bundles import copy_bundle
 from helpers.source import parse
 from helpers.app_server import ROOT, start_app
 from helpers.datasets import make_dataset
@@ -424,7 +425,7 @@ def _tampered(tiny_bundle: Path, tmp_path: Path, name: str, write, *, record_che
     """A copy of the bundle whose file ``name`` is rewritten by ``write``; with
     ``record_checksum`` the attacker also updates config.json, so the checksum matches."""
     copy = tmp_path / "bundle"
-    shutil.copytree(tiny_bundle, copy)
+    copy_bundle(tiny_bundle, copy)
     write(copy / name)
     if record_checksum:
         config = json.loads((copy / bundle.CONFIG).read_text())
@@ -476,7 +477,7 @@ def test_a_config_naming_an_unknown_backbone_is_refused(tiny_bundle, tmp_path, b
     """The network is rebuilt from the package's registry by name; a config can only pick an
     entry, never bring code or layers (no Lambda) of its own, whichever runtime serves."""
     copy = tmp_path / "bundle"
-    shutil.copytree(tiny_bundle, copy)
+    copy_bundle(tiny_bundle, copy)
     config = json.loads((copy / bundle.CONFIG).read_text())
     config["backbone"] = backbone
     (copy / bundle.CONFIG).write_text(json.dumps(config))
@@ -626,7 +627,7 @@ results = []
 for step in range(1, 100):
     for p in work.iterdir():
         shutil.rmtree(p)
-    shutil.copytree(old_src, dest)
+    copy_bundle(old_src, dest)
     pid = os.fork()
     if pid == 0:
         try:

@@ -11,7 +11,6 @@ from __future__ import annotations
 import json
 import math
 import os
-import shutil
 import time
 from pathlib import Path
 from urllib.parse import quote
@@ -20,6 +19,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from helpers.bundles import copy_bundle
 from helpers.app_server import free_port, http, start_app
 from sports_classifier import bundle
 from sports_classifier.app.uploads import NOT_AN_UPLOAD
@@ -89,7 +89,7 @@ def world(tiny_bundle, tmp_path_factory):
     (private / "notes.md").write_text(f"# {SECRET_TEXT}\n")
     (private / "folder").mkdir()
     linked = root / "bundles" / "linked"
-    shutil.copytree(tiny_bundle, linked)
+    copy_bundle(tiny_bundle, linked)
     for name, target in LINKED_FILES:
         (linked / name).unlink()
         (linked / name).symlink_to(private / target)
@@ -188,7 +188,7 @@ def bad_bundles(tiny: Path, root: Path) -> dict[str, Path]:
     own row, line or card, never the app."""
     def clone(name):
         dest = root / name
-        shutil.copytree(tiny, dest)
+        copy_bundle(tiny, dest)
         return dest
 
     out = {}

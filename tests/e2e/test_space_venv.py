@@ -20,12 +20,11 @@ import os
 import subprocess
 import sys
 import time
-import urllib.request
 from pathlib import Path
 
 import pytest
 
-from helpers.app_server import free_port, real_bundle
+from helpers.app_server import free_port, real_bundle, wait_for_page
 from helpers.hub_server import FakeHub, use_hub
 from sports_classifier.app.uploads import COSTS
 
@@ -44,21 +43,6 @@ def bundle_dir() -> Path:
     if found is None:
         pytest.skip("no bundled model in models/")
     return ROOT / "models" / "lite0" if (ROOT / "models" / "lite0").is_dir() else found
-
-
-def wait_for_page(url: str, proc: subprocess.Popen, log: Path, timeout: float) -> None:
-    start = time.perf_counter()
-    while time.perf_counter() - start < timeout:
-        try:
-            with urllib.request.urlopen(url, timeout=2) as answer:
-                if answer.status == 200:
-                    return
-        except OSError:
-            pass
-        if proc.poll() is not None:
-            raise AssertionError(f"the Space's app.py exited with {proc.returncode}:\n{log.read_text()[-4000:]}")
-        time.sleep(0.1)
-    raise AssertionError(f"the Space's app.py did not serve within {timeout} s:\n{log.read_text()[-4000:]}")
 
 
 def test_the_built_space_serves_its_models_in_a_fresh_venv(bundle_dir, tmp_path, monkeypatch):

@@ -104,21 +104,30 @@ def start_app(models: str | None = None, log: Path | None = None, *, timeout: fl
     finally:
         if log is not None:
             out.close()
+    wait_for_page(url, proc, log, timeout=timeout, since=start)
+    return AppProcess(proc, url, time.perf_counter() - start, log)
+
+
+def wait_for_page(url: str, proc: subprocess.Popen, log: Path | None, *, timeout: float,
+                  since: float | None = None) -> None:
+    """Poll ``url`` every 20 ms until it answers 200. ``AppStartError`` with the log's tail if
+    the process exits first, or if ``timeout`` seconds pass from ``since`` (perf_counter; default
+    now), after which the process is killed."""
+    since = time.perf_counter() if since is None else since
     while True:
         try:
             with urllib.request.urlopen(url, timeout=2) as r:
                 if r.status == 200:
-                    break
+                    return
         except OSError:
             pass
         if proc.poll() is not None:
             raise AppStartError(f"app.py exited with {proc.returncode}:\n{_tail(log)}")
-        if time.perf_counter() - start > timeout:
+        if time.perf_counter() - since > timeout:
             proc.kill()
             proc.wait(5)
             raise AppStartError(f"app.py did not serve within {timeout:.0f} s:\n{_tail(log)}")
         time.sleep(0.02)
-    return AppProcess(proc, url, time.perf_counter() - start, log)
 
 
 def _tail(log: Path | None) -> str:

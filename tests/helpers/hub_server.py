@@ -411,30 +411,23 @@ class _Handler(BaseHTTPRequestHandler):
         return self._repo(key)
 
     def _branch(self, key: str, branch: str, payload: dict) -> None:
-        repo = self._writable(key)
-        if repo is None:
-            return
-        if branch in repo.refs:
-            self._error(409, None, f"Reference already exists: refs/heads/{branch}")
-            return
-        start = self._commit(repo, payload.get("startingPoint") or "main")
-        if start is not None:
-            repo.refs[branch] = start
-            self._json({})
+        self._new_ref(key, payload.get("startingPoint") or "main", branch, "heads")
 
     def _tag(self, key: str, revision: str, payload: dict) -> None:
+        self._new_ref(key, revision, payload.get("tag") or "", "tags")
+
+    def _new_ref(self, key: str, revision: str, name: str, kind: str) -> None:
+        """A branch (``heads``) or tag (``tags``) named ``name`` at ``revision``: 409 if it exists."""
         repo = self._writable(key)
         if repo is None:
             return
+        if name in repo.refs:
+            self._error(409, None, f"Reference already exists: refs/{kind}/{name}")
+            return
         sha = self._commit(repo, revision)
-        if sha is None:
-            return
-        tag = payload.get("tag") or ""
-        if tag in repo.refs:
-            self._error(409, None, f"Reference already exists: refs/tags/{tag}")
-            return
-        repo.refs[tag] = sha
-        self._json({})
+        if sha is not None:
+            repo.refs[name] = sha
+            self._json({})
 
     def _preupload(self, key: str, revision: str, payload: dict) -> None:
         repo = self._writable(key)

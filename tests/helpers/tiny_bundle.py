@@ -10,8 +10,9 @@ serving and app tests use without TensorFlow.
 
 from __future__ import annotations
 
-import shutil
 from pathlib import Path
+
+from .bundles import copy_bundle, rewrite_bundle
 
 ROOT = Path(__file__).resolve().parents[2]
 FIXTURES = ROOT / "tests" / "fixtures"
@@ -32,9 +33,7 @@ def onnx_only_copy(trained: Path, out: Path) -> Path:
     the model card then list only the files that are there."""
     from sports_classifier import bundle
 
-    keep = {name: bundle.copy_from(trained / name) for name in bundle.FILES
-            if name not in (bundle.WEIGHTS, bundle.CONFIG, bundle.CARD) and (trained / name).is_file()}
-    return bundle.write_bundle(out, bundle.read_config(trained), keep)
+    return rewrite_bundle(trained, out, drop=[bundle.WEIGHTS])
 
 
 def copy_of_committed(name: str, dest: Path) -> Path:
@@ -42,5 +41,4 @@ def copy_of_committed(name: str, dest: Path) -> Path:
     source = FIXTURES / name
     if not (source / "config.json").is_file():
         raise FileNotFoundError(f"{source} is missing: run scripts/make_tiny_bundle.py")
-    shutil.copytree(source, dest)
-    return dest
+    return copy_bundle(source, dest)

@@ -5,12 +5,12 @@ the test: ONNX Runtime's u8s8 kernels without VNNI add two uint8 x int8 products
 (``vpmaddubsw``), so every int8 weight they multiply must satisfy 2 x 255 x |w| <= 32,767.
 """
 
-import shutil
 import warnings
 
 import numpy as np
 import pytest
 
+from helpers.bundles import copy_bundle, rewrite_bundle
 from sports_classifier import bundle, selfcheck
 from sports_classifier.classifier import Classifier
 from sports_classifier.errors import BundleError
@@ -26,7 +26,7 @@ def int8_bundle(trained_tiny_bundle, tmp_path_factory):
     from sports_classifier.training.export import export_bundle
 
     dest = tmp_path_factory.mktemp("int8") / "bundle"
-    shutil.copytree(trained_tiny_bundle, dest)
+    copy_bundle(trained_tiny_bundle, dest)
     calibration = make_dataset(tmp_path_factory.mktemp("calibration"))
     report = export_bundle(dest, formats=["onnx-fp16", "onnx-int8"], calibration=calibration,
                            calibration_images=12)
@@ -37,20 +37,6 @@ def int8_bundle(trained_tiny_bundle, tmp_path_factory):
 @pytest.fixture
 def jpegs(synthetic_dataset):
     return sorted(str(p) for p in (synthetic_dataset / "train").rglob("*.jpg"))
-
-
-def _rewritten(src, dest, **replace):
-    """A copy of bundle ``src`` with some files replaced (by writer), checksums recomputed: what
-    an attacker who can edit config.json, or a broken export, would produce."""
-    config = bundle.read_config(src)
-    writers = {n: bundle.copy_from(src / n) for n in bundle.FILES
-               if n not in (bundle.CONFIG, bundle.CARD) and (src / n).is_file()}
-    for name, writer in replace.items():
-        if writer is None:
-            writers.pop(name, None)
-        else:
-            writers[name] = writer
-    return bundle.write_bundle(dest, config, writers)
 
 
 def _tampered_int8(src):
@@ -121,7 +107,7 @@ def test_a_sound_int8_model_passes_its_self_check(int8_bundle):
 
 
 def test_a_tampered_int8_model_is_caught_and_the_float_model_serves(int8_bundle, tmp_path, jpegs):
-    bad = _rewritten(int8_bundle, tmp_path / "bad", **{bundle.ONNX_INT8: _tampered_int8(int8_bundle / bundle.ONNX_INT8)})
+    bad = rewrite_bundle(int8_bundle, tmp_path / "bad", replace={bundle.ONNX_INT8: _tampered_int8(int8_bundle / bundle.ONNX_INT8)})
     with pytest.warns(UserWarning, match="does not match its float network"):
         clf = Classifier.from_pretrained(bad)
     assert clf.runtime == "onnxruntime" and not clf.selfcheck.passed
@@ -136,14 +122,14 @@ def test_a_tampered_int8_model_is_caught_and_the_float_model_serves(int8_bundle,
 
 
 def test_a_tampered_int8_model_without_a_float_model_is_refused(int8_bundle, tmp_path):
-    bad = _rewritten(int8_bundle, tmp_path / "bad", **{bundle.ONNX_INT8: _tampered_int8(int8_bundle / bundle.ONNX_INT8),
+    bad = rewrite_bundle(int8_bundle, tmp_path / "bad", replace={bundle.ONNX_INT8: _tampered_int8(int8_bundle / bundle.ONNX_INT8),
                                                        bundle.ONNX: None})
     with pytest.raises(BundleError, match="no float model.onnx to serve instead"):
         Classifier.from_pretrained(bad)
 
 
 def test_a_bundle_without_a_reference_serves_int8_and_says_so(int8_bundle, tmp_path):
-    old = _rewritten(int8_bundle, tmp_path / "old", **{bundle.SELFCHECK: None})
+    old = rewrite_bundle(int8_bundle, tmp_path / "old", drop=[bundle.SELFCHECK])
     clf = Classifier.from_pretrained(old)
     assert clf.runtime == "onnxruntime-int8" and clf.selfcheck is None
     assert "no self-check" in clf.serving_note
@@ -161,7 +147,7 @@ def test_a_malformed_reference_is_a_bundle_error(int8_bundle, tmp_path, payload)
             np.savez(dest, pixels=np.zeros((2, 8, 8, 3), np.uint8), float_probs=np.zeros((3, 3)),
                      int8_probs=np.zeros((2, 3)), measured_on=np.frombuffer(b"{}", np.uint8))
 
-    bad = _rewritten(int8_bundle, tmp_path / "bad", **{bundle.SELFCHECK: write})
+    bad = rewrite_bundle(int8_bundle, tmp_path / "bad", replace={bundle.SELFCHECK: write})
     with pytest.raises(BundleError, match="self-check reference|unexpected shapes"):
         Classifier.from_pretrained(bad)
 
@@ -226,7 +212,7 @@ def test_the_bundle_serves_int8_with_close_calls_and_int8_alone_on_request(int8_
 def test_the_cli_says_when_the_float_model_serves(int8_bundle, tmp_path, jpegs, capsys):
     from sports_classifier.cli import main
 
-    bad = _rewritten(int8_bundle, tmp_path / "bad", **{bundle.ONNX_INT8: _tampered_int8(int8_bundle / bundle.ONNX_INT8)})
+    bad = rewrite_bundle(int8_bundle, tmp_path / "bad", replace={bundle.ONNX_INT8: _tampered_int8(int8_bundle / bundle.ONNX_INT8)})
     with warnings.catch_warnings():
         assert main(["predict", "--model", str(bad), "--top-k", "1", jpegs[0]]) == 0
     err = capsys.readouterr().err
@@ -242,7 +228,7 @@ def test_a_reference_that_inflates_past_its_cap_is_refused_before_it_is_read(int
         np.savez_compressed(dest, pixels=np.zeros((64, 1024, 512, 3), np.uint8), float_probs=np.zeros((64, 3)),
                             int8_probs=np.zeros((64, 3)), measured_on=np.frombuffer(b"{}", np.uint8))
 
-    bad = _rewritten(int8_bundle, tmp_path / "bad", **{bundle.SELFCHECK: write})
+    bad = rewrite_bundle(int8_bundle, tmp_path / "bad", replace={bundle.SELFCHECK: write})
     assert (bad / bundle.SELFCHECK).stat().st_size < selfcheck.MAX_REFERENCE_BYTES
     with pytest.raises(BundleError, match="inflates to"):
         Classifier.from_pretrained(bad)

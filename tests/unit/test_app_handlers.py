@@ -8,7 +8,6 @@ example grid then has wrong predictions to mark).
 from __future__ import annotations
 
 import json
-import shutil
 import threading
 from pathlib import Path
 
@@ -24,6 +23,7 @@ from sports_classifier.classifier import Classifier
 from sports_classifier.errors import ModelLoadError, UserInputError
 from sports_classifier.hub import MODELS_ENV, bundled_models, parse_model_sources, served_models
 
+from helpers.bundles import copy_bundle
 from helpers.tiny_bundle import SPORTS_CONFIG, copy_of_committed
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -128,7 +128,7 @@ def test_threshold_command_stores_a_threshold_in_the_bundle(sports_tiny, shared_
     from sports_classifier.cli import main
 
     copy = tmp_path / "tiny3"
-    shutil.copytree(sports_tiny, copy)
+    copy_bundle(sports_tiny, copy)
     assert main(["threshold", "--model", str(copy), "--data", str(shared_data), "--write", "--quiet"]) == 0
     assert "written to" in capsys.readouterr().out
     record = bundle.read_config(copy).out_of_distribution
@@ -174,7 +174,7 @@ def test_registry_loads_nothing_until_asked_and_each_model_once(sports_tiny, mon
 
 def test_a_model_that_fails_is_reported_and_the_others_serve(sports_tiny, tmp_path):
     broken = tmp_path / "broken"
-    shutil.copytree(sports_tiny, broken)
+    copy_bundle(sports_tiny, broken)
     (broken / bundle.ONNX).write_bytes(b"not an onnx file")  # checksum mismatch
     reg = registry_of(f"{sports_tiny},{broken},{tmp_path / 'missing'}")
     results = predict.predict(reg, example("archery"))
@@ -209,7 +209,7 @@ def test_predict_matches_the_classifier(registry, sports_tiny):
 
 def test_predict_flags_out_of_distribution_with_the_bundles_threshold(sports_tiny, tmp_path):
     copy = tmp_path / "tiny3"
-    shutil.copytree(sports_tiny, copy)
+    copy_bundle(sports_tiny, copy)
     top = max(Classifier.from_pretrained(copy).predict_proba(example("archery"))[0])
     bundle.update_config(copy, out_of_distribution={"threshold": float(top) + 0.01})
     [above] = predict.predict(registry_of(str(copy)), example("archery"))
@@ -338,7 +338,7 @@ def test_compare_table_counts_parameters_in_the_weights_file(trained_sports_tiny
 
 def test_disagreement_table_puts_the_biggest_differences_first(sports_tiny, tmp_path):
     other = tmp_path / "other"
-    shutil.copytree(sports_tiny, other)
+    copy_bundle(sports_tiny, other)
     metrics = json.loads((other / bundle.METRICS).read_text())
     per_class = metrics["valid"]["per_class"]
     recall = {label: per_class[label]["recall"] for label in CLASSES}

@@ -1,20 +1,14 @@
 """The bundle format: round trip, atomic writes, validation of untrusted files."""
 
 import json
-import shutil
 
 import numpy as np
 import pytest
 
+from helpers.bundles import copy_bundle
 from sports_classifier import bundle
 from sports_classifier.classifier import Classifier
 from sports_classifier.errors import BundleError
-
-
-def _copy(src, tmp_path):
-    dst = tmp_path / "copy"
-    shutil.copytree(src, dst)
-    return dst
 
 
 def test_bundle_holds_every_file(trained_tiny_bundle):
@@ -46,7 +40,7 @@ def test_missing_and_not_a_bundle(tmp_path):
 
 
 def test_tampered_weights_are_detected(trained_tiny_bundle, tmp_path):
-    b = _copy(trained_tiny_bundle, tmp_path)
+    b = copy_bundle(trained_tiny_bundle, tmp_path / "copy")
     data = bytearray((b / bundle.WEIGHTS).read_bytes())
     data[len(data) // 2] ^= 0xFF  # one flipped byte inside the weights
     (b / bundle.WEIGHTS).write_bytes(bytes(data))
@@ -55,7 +49,7 @@ def test_tampered_weights_are_detected(trained_tiny_bundle, tmp_path):
 
 
 def test_truncated_onnx_is_detected(tiny_bundle, tmp_path):
-    b = _copy(tiny_bundle, tmp_path)
+    b = copy_bundle(tiny_bundle, tmp_path / "copy")
     data = (b / bundle.ONNX).read_bytes()
     (b / bundle.ONNX).write_bytes(data[: len(data) // 2])
     with pytest.raises(BundleError, match="corrupt or was modified"):
@@ -63,7 +57,7 @@ def test_truncated_onnx_is_detected(tiny_bundle, tmp_path):
 
 
 def test_missing_weights(trained_tiny_bundle, tmp_path):
-    b = _copy(trained_tiny_bundle, tmp_path)
+    b = copy_bundle(trained_tiny_bundle, tmp_path / "copy")
     (b / bundle.WEIGHTS).unlink()
     with pytest.raises(BundleError, match="lacks model.weights.h5"):
         Classifier.from_pretrained(b, runtime="keras")
@@ -78,7 +72,7 @@ def test_missing_weights(trained_tiny_bundle, tmp_path):
     ],
 )
 def test_config_problems(trained_tiny_bundle, tmp_path, change, message):
-    b = _copy(trained_tiny_bundle, tmp_path)
+    b = copy_bundle(trained_tiny_bundle, tmp_path / "copy")
     config = json.loads((b / bundle.CONFIG).read_text())
     change(config)
     (b / bundle.CONFIG).write_text(json.dumps(config))
@@ -87,14 +81,14 @@ def test_config_problems(trained_tiny_bundle, tmp_path, change, message):
 
 
 def test_corrupt_json(tiny_bundle, tmp_path):
-    b = _copy(tiny_bundle, tmp_path)
+    b = copy_bundle(tiny_bundle, tmp_path / "copy")
     (b / bundle.CONFIG).write_text("{not json")
     with pytest.raises(BundleError, match="not valid JSON"):
         bundle.read_config(b)
 
 
 def test_failed_write_leaves_the_old_bundle(trained_tiny_bundle, tmp_path):
-    b = _copy(trained_tiny_bundle, tmp_path)
+    b = copy_bundle(trained_tiny_bundle, tmp_path / "copy")
     before = sorted((p.name, p.stat().st_size) for p in b.iterdir())
     config = bundle.read_config(b)
 

@@ -6,6 +6,7 @@ import sys
 
 import pytest
 
+from helpers.bundles import copy_bundle
 from sports_classifier.cli import main
 
 
@@ -39,12 +40,10 @@ def test_evaluate_json(tiny_bundle, synthetic_dataset, capsys):
 def test_evaluate_write_records_the_model_as_served(tiny_bundle, synthetic_dataset, tmp_path, capsys):
     """After an int8 export, `evaluate --write` makes `valid` the served model's figures and keeps
     the float ones from training beside them, in metrics.json and in the card."""
-    import shutil
-
     from sports_classifier import bundle
 
     model = tmp_path / "tiny"
-    shutil.copytree(tiny_bundle, model)
+    copy_bundle(tiny_bundle, model)
     trained = bundle.read_metrics(model)["valid"]
     assert trained["engine"] == "onnxruntime"
     assert main(["export", "--model", str(model), "--format", "onnx-int8", "--calibration",

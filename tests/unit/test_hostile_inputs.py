@@ -18,14 +18,10 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from helpers.bundles import copy_bundle
 from sports_classifier import bundle
 from sports_classifier.errors import BundleError, ImageDecodeError, UserInputError
 from sports_classifier.images import load_rgb
-
-
-def copy_bundle(src: Path, dest: Path) -> Path:
-    shutil.copytree(src, dest)
-    return dest
 
 
 def set_config(folder: Path, **changes) -> None:

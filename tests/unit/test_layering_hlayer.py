@@ -3,13 +3,13 @@ words keep their old CLI spelling, the import graph script, and the served size.
 
 from __future__ import annotations
 
-import shutil
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 
+from helpers.bundles import copy_bundle
 from sports_classifier import bundle
 from sports_classifier.batch import LocalExecutor, predict_dataset
 from sports_classifier.cli import build_parser
@@ -82,7 +82,7 @@ def test_comparison_size_is_the_served_model_file_not_the_whole_folder(tiny_bund
     from sports_classifier.speed_accuracy import _served_size
 
     copy = tmp_path / "tiny"
-    shutil.copytree(tiny_bundle, copy)
+    copy_bundle(tiny_bundle, copy)
     (copy / bundle.WEIGHTS).write_bytes(b"\0" * 3_000_000)  # weights an ONNX model does not use
     served = bundle.serving_file(bundle.read_config(copy), folder=copy)
     assert _served_size(copy) == (copy / served).stat().st_size < 3_000_000
@@ -127,9 +127,10 @@ def test_the_architecture_picture_names_every_module_in_its_folder():
             continue
         folder = relative.parts[0] if len(relative.parts) > 1 else None
         lines = picture.splitlines()
-        if folder:  # the lines of that folder's box: from its title to the next box's title
+        if folder:  # the lines of that folder's box: from its title to its bottom edge
             start = next(i for i, line in enumerate(lines) if boxes[folder] in line)
-            lines = lines[start:start + 5]
+            end = next(i for i in range(start, len(lines)) if "└" in lines[i])
+            lines = lines[start:end]
         words = set(re.findall(r"[A-Za-z_]+", "\n".join(lines)))
         if path.stem not in words:
             missing.append(relative.as_posix())

@@ -4,12 +4,12 @@ No timing assertions here: speed is measured by ``sports-classifier bench`` (doc
 """
 
 import json
-import shutil
 
 import numpy as np
 import pytest
 from PIL import Image
 
+from helpers.bundles import copy_bundle, rewrite_bundle
 from sports_classifier import bundle
 from sports_classifier.classifier import Classifier
 from sports_classifier.errors import BundleError, ExportError, ImageDecodeError
@@ -18,9 +18,7 @@ from sports_classifier.images import load_rgb, preprocess, preprocess_batch
 
 @pytest.fixture
 def bundle_copy(trained_tiny_bundle, tmp_path):
-    dest = tmp_path / "bundle"
-    shutil.copytree(trained_tiny_bundle, dest)
-    return dest
+    return copy_bundle(trained_tiny_bundle, tmp_path / "bundle")
 
 
 @pytest.fixture
@@ -30,10 +28,7 @@ def jpegs(synthetic_dataset):
 
 def _without_onnx(src, dest):
     """A copy of bundle ``src`` without any ONNX file (so no ONNX checksum either)."""
-    config = bundle.read_config(src)
-    writers = {n: bundle.copy_from(src / n) for n in bundle.FILES
-               if n not in (bundle.CONFIG, bundle.CARD, bundle.ONNX, bundle.ONNX_INT8) and (src / n).is_file()}
-    return bundle.write_bundle(dest, config, writers)
+    return rewrite_bundle(src, dest, drop=[bundle.ONNX, bundle.ONNX_INT8])
 
 
 # -- preprocessing and the pipelined predict path ------------------------------------------------
