@@ -1,5 +1,5 @@
 """Issue 23 against the running app: raw HTTP to ``python app.py`` on 127.0.0.1 (ports
-$SPORTS_CLASSIFIER_TEST_PORTS, default 7900-7999), as a script would send it.
+$SPORTS_CLASSIFIER_TEST_PORTS when set), as a script would send it.
 
 Items 1 (linked bundle files served), 3 (a model that never answers), 8 (one bad bundle breaks
 Compare), 9 (heavy endpoints and uploads not rate-limited), 10 (uploads over their budget),
@@ -32,8 +32,7 @@ LABELS = ("archery", "bowling", "curling")  # sports the app's examples have
 
 
 def port() -> int:
-    os.environ.setdefault("SPORTS_CLASSIFIER_TEST_PORTS", "7900-7999")
-    return free_port()
+    return free_port()  # of $SPORTS_CLASSIFIER_TEST_PORTS when set
 
 
 def call(base: str, api: str, data: list, timeout: float = 120) -> tuple[str, object]:

@@ -86,7 +86,6 @@ def test_a_dotdot_revision_in_the_apps_models_variable_writes_nothing(world):
     from helpers.app_server import ROOT, free_port
 
     world["hub"].forge("GET", "/revision/", model_info(world))
-    os.environ.setdefault("SPORTS_CLASSIFIER_TEST_PORTS", "7900-7999")
     home = world["home"]
     env = {k: v for k, v in os.environ.items() if not k.startswith(("HF_", "HUGGING_FACE", "SPORTS_CLASSIFIER_M"))}
     env.update(HF_ENDPOINT=world["hub"].url, HF_HOME=str(home), HF_HUB_CACHE=str(home / "hub"), HF_HUB_DISABLE_XET="1",

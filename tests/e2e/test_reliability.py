@@ -627,7 +627,7 @@ results = []
 for step in range(1, 100):
     for p in work.iterdir():
         shutil.rmtree(p)
-    copy_bundle(old_src, dest)
+    shutil.copytree(old_src, dest)
     pid = os.fork()
     if pid == 0:
         try:

@@ -1,5 +1,5 @@
 """Attacks on the running app, sent the way an attacker sends them: raw HTTP to ``python app.py``
-on 127.0.0.1 (ports $SPORTS_CLASSIFIER_TEST_PORTS, default 7900-7949), no gradio_client smoothing anything over.
+on 127.0.0.1 (free ports, of $SPORTS_CLASSIFIER_TEST_PORTS when set), no gradio_client smoothing anything over.
 
 Extend the tables: ``FILE_READ_CASES`` (a request naming a file the app must not read),
 ``LINKED_FILES`` (a bundle file replaced by a link to a file outside the bundle). Every hostile
@@ -25,12 +25,6 @@ from sports_classifier import bundle
 from sports_classifier.app.uploads import NOT_AN_UPLOAD
 
 SECRET_TEXT = "TOP-SECRET-7f3a9c"  # written into the private files; must never come back
-
-
-def port_in_range() -> int:
-    """A free port of $SPORTS_CLASSIFIER_TEST_PORTS (default 7900-7949)."""
-    os.environ.setdefault("SPORTS_CLASSIFIER_TEST_PORTS", "7900-7949")
-    return free_port()
 
 
 # -- HTTP, as a script would send it ---------------------------------------------------------
@@ -100,7 +94,7 @@ def world(tiny_bundle, tmp_path_factory):
     stale.parent.mkdir()
     stale.write_bytes(b"x" * 1000)
     os.utime(stale, (time.time() - 2 * 86400,) * 2)
-    server = start_app(f"{tiny_bundle},{linked}", root / "app.log", port=port_in_range(),
+    server = start_app(f"{tiny_bundle},{linked}", root / "app.log", port=free_port(),
                        env={"GRADIO_TEMP_DIR": str(uploads)})
     yield {"url": server.url, "private": private, "uploads": uploads, "linked": linked, "tiny": tiny_bundle,
            "stale": stale}
@@ -214,7 +208,7 @@ def bad_bundles(tiny: Path, root: Path) -> dict[str, Path]:
 def test_ill_typed_bundles_do_not_stop_the_app_or_the_compare_tab(tiny_bundle, tmp_path):
     bad = bad_bundles(tiny_bundle, tmp_path / "bundles")
     server = start_app(",".join([str(tiny_bundle), *map(str, bad.values())]), tmp_path / "app.log",
-                       port=port_in_range(), env={"GRADIO_TEMP_DIR": str(tmp_path / "uploads")})
+                       port=free_port(), env={"GRADIO_TEMP_DIR": str(tmp_path / "uploads")})
     try:
         event, payload = call(server.url, "compare", [])
         assert event == "complete", payload[:500]

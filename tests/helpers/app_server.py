@@ -9,6 +9,7 @@ scripts/measure_app.py and scripts/measure_upload_memory.py.
 from __future__ import annotations
 
 import os
+import random
 import socket
 import subprocess
 import sys
@@ -37,13 +38,15 @@ def real_bundle() -> Path | None:
 
 
 def free_port() -> int:
-    """A free port: any, or the first free one in $SPORTS_CLASSIFIER_TEST_PORTS (``8000-8049``)
-    when a shared machine gives each user a range."""
+    """A free port: any the system gives, or a free one of $SPORTS_CLASSIFIER_TEST_PORTS
+    (``8000-8049``) when a shared machine gives each user a range. The range is tried in random
+    order: test processes running side by side (``pytest -n``) would otherwise all pick its first
+    port, each before the other's server has bound it."""
     span = os.environ.get("SPORTS_CLASSIFIER_TEST_PORTS")
     candidates = [0]
     if span:
         low, _, high = span.partition("-")
-        candidates = list(range(int(low), int(high or low) + 1))
+        candidates = random.sample(range(int(low), int(high or low) + 1), int(high or low) + 1 - int(low))
     for port in candidates:
         with socket.socket() as s:
             try:

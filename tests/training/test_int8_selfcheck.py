@@ -122,8 +122,8 @@ def test_a_tampered_int8_model_is_caught_and_the_float_model_serves(int8_bundle,
 
 
 def test_a_tampered_int8_model_without_a_float_model_is_refused(int8_bundle, tmp_path):
-    bad = rewrite_bundle(int8_bundle, tmp_path / "bad", replace={bundle.ONNX_INT8: _tampered_int8(int8_bundle / bundle.ONNX_INT8),
-                                                       bundle.ONNX: None})
+    bad = rewrite_bundle(int8_bundle, tmp_path / "bad", drop=[bundle.ONNX],
+                         replace={bundle.ONNX_INT8: _tampered_int8(int8_bundle / bundle.ONNX_INT8)})
     with pytest.raises(BundleError, match="no float model.onnx to serve instead"):
         Classifier.from_pretrained(bad)
 
