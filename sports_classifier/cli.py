@@ -21,7 +21,7 @@ import time
 import warnings
 from pathlib import Path
 
-from .errors import SportsClassifierError, UserInputError
+from .errors import SportsClassifierError, UserInputError, install_extra
 from .hub import default_model
 from .runtime import RUNTIMES
 from .version import __version__
@@ -107,7 +107,7 @@ def _ray(module: str):
     try:
         return importlib.import_module(f".distributed.{module}", __package__)
     except ImportError as exc:
-        raise UserInputError(f"--executor ray needs Ray: pip install 'sports_classifier[ray]' ({exc})") from None
+        raise UserInputError(f"--executor ray needs Ray ({exc}): {install_extra('ray')}") from None
 
 
 def _ray_address(args) -> str | None:
@@ -598,7 +598,7 @@ def main(argv: list[str] | None = None) -> int:
         if debug or extra is None:
             raise
         print(f"error: {args.command} needs {exc.name}, which this install lacks: "
-              f"pip install -e \".[{extra}]\" (or pip install 'sports_classifier[{extra}]')", file=sys.stderr)
+              f"{install_extra(extra)}", file=sys.stderr)
         return 1
     except (SportsClassifierError, OSError) as exc:  # anything else is a bug: its traceback shows
         if debug:

@@ -78,3 +78,9 @@ class HubCardConflictError(HubError):
 class ModelTimeoutError(SportsClassifierError, TimeoutError):
     """A model did not answer within its time limit and its run was stopped (a network that
     never finishes: the app takes it out of service)."""
+
+
+def install_extra(extra: str) -> str:
+    """How to add an install extra, in one phrase for every message that needs it: the project is
+    installed from a checkout or from its wheel (it is not on PyPI)."""
+    return f"pip install -e \".[{extra}]\" in a checkout (or the wheel with [{extra}])"

@@ -9,7 +9,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Sequence
 
-from ..errors import ImageDecodeError, UnreadablePhotoError, UserInputError
+from ..errors import ImageDecodeError, UnreadablePhotoError, UserInputError, install_extra
 from .registry import ModelRegistry
 from .sport_names import display_name
 
@@ -165,7 +165,7 @@ def explain(registry: ModelRegistry, image, model_name: str | None = None, label
         raise UserInputError(
             f"this model has no ONNX export with class maps, and explaining it with Keras needs "
             f"TensorFlow ({exc}): run `sports-classifier export --model BUNDLE`, or "
-            "pip install 'sports_classifier[train]' and restart the app"
+            f"{install_extra('train')}, and restart the app"
         ) from None
     which = "the class" if label else "its top class"
     shown = f"{prob:.0%}" if prob >= 0.005 else "under 1%"

@@ -19,7 +19,7 @@ from typing import Iterable
 
 import numpy as np
 
-from ..errors import ModelLoadError, UserInputError
+from ..errors import ModelLoadError, UserInputError, install_extra
 from ..hub import ModelSource
 
 log = logging.getLogger(__name__)
@@ -180,7 +180,7 @@ class ModelRegistry:
             with _MEASURING:  # models load side by side, but are timed one at a time
                 latency = _measure_latency(clf, runs=LATENCY_RUNS if self._measure_latency else 0)
         except ModuleNotFoundError as exc:
-            msg = f"{exc}: install the missing package (pip install 'sports_classifier[train]' for Keras bundles)"
+            msg = f"{exc}: install the missing package (for Keras bundles: {install_extra('train')})"
             log.warning("model %s: %s", source.name, msg)
             return LoadedModel(source, error=msg)
         except Exception as exc:  # any failure is reported in the UI; other models keep serving

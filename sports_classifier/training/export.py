@@ -25,7 +25,7 @@ from typing import Sequence
 import numpy as np
 
 from .. import bundle
-from ..errors import ExportError
+from ..errors import ExportError, install_extra
 from ..models.network import with_class_maps
 from ..runtime import OnnxEngine, export_onnx, onnxruntime_available
 
@@ -255,8 +255,7 @@ def quantize_int8(source: str | Path, dest: str | Path, calibration_paths: list[
         import onnx
         from onnxruntime.quantization import quant_pre_process
     except ImportError as exc:  # onnx, and sympy for the shape inference, come with [train]
-        raise ExportError(f"int8 quantisation needs {exc.name or exc}: "
-                          "pip install 'sports_classifier[train]'") from None
+        raise ExportError(f"int8 quantisation needs {exc.name or exc}: {install_extra('train')}") from None
 
     from .. import selfcheck
     from ..images import try_preprocess_many

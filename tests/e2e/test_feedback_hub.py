@@ -7,16 +7,15 @@ talks to FakeHub (tests/helpers/hub_server.py) on 127.0.0.1. What arrives is rea
 
 from __future__ import annotations
 
-import contextlib
-import io
 import time
 from pathlib import Path
 
 import pytest
 from PIL import Image
 
+from helpers.cli import run_cli
 from helpers.hub_server import FakeHub, use_hub
-from sports_classifier import cli, feedback
+from sports_classifier import feedback
 
 TOKEN = "hf_WriteTokenWriteToken0123456789abcd"
 READ_ONLY = "hf_ReadOnlyReadOnly0123456789abcdefg"
@@ -40,13 +39,6 @@ def photo(tmp_path) -> Path:
     path = tmp_path / "upload.png"
     Image.new("RGB", (64, 48), (30, 160, 60)).save(path)
     return path
-
-
-def run_cli(*argv) -> tuple[int, str, str]:
-    out, err = io.StringIO(), io.StringIO()
-    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
-        code = cli.main([str(a) for a in argv])
-    return code, out.getvalue(), err.getvalue()
 
 
 def wait_for_files(hub: FakeHub, count: int, seconds: float = 30) -> dict[str, bytes]:

@@ -8,8 +8,6 @@ and every download below run the library's own code end to end; pushed files are
 
 from __future__ import annotations
 
-import contextlib
-import io
 import json
 import os
 import subprocess
@@ -21,8 +19,9 @@ import numpy as np
 import pytest
 
 from helpers.bundles import copy_bundle, rewrite_bundle
+from helpers.cli import run_cli
 from helpers.hub_server import FakeHub, use_hub
-from sports_classifier import bundle, cli
+from sports_classifier import bundle
 from sports_classifier.classifier import Classifier
 from sports_classifier.errors import (HubAuthError, HubCardConflictError, HubError, HubNotFoundError,
                                       HubUnavailableError, UserInputError)
@@ -63,13 +62,6 @@ def hub(tiny_bundle, int8_bundle, monkeypatch, tmp_path):
 
 def hub_files(folder: Path) -> dict[str, bytes]:
     return {p.name: p.read_bytes() for p in folder.iterdir() if p.is_file()}
-
-
-def run_cli(*argv) -> tuple[int, str, str]:
-    out, err = io.StringIO(), io.StringIO()
-    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
-        code = cli.main([str(a) for a in argv])
-    return code, out.getvalue(), err.getvalue()
 
 
 # ---------------------------------------------------------------------------------------------

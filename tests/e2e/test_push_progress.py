@@ -4,20 +4,10 @@ of a 40 MB bundle printed nothing until its URL."""
 
 from __future__ import annotations
 
-import contextlib
-import io
-
+from helpers.cli import run_cli
 from helpers.hub_server import FakeHub, use_hub
-from sports_classifier import cli
 
 TOKEN = "hf_WriteTokenWriteToken0123456789abcd"
-
-
-def run_cli(*argv) -> tuple[int, str, str]:
-    out, err = io.StringIO(), io.StringIO()
-    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
-        code = cli.main([str(a) for a in argv])
-    return code, out.getvalue(), err.getvalue()
 
 
 def test_push_shows_progress_unless_quiet(tiny_bundle, monkeypatch, tmp_path):

@@ -90,3 +90,19 @@ def test_train_cli_tiny(synthetic_dataset, tmp_path, capsys, cache_dir):
                  "--weights", "none", "--image-size", "32", "--epochs", "2", "--quiet"])
     assert code == 0 and (out / "config.json").is_file()
     assert "valid: accuracy" in capsys.readouterr().out
+
+
+def test_a_missing_extra_is_named_with_how_to_install_it(monkeypatch, tmp_path, capsys):
+    """A command whose extra is not installed (here: TensorFlow for training) says which, and how
+    to add it from a checkout or the wheel: the package is not on PyPI."""
+    from sports_classifier import cli
+
+    def needs_tensorflow(args):
+        raise ModuleNotFoundError("No module named 'tensorflow'", name="tensorflow")
+
+    monkeypatch.setattr(cli, "cmd_data", needs_tensorflow)
+    monkeypatch.setattr(cli, "_add_data", lambda sub: sub.add_parser("data").set_defaults(func=needs_tensorflow))
+    assert main(["data"]) == 1
+    err = capsys.readouterr().err.strip()
+    assert err == 'error: data needs tensorflow, which this install lacks: pip install -e ".[train]" in a checkout ' \
+                  "(or the wheel with [train])"

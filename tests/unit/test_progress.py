@@ -10,17 +10,11 @@ from pathlib import Path
 
 import pytest
 
+from helpers.cli import run_cli
 from sports_classifier import cli
 
 ROOT = Path(__file__).resolve().parents[2]
 LITE0 = ROOT / "models" / "lite0"
-
-
-def run_cli(*argv) -> tuple[int, str, str]:
-    out, err = io.StringIO(), io.StringIO()
-    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
-        code = cli.main([str(a) for a in argv])
-    return code, out.getvalue(), err.getvalue()
 
 
 @pytest.mark.skipif(not LITE0.is_dir(), reason="no bundled models/lite0")

@@ -191,9 +191,11 @@ def test_package_data_covers_what_the_package_reads():
 
 
 def test_no_install_line_points_at_pypi():
-    """The package is not on PyPI: `pip install "sports_classifier[...]"` fails; the docs give a
-    checkout's `pip install -e ".[extra]"` or the built wheel."""
-    texts = [ROOT / "README.md", *(ROOT / "docs").glob("*.md"), ROOT / "sports_classifier" / "app" / "about.md"]
+    """The package is not on PyPI: `pip install "sports_classifier[...]"` fails; the docs and the
+    error messages (``errors.install_extra``) give a checkout's `pip install -e ".[extra]"` or the
+    built wheel."""
+    texts = [ROOT / "README.md", *(ROOT / "docs").glob("*.md"), ROOT / "sports_classifier" / "app" / "about.md",
+             *(ROOT / "sports_classifier").rglob("*.py")]
     for path in texts:
         text = path.read_text()
         assert 'pip install "sports_classifier[' not in text and "pip install 'sports_classifier[" not in text, path
