@@ -217,13 +217,14 @@ def build_predict_tab(registry: ModelRegistry, status: gr.Markdown) -> gr.Checkb
             results = predict_tab.predict(registry, path, selected) if path is not None else []
         except UserInputError as exc:
             cleared = gr.Image(value=None) if isinstance(exc, UnreadablePhotoError) else gr.skip()
-            return [cleared, _message_html(str(exc)), "", "", explain_ui.choices([]), [], status_now]
+            return [cleared, _message_html(str(exc)), "", "", explain_ui.choices([]), [], None, status_now]
         if path is None:  # the photo was removed (or cleared after an error: keep that message)
-            return [gr.skip(), gr.skip(), "", "", explain_ui.choices([]), [], status_now]
+            return [gr.skip(), gr.skip(), "", "", explain_ui.choices([]), [], None, status_now]
         return [gr.skip(), "", verdict.verdict_html(results), verdict.panels_html(results),
-                explain_ui.choices(results, explain_with), results, status_now]
+                explain_ui.choices(results, explain_with), results, str(path), status_now]
 
-    outputs = [image, message, verdict_box, panels, explain_ui.label, feedback_ui.results, status]
+    outputs = [image, message, verdict_box, panels, explain_ui.label, feedback_ui.results, feedback_ui.answered,
+               status]
     gr.on([predict_btn.click, image.change, chosen.input], on_predict, [image, chosen, explain_ui.model], outputs,
           api_visibility="private", trigger_mode="always_last", preprocess=False, show_progress="minimal")
     # The API keeps its contract (gr.Label values per model; errors as exceptions), on a trigger
@@ -278,6 +279,7 @@ def build_feedback_row(registry: ModelRegistry) -> SimpleNamespace:
     """"Was this right?": one click to confirm the verdict, or pick the right sport. Records
     the photo, the label and every model's answer (``feedback.FeedbackStore``)."""
     results = gr.State([])
+    answered = gr.State(None)  # the photo those results are for: feedback must be about the photo on screen
     with gr.Row(equal_height=False, elem_id="feedback-row"):
         yes = gr.Button("✓ Right", size="sm", scale=1, min_width=90, elem_id="feedback-yes")
         correction = gr.Dropdown([(NOT_RIGHT, "")] + [(sport_names.display_name(s), s) for s in known_labels(registry)],
@@ -285,7 +287,7 @@ def build_feedback_row(registry: ModelRegistry) -> SimpleNamespace:
                                  elem_id="feedback-correction")
     thanks = gr.Markdown(elem_id="feedback-thanks")
 
-    def on_feedback(image, results, label, request: gr.Request):
+    def on_feedback(image, results, photo_answered, label, request: gr.Request):
         if label == "":  # the "No, it shows…" line itself
             return gr.skip(), gr.skip()
         try:
@@ -293,26 +295,26 @@ def build_feedback_row(registry: ModelRegistry) -> SimpleNamespace:
             path = _photo_path(image)
             label = label or verdict.top_label(results)
             record = FEEDBACK.record(path, label, results, bundle_checksums(registry, results),
-                                     known_labels=known_labels(registry))
+                                     known_labels=known_labels(registry), predictions_for=photo_answered)
         except UserInputError as exc:
             return _message_html(str(exc)), ""
         return "", f"Thanks: recorded as **{sport_names.display_name(record.label)}**."
 
-    def on_yes(image, results, request: gr.Request):
-        return on_feedback(image, results, None, request)
+    def on_yes(image, results, photo_answered, request: gr.Request):
+        return on_feedback(image, results, photo_answered, None, request)
 
-    def on_correction(image, results, label, request: gr.Request):
-        return *on_feedback(image, results, label, request), ""  # the list back to its first line
+    def on_correction(image, results, photo_answered, label, request: gr.Request):
+        return *on_feedback(image, results, photo_answered, label, request), ""  # the list back to its first line
 
     def wire(image: gr.Image, message: gr.HTML) -> None:
-        yes.click(on_yes, [image, results], [message, thanks], api_visibility="private", preprocess=False)
+        yes.click(on_yes, [image, results, answered], [message, thanks], api_visibility="private", preprocess=False)
         # .select: once per pick by the user (.input also fires while the list is typed into)
-        correction.select(on_correction, [image, results, correction], [message, thanks, correction],
+        correction.select(on_correction, [image, results, answered, correction], [message, thanks, correction],
                           api_visibility="private", preprocess=False)
         image.change(lambda: ("", ""), None, [thanks, correction], api_visibility="private",
                      show_progress="hidden", queue=False)
 
-    return SimpleNamespace(results=results, wire=wire)
+    return SimpleNamespace(results=results, answered=answered, wire=wire)
 
 
 def known_labels(registry: ModelRegistry) -> list[str]:

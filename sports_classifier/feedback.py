@@ -74,14 +74,18 @@ class FeedbackStore:
         self._scheduler = None
 
     def record(self, photo: str | Path | None, label: str | None, predictions, bundles: dict[str, dict], *,
-               known_labels: Iterable[str]) -> Record:
+               known_labels: Iterable[str], predictions_for: str | Path | None = None) -> Record:
         """Keep one answer. ``predictions``: the app's per-model results (objects with ``name``
-        and ``confidences``). ``UserInputError`` for no photo, an unknown label, a photo over
-        the size cap, or a full folder."""
+        and ``confidences``); ``predictions_for``, when known, the photo they were made for, which
+        must be ``photo`` (in the app a new photo's answer may still be on its way). ``UserInputError``
+        for no photo, predictions of another photo, an unknown label, a photo over the size cap,
+        or a full folder."""
         from .images import load_rgb
 
         if photo is None:
             raise UserInputError("no photo: upload one, then say whether the answer was right")
+        if predictions_for is not None and str(predictions_for) != str(photo):
+            raise UserInputError("this photo's answer is not in yet: say whether it was right once it shows")
         if not label:
             raise UserInputError("no sport to record: pick the sport the photo shows")
         if label not in set(known_labels) or not safe_label(label):

@@ -300,9 +300,13 @@ def test_batch_numbers_the_photos_and_shows_percentages(page, server, shots):
 def test_feedback_round_trip_into_training(page, server, tmp_path):
     if page.viewport != "desktop":
         pytest.skip("once is enough")
+    thanks = page.locator("#feedback-thanks")
     for sport in ("golf", "rowing"):
         for n in (1, 2):
             clear_photo(page)
+            # the last photo's verdict and thanks gone first: then what shows next is this photo's
+            sync_api.expect(page.locator("#verdict .verdict-title")).to_have_count(0)
+            sync_api.expect(thanks).not_to_contain_text("Thanks")
             upload(page, EXAMPLES / sport / f"{n}.jpg")
             sync_api.expect(page.locator("#verdict .verdict-title")).not_to_be_empty()
             if sport == "golf":  # one click: the verdict was right
@@ -313,7 +317,7 @@ def test_feedback_round_trip_into_training(page, server, tmp_path):
                 # scrolling of a list that Gradio re-renders meanwhile)
                 page.locator("#feedback-correction input").fill(sport)
                 page.get_by_role("option", name=sport, exact=True).click()
-            sync_api.expect(page.locator("#feedback-thanks")).to_contain_text("Thanks: recorded as")
+            sync_api.expect(thanks).to_contain_text("Thanks: recorded as")
     if not server.real:  # the tiny bundle's verdict names one of its own classes: count what came
         pytest.skip("the tiny bundle's verdicts are not sports")
     env = dict(os.environ, SPORTS_CLASSIFIER_FEEDBACK=str(server.feedback))

@@ -106,6 +106,14 @@ def test_feedback_records_exports_and_refuses_what_it_must(tmp_path, photo):
             store.record(photo, bad, results, {}, known_labels=known + ["../../etc"])
     with pytest.raises(UserInputError, match="no photo"):
         store.record(None, "golf", results, {}, known_labels=known)
+    # the app passes the photo its results were made for: a new photo whose answer is still on
+    # its way must not be recorded with the last photo's predictions
+    with pytest.raises(UserInputError, match="answer is not in yet"):
+        store.record(photo, "golf", results, {}, known_labels=known, predictions_for=tmp_path / "last.png")
+    assert len(store.records()) == 5
+    same = store.record(photo, "golf", results, {}, known_labels=known, predictions_for=str(photo))
+    for ext in ("json", "jpg"):  # (the counts below are of the five)
+        (tmp_path / "fb" / f"{same.id}.{ext}").unlink()
 
     counts = store.export(tmp_path / "ds")
     assert counts == {"train": {"golf": 1, "polo": 2}, "valid": {"golf": 1, "polo": 1}}
