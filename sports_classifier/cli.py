@@ -302,13 +302,12 @@ def cmd_data(args) -> int:
 def cmd_feedback(args) -> int:
     from .feedback import FEEDBACK_REPO_ENV, FeedbackStore, summary_lines
 
-    store = FeedbackStore(args.dir)
+    store = FeedbackStore(args.dir, repo_id=args.repo or os.environ.get(FEEDBACK_REPO_ENV) or None)
     if args.action == "list":
         for line in summary_lines(store.records()):
             print(printable(line))
         return 0
     if args.action == "push":
-        store.repo_id = args.repo or os.environ.get(FEEDBACK_REPO_ENV) or None
         count = store.push(token=args.token)
         print(f"pushed {count} record(s) from {store.folder} to the Hub dataset repo {store.repo_id}")
         return 0

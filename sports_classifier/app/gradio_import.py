@@ -3,7 +3,7 @@
 Gradio's ``ComponentMeta`` calls ``create_or_modify_pyi`` for each component class it defines, on
 every ``import gradio``: it re-reads and ast-parses the component's source file to rewrite the
 ``.pyi`` stub beside it (Gradio 6.31; 1.3-1.5 s of the 2.8-3.1 s import on the 2-core AMD EPYC
-this project runs on). Only editors read those stubs, and the installed ones are already
+with VNNI, ``avx512_vnni``, this project runs on). Only editors read those stubs, and the installed ones are already
 complete, so the app skips the rewrite: ``skip_stub_rewrite()`` installs a one-shot import hook
 that replaces that one function with a no-op as ``gradio.component_meta`` loads, before any
 component class exists. Everything else in Gradio runs unchanged; a Gradio without that function

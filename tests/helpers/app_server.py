@@ -46,7 +46,8 @@ def free_port() -> int:
     candidates = [0]
     if span:
         low, _, high = span.partition("-")
-        candidates = random.sample(range(int(low), int(high or low) + 1), int(high or low) + 1 - int(low))
+        ports = range(int(low), int(high or low) + 1)
+        candidates = random.sample(ports, len(ports))
     for port in candidates:
         with socket.socket() as s:
             try:
